@@ -1,0 +1,1 @@
+"""lm: Transformer language models in JAX/Flax."""
