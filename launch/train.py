@@ -1,0 +1,40 @@
+"""Train (or resume) an experiment.
+
+  python -m launch.train --config configs/quickstart.py --workdir runs/quickstart
+  python -m launch.train --config=configs/EXP.py:ARG --workdir=DIR --config.steps=100
+
+Re-running the same command resumes from the latest checkpoint in the workdir.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+
+from launch import common
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, optionally `path.py:arg`.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"unexpected arguments {argv[1:]}; pass settings as "
+                "--config.KEY=VALUE.")
+  if _CONFIG.value is None:
+    common.fail("--config is required, e.g. --config configs/quickstart.py.")
+  if not _WORKDIR.value:
+    common.fail("--workdir is required, e.g. --workdir runs/quickstart.")
+  common.quiet_logs()
+  from lm.training import loop
+  with common.user_errors():
+    summary = loop.train(_CONFIG.value, _WORKDIR.value)
+  keys = [k for k in ("loss", "eval_loss", "eval_perplexity", "eval_accuracy")
+          if k in summary]
+  print("final: " + ", ".join(f"{k} {summary[k]:.4f}" for k in keys), flush=True)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,72 @@
+"""Token sampling (greedy, temperature, top-k, top-p) and a simple decode loop.
+
+`generate_uncached` recomputes the full forward pass for every new token over
+a fixed-size window (one compile, no cache); it is what training uses to print
+a sample at the end of a run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def sample_logits(logits, rng, *, temperature: float = 0.0, top_k: int = 0,
+                  top_p: float = 1.0):
+  """Picks one token per row of `logits` [B, V].
+
+  temperature 0 is greedy (argmax). top_k > 0 keeps the k largest logits;
+  top_p < 1 keeps the smallest set of tokens whose probability mass reaches
+  top_p (the most likely token is always kept).
+  """
+  logits = logits.astype(jnp.float32)
+  if temperature <= 0.0:
+    return jnp.argmax(logits, axis=-1)
+  logits = logits / temperature
+  neg = jnp.finfo(jnp.float32).min
+  if top_k and top_k > 0:
+    kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1:]
+    logits = jnp.where(logits < kth, neg, logits)
+  if top_p < 1.0:
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep_sorted = mass_before < top_p
+    keep = jnp.zeros_like(keep_sorted).at[
+        jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+    logits = jnp.where(keep, logits, neg)
+  return jax.random.categorical(rng, logits, axis=-1)
+
+
+def generate_uncached(model, params, prompt_ids, *, max_new_tokens: int,
+                      window: int, temperature: float = 0.0, top_k: int = 0,
+                      top_p: float = 1.0, seed: int = 0, eos_id: int | None = None):
+  """Extends `prompt_ids` (list of ints) by up to `max_new_tokens` tokens.
+
+  Each step runs the model on the last `window` tokens (right-padded to the
+  window) and samples from the logits at the last real position.
+  """
+  if not prompt_ids:
+    raise ValueError("generate_uncached needs a non-empty prompt")
+
+  @jax.jit
+  def next_token(params, buf, last, rng):
+    logits, _ = model.apply({"params": params}, buf, deterministic=True)
+    row = jax.lax.dynamic_index_in_dim(logits[0], last, axis=0, keepdims=True)
+    return sample_logits(row, rng, temperature=temperature, top_k=top_k,
+                         top_p=top_p)[0]
+
+  tokens = list(prompt_ids)
+  key = jax.random.key(seed)
+  for i in range(max_new_tokens):
+    ctx = tokens[-window:]
+    buf = np.zeros((1, window), np.int32)
+    buf[0, :len(ctx)] = ctx
+    tok = int(next_token(params, jnp.asarray(buf), len(ctx) - 1,
+                         jax.random.fold_in(key, i)))
+    tokens.append(tok)
+    if eos_id is not None and tok == eos_id:
+      break
+  return tokens[len(prompt_ids):]

@@ -1,0 +1,242 @@
+"""Multi-head attention (MHA, GQA, MQA) and attention-mask helpers.
+
+Masks are boolean, True where a query may attend to a key, shaped
+`[B, 1 | N, T, S]` (or anything broadcastable to it). A fully masked query row
+(a padding position) attends uniformly to every key instead of producing NaN;
+its output is finite and meaningless, and losses must ignore it.
+
+Legend: B batch, T query length, S key length, D model width, N query heads,
+K key/value heads, G = N/K query heads per key/value head, H head dim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm.models.config import ModelConfig
+from lm.models.layers import Einsum, out_proj_std
+from lm.models.positional import apply_rope
+from lm.parallel import axes
+
+
+# Mask helpers.
+
+
+def causal_mask(length: int) -> jax.Array:
+  """Lower-triangular `[1, 1, T, T]` mask: query i sees keys 0..i.
+
+  Example: `causal_mask(3)[0, 0]` is
+  `[[1, 0, 0], [1, 1, 0], [1, 1, 1]]` (as bools).
+  """
+  idx = jnp.arange(length)
+  return (idx[:, None] >= idx[None, :])[None, None]  # [1, 1, T, T]
+
+
+def segment_mask(segment_ids_q: jax.Array,
+                 segment_ids_kv: jax.Array | None = None) -> jax.Array:
+  """Attend only within the same segment; segment 0 (padding) sees nothing.
+
+  Example: ids `[[1, 1, 2, 0]]` give row 0 `[1, 1, 0, 0]`, row 2
+  `[0, 0, 1, 0]` and row 3 (padding) all False.
+
+  Args:
+    segment_ids_q: int `[B, T]` segment of each query (0 = padding).
+    segment_ids_kv: int `[B, S]` segment of each key; defaults to the queries'.
+
+  Returns:
+    bool `[B, 1, T, S]`.
+  """
+  if segment_ids_kv is None:
+    segment_ids_kv = segment_ids_q
+  q = segment_ids_q[:, None, :, None]  # [B, 1, T, 1]
+  kv = segment_ids_kv[:, None, None, :]  # [B, 1, 1, S]
+  return (q == kv) & (q != 0) & (kv != 0)  # [B, 1, T, S]
+
+
+def padding_mask(valid_q: jax.Array,
+                 valid_kv: jax.Array | None = None) -> jax.Array:
+  """Attend only between real (non-padding) tokens.
+
+  Args:
+    valid_q: bool or 0/1 `[B, T]`, True at real query tokens.
+    valid_kv: bool or 0/1 `[B, S]` for keys; defaults to `valid_q`.
+
+  Returns:
+    bool `[B, 1, T, S]`.
+  """
+  if valid_kv is None:
+    valid_kv = valid_q
+  q = valid_q.astype(bool)[:, None, :, None]  # [B, 1, T, 1]
+  kv = valid_kv.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+  return q & kv  # [B, 1, T, S]
+
+
+def make_attention_mask(segment_ids: jax.Array | None, causal: bool,
+                        length: int | None = None) -> jax.Array | None:
+  """The self-attention mask of a (possibly packed) batch.
+
+  Args:
+    segment_ids: int `[B, T]` document ids of a packed batch (0 = padding), or
+      None for one unpadded sequence per row.
+    causal: also mask future keys.
+    length: T, needed only when `segment_ids` is None and `causal`.
+
+  Returns:
+    bool `[B, 1, T, T]` (`[1, 1, T, T]` when `segment_ids` is None), or None
+    when nothing is masked (no segments, not causal).
+  """
+  if segment_ids is None:
+    if not causal:
+      return None
+    if length is None:
+      raise ValueError("make_attention_mask needs `length` without "
+                       "segment ids.")
+    return causal_mask(length)
+  mask = segment_mask(segment_ids)
+  if causal:
+    mask = mask & causal_mask(segment_ids.shape[1])
+  return mask
+
+
+# Attention kernels.
+
+
+def _large_negative(dtype: jnp.dtype) -> jax.Array:
+  """The masked-logit fill, the same one `jax.nn.dot_product_attention` uses."""
+  return jnp.asarray(-0.7 * jnp.finfo(dtype).max, dtype)
+
+
+def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                     mask: jax.Array | None = None, *, causal: bool = False,
+                     dropout_rate: float = 0.0,
+                     dropout_rng: jax.Array | None = None) -> jax.Array:
+  """Reference attention softmax(q k^T / sqrt(H)) v with grouped heads.
+
+  Logits and softmax are float32; masked logits get a large negative value so
+  a fully masked row is uniform (finite) rather than NaN.
+
+  Args:
+    q: `[B, T, N, H]` queries.
+    k: `[B, S, K, H]` keys, K dividing N.
+    v: `[B, S, K, H]` values.
+    mask: bool broadcastable to `[B, N, T, S]` with a head dim of 1 or N.
+    causal: also mask key j > query i.
+    dropout_rate: dropout on the attention probabilities (needs dropout_rng).
+    dropout_rng: PRNG key for that dropout.
+
+  Returns:
+    `[B, T, N, H]` in `v.dtype`.
+  """
+  b, t, n, h = q.shape
+  s, kv_heads = k.shape[1], k.shape[2]
+  g = n // kv_heads
+  q = q.reshape(b, t, kv_heads, g, h)  # [B, T, K, G, H]
+  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k,
+                      preferred_element_type=jnp.float32)
+  logits = logits * (1.0 / math.sqrt(h))
+  if causal:
+    mask = causal_mask(t) if mask is None else mask & causal_mask(t)
+  if mask is not None:
+    mask = jnp.asarray(mask, bool)
+    mb, mn = mask.shape[0], mask.shape[1]
+    if mn == 1:
+      mask = mask[:, :, None]  # [B, 1, 1, T, S]
+    else:
+      mask = mask.reshape(mb, kv_heads, g, *mask.shape[2:])  # [B, K, G, T, S]
+    logits = jnp.where(mask, logits, _large_negative(logits.dtype))
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  if dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(v.dtype), v)
+  return out.reshape(b, t, n, h)  # [B, T, N, H]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head self-attention with grouped key/value heads.
+
+  N query heads share K = config.kv_heads key/value heads in groups of N/K
+  (K = N: MHA; 1 < K < N: GQA; K = 1: MQA). RoPE is applied to queries and
+  keys when `config.position == "rope"`.
+
+  The kernel is `jax.nn.dot_product_attention` (`implementation=None` for
+  "xla", "cudnn" for "cudnn") unless attention dropout is active or
+  `config.attention_impl == "einsum"`, which use `einsum_attention`.
+
+  Attributes:
+    config: model config.
+    causal: mask key j > query i (aligned at position 0 of both; a KV cache
+      with an offset must pass an explicit mask and `causal=False`).
+  """
+
+  config: ModelConfig
+  causal: bool = False
+
+  def _proj(self, equation: str, shape: tuple[int, ...],
+            kernel_axes: tuple[str, ...], bias_dims: int, std: float,
+            name: str) -> Einsum:
+    cfg = self.config
+    return Einsum(equation, shape, kernel_axes,
+                  bias_dims=bias_dims if cfg.use_bias else 0, init_std=std,
+                  dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                  name=name)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, positions: jax.Array,
+               mask: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
+    """Self-attention over `x`.
+
+    Args:
+      x: `[B, T, D]` inputs.
+      positions: int `[B, T]` positions (used by RoPE).
+      mask: bool `[B, 1 | N, T, T]` (or broadcastable), True = may attend;
+        combined with the causal mask when `causal`.
+      deterministic: disable attention dropout.
+
+    Returns:
+      `[B, T, D]`.
+    """
+    cfg = self.config
+    d, n, kv, h = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_size
+    q = self._proj("BTD,DNH->BTNH", (d, n, h),
+                   (axes.EMBED, axes.HEADS, axes.HEAD_DIM), 2, cfg.init_std,
+                   "query")(x)  # [B, T, N, H]
+    k = self._proj("BSD,DKH->BSKH", (d, kv, h),
+                   (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM), 2,
+                   cfg.init_std, "key")(x)  # [B, S, K, H]
+    v = self._proj("BSD,DKH->BSKH", (d, kv, h),
+                   (axes.EMBED, axes.KV_HEADS, axes.HEAD_DIM), 2,
+                   cfg.init_std, "value")(x)  # [B, S, K, H]
+    if cfg.position == "rope":
+      q = apply_rope(q, positions, cfg.rope_theta)
+      k = apply_rope(k, positions, cfg.rope_theta)
+    q = nn.with_logical_constraint(
+        q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM))
+    kv_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_KV_HEADS,
+               axes.ACT_HEAD_DIM)
+    k = nn.with_logical_constraint(k, kv_axes)
+    v = nn.with_logical_constraint(v, kv_axes)
+
+    dropout = cfg.attention_dropout > 0.0 and not deterministic
+    if dropout or cfg.attention_impl == "einsum":
+      rng = self.make_rng("dropout") if dropout else None
+      out = einsum_attention(q, k, v, mask, causal=self.causal,
+                             dropout_rate=cfg.attention_dropout if dropout
+                             else 0.0, dropout_rng=rng)
+    else:
+      if mask is not None:
+        mask = jnp.asarray(mask, bool)
+      out = jax.nn.dot_product_attention(
+          q, k, v, mask=mask, scale=1.0 / math.sqrt(h), is_causal=self.causal,
+          implementation="cudnn" if cfg.attention_impl == "cudnn" else None)
+    out = nn.with_logical_constraint(
+        out,
+        (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM))
+    return self._proj("BTNH,NHD->BTD", (n, h, d),
+                      (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 1,
+                      out_proj_std(cfg), "out")(out)  # [B, T, D]

@@ -1,0 +1,228 @@
+"""Model hyper-parameters: one frozen dataclass and a named size table.
+
+Experiment configs name a size and override a field or two:
+
+  cfg = make_model_config("small", vocab_size=50257, dropout=0.1)
+
+`vocab_size` defaults to 0, meaning "set it from the tokenizer"; every size
+except the GPT-2 ones leaves it unset, so the caller passes the tokenizer's
+vocabulary size as an override. Fields left as `None` (`num_kv_heads`,
+`head_dim`, `d_ff`) are derived from the others; read the resolved values
+through the `kv_heads`, `head_size` and `mlp_size` properties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+from lm.errors import LmError
+
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+MLPS = ("gelu", "swiglu")
+REMATS = ("none", "full", "dots")
+DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("xla", "cudnn", "einsum")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a Transformer language model.
+
+  Attributes:
+    vocab_size: vocabulary size V; 0 means "set from the tokenizer".
+    d_model: model width D.
+    num_layers: number of Transformer blocks L.
+    num_heads: query heads N.
+    num_kv_heads: key/value heads K (None: K = N; 1 < K < N: grouped-query
+      attention; K = 1: multi-query attention).
+    head_dim: per-head width H (None: D // N).
+    d_ff: MLP hidden width F (None: 4 * D).
+    max_len: rows of the learned position table (longest position + 1).
+    position: "learned", "sinusoidal", "rope" or "none".
+    rope_theta: RoPE base wavelength.
+    norm: "layernorm" or "rmsnorm".
+    norm_eps: epsilon inside the norm's square root.
+    norm_position: "pre" (GPT-2) or "post" (original Transformer / BERT).
+    mlp: "gelu" (D -> F -> D) or "swiglu" (silu(gate) * up).
+    dropout: rate for embedding, residual (attention and MLP output) dropout.
+    attention_dropout: rate for dropout on the attention probabilities.
+    use_bias: biases on projections and LayerNorm.
+    tie_embeddings: the LM head reuses the token embedding table.
+    scan_layers: stack the blocks with `nn.scan` (params get a leading layer
+      axis) instead of a Python loop.
+    remat: "none", "full" (recompute every block activation) or "dots" (save
+      matmul outputs without batch dimensions).
+    dtype: compute dtype, "float32" or "bfloat16".
+    param_dtype: parameter storage dtype.
+    attention_impl: "xla" (jax.nn.dot_product_attention), "cudnn" (its
+      cuDNN kernel; GPU only) or "einsum" (explicit softmax(QK^T/sqrt(H))V).
+    init_std: standard deviation of the normal weight initialiser.
+  """
+
+  vocab_size: int = 0
+  d_model: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int | None = None
+  head_dim: int | None = None
+  d_ff: int | None = None
+  max_len: int = 1024
+  position: str = "learned"
+  rope_theta: float = 10000.0
+  norm: str = "layernorm"
+  norm_eps: float = 1e-5
+  norm_position: str = "pre"
+  mlp: str = "gelu"
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  use_bias: bool = True
+  tie_embeddings: bool = True
+  scan_layers: bool = True
+  remat: str = "none"
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  attention_impl: str = "xla"
+  init_std: float = 0.02
+
+  # Resolved sizes.
+
+  @property
+  def kv_heads(self) -> int:
+    """Key/value heads K (num_kv_heads, or num_heads when unset)."""
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  @property
+  def head_size(self) -> int:
+    """Per-head width H (head_dim, or d_model // num_heads when unset)."""
+    if self.head_dim is not None:
+      return self.head_dim
+    return self.d_model // self.num_heads
+
+  @property
+  def mlp_size(self) -> int:
+    """MLP hidden width F (d_ff, or 4 * d_model when unset)."""
+    return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    """`dtype` as a jnp dtype."""
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weight_dtype(self) -> jnp.dtype:
+    """`param_dtype` as a jnp dtype."""
+    return jnp.dtype(self.param_dtype)
+
+  def validate(self, *, require_vocab: bool = True) -> ModelConfig:
+    """Raises `LmError` naming the first bad field; returns self otherwise.
+
+    Args:
+      require_vocab: when False, `vocab_size == 0` ("set from the tokenizer
+        later") is accepted; a negative size is still an error.
+    """
+    if self.vocab_size < 0 or (require_vocab and self.vocab_size == 0):
+      raise LmError(
+          f"model.vocab_size={self.vocab_size} must be positive; set it to "
+          "the tokenizer's vocabulary size.")
+    for name in ("d_model", "num_layers", "num_heads", "max_len"):
+      _check_positive(name, getattr(self, name))
+    for name in ("num_kv_heads", "head_dim", "d_ff"):
+      if getattr(self, name) is not None:
+        _check_positive(name, getattr(self, name))
+    for name in ("rope_theta", "norm_eps", "init_std"):
+      if not getattr(self, name) > 0:
+        raise LmError(f"model.{name}={getattr(self, name)} must be positive.")
+    for name in ("dropout", "attention_dropout"):
+      rate = getattr(self, name)
+      if not 0.0 <= rate < 1.0:
+        raise LmError(f"model.{name}={rate} must be in [0, 1).")
+    for name, allowed in (("position", POSITIONS), ("norm", NORMS),
+                          ("norm_position", NORM_POSITIONS), ("mlp", MLPS),
+                          ("remat", REMATS), ("dtype", DTYPES),
+                          ("param_dtype", DTYPES),
+                          ("attention_impl", ATTENTION_IMPLS)):
+      value = getattr(self, name)
+      if value not in allowed:
+        raise LmError(
+            f"model.{name}={value!r} is not one of "
+            f"{', '.join(repr(a) for a in allowed)}; pick one of those.")
+    if self.head_dim is None and self.d_model % self.num_heads:
+      raise LmError(
+          f"model.num_heads={self.num_heads} does not divide "
+          f"model.d_model={self.d_model}; pick a head count that divides the "
+          "width or set model.head_dim.")
+    if self.num_heads % self.kv_heads:
+      raise LmError(
+          f"model.num_kv_heads={self.kv_heads} does not divide "
+          f"model.num_heads={self.num_heads}; pick a key/value head count "
+          "that divides the query head count.")
+    if self.position == "rope" and self.head_size % 2:
+      raise LmError(
+          f"model.position='rope' needs an even head width but the head "
+          f"width is {self.head_size}; set model.head_dim (or d_model / "
+          "num_heads) to an even number.")
+    return self
+
+
+def _check_positive(name: str, value: Any) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise LmError(f"model.{name}={value!r} must be a positive integer.")
+
+
+# GPT-2 shared settings: learned positions, LayerNorm (eps 1e-5), GELU,
+# pre-LN, biases, tied embeddings.
+_GPT2 = dict(vocab_size=50257, max_len=1024, position="learned",
+             norm="layernorm", norm_eps=1e-5, norm_position="pre", mlp="gelu",
+             use_bias=True, tie_embeddings=True)
+
+SIZES: dict[str, dict[str, Any]] = {
+    # Unit tests.
+    "tiny": dict(d_model=64, num_layers=2, num_heads=4, d_ff=256,
+                 max_len=128),
+    # A small GPT that trains on a 2-core CPU in a few minutes.
+    "quickstart": dict(d_model=256, num_layers=4, num_heads=4, d_ff=1024,
+                       max_len=256, position="learned"),
+    # nanoGPT's CPU recipe for shakespeare_char (no biases, as nanoGPT's
+    # default `bias=False`).
+    "shakespeare": dict(d_model=128, num_layers=4, num_heads=4, d_ff=512,
+                        max_len=64, position="learned", norm="layernorm",
+                        mlp="gelu", norm_position="pre", dropout=0.0,
+                        use_bias=False),
+    # nanoGPT's shakespeare_char GPU recipe width at a shorter context.
+    "d384": dict(d_model=384, num_layers=6, num_heads=6, d_ff=1536,
+                 max_len=256),
+    # GPT-2 family.
+    "small": dict(_GPT2, d_model=768, num_layers=12, num_heads=12, d_ff=3072),
+    "medium": dict(_GPT2, d_model=1024, num_layers=24, num_heads=16,
+                   d_ff=4096),
+    "large": dict(_GPT2, d_model=1280, num_layers=36, num_heads=20,
+                  d_ff=5120),
+    "xl": dict(_GPT2, d_model=1600, num_layers=48, num_heads=25, d_ff=6400),
+}
+
+
+def make_model_config(size: str, **overrides: Any) -> ModelConfig:
+  """Returns the validated config of a named size with fields overridden.
+
+  Args:
+    size: a key of `SIZES`.
+    **overrides: `ModelConfig` fields to replace, e.g. `vocab_size=8000`.
+
+  Raises:
+    LmError: unknown size or field, or an invalid resulting config.
+  """
+  if size not in SIZES:
+    raise LmError(
+        f"model size {size!r} is unknown; pick one of {', '.join(SIZES)}.")
+  fields = [f.name for f in dataclasses.fields(ModelConfig)]
+  for key in overrides:
+    if key not in fields:
+      raise LmError(
+          f"model.{key} is not a model config field; valid fields are "
+          f"{', '.join(fields)}.")
+  return ModelConfig(**{**SIZES[size], **overrides}).validate()

@@ -1,0 +1,231 @@
+"""Building blocks: einsum projections, norms, MLP and token embedding.
+
+Every parameter is created full-shape with `nn.with_logical_partitioning`, so
+a rule table (not the model) decides how it is sharded. Computation runs in
+the config's compute dtype; norms are computed in float32 and logits are
+returned in float32.
+
+Legend: B batch, T length, D model width, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm.models.config import ModelConfig
+from lm.parallel import axes
+
+Dtype = Any
+
+
+def out_proj_std(config: ModelConfig) -> float:
+  """Init std of projections that write into the residual stream.
+
+  GPT-2 scales these by 1/sqrt(2L) (two residual writes per block) so the
+  residual stream's variance does not grow with depth.
+  """
+  return config.init_std / math.sqrt(2 * config.num_layers)
+
+
+class Einsum(nn.Module):
+  """`y = einsum(equation, x, kernel) (+ bias)` with a full-shape kernel.
+
+  Example: a query projection is
+  `Einsum("BTD,DNH->BTNH", (D, N, H), (EMBED, HEADS, HEAD_DIM), bias_dims=2)`,
+  whose bias has the kernel's last two dims `[N, H]`.
+
+  Attributes:
+    equation: einsum string `"<x>,<kernel>-><y>"`.
+    shape: kernel shape.
+    kernel_axes: one logical axis name per kernel dim.
+    bias_dims: how many trailing kernel dims the bias has (0: no bias). The
+      output must end with those dims.
+    init_std: std of the normal kernel initialiser (biases start at 0).
+    dtype: compute dtype; input and kernel are cast to it.
+    param_dtype: storage dtype of the parameters.
+    out_dtype: accumulate and return in this dtype (e.g. float32 logits from
+      bfloat16 inputs); None returns the compute dtype.
+  """
+
+  equation: str
+  shape: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  bias_dims: int = 0
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  out_dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if len(self.shape) != len(self.kernel_axes):
+      raise ValueError(
+          f"kernel shape {self.shape} and axes {self.kernel_axes} differ in "
+          "rank.")
+    kernel = self.param(
+        "kernel",
+        nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
+                                     self.kernel_axes),
+        self.shape, self.param_dtype)
+    y = jnp.einsum(self.equation, x.astype(self.dtype),
+                   kernel.astype(self.dtype),
+                   preferred_element_type=self.out_dtype)
+    if self.bias_dims:
+      bias = self.param(
+          "bias",
+          nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                       self.kernel_axes[-self.bias_dims:]),
+          self.shape[-self.bias_dims:], self.param_dtype)
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis, computed in float32.
+
+  Attributes:
+    eps: added to the variance.
+    use_bias: learn a shift `bias` besides the gain `scale`.
+    dtype: output dtype.
+    param_dtype: storage dtype of `scale` and `bias`.
+  """
+
+  eps: float = 1e-5
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dim = x.shape[-1]
+    scale = self.param(
+        "scale",
+        nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                     (axes.NORM,)),
+        (dim,), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
+    y = y * scale.astype(jnp.float32)
+    if self.use_bias:
+      bias = self.param(
+          "bias",
+          nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                       (axes.NORM,)),
+          (dim,), self.param_dtype)
+      y = y + bias.astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square norm (no centring, no bias), computed in float32.
+
+  Attributes:
+    eps: added to the mean square.
+    dtype: output dtype.
+    param_dtype: storage dtype of `scale`.
+  """
+
+  eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param(
+        "scale",
+        nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                     (axes.NORM,)),
+        (x.shape[-1],), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+    y = xf * jax.lax.rsqrt(ms + self.eps) * scale.astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+def make_norm(config: ModelConfig, name: str | None = None) -> nn.Module:
+  """The norm chosen by `config.norm`, named `name`."""
+  if config.norm == "rmsnorm":
+    return RMSNorm(eps=config.norm_eps, dtype=config.compute_dtype,
+                   param_dtype=config.weight_dtype, name=name)
+  return LayerNorm(eps=config.norm_eps, use_bias=config.use_bias,
+                   dtype=config.compute_dtype, param_dtype=config.weight_dtype,
+                   name=name)
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward network.
+
+  "gelu": `wo(gelu(wi(x)))` (tanh-approximate GELU, as GPT-2).
+  "swiglu": `wo(silu(wi_gate(x)) * wi_up(x))`.
+  Biases follow `config.use_bias`. Dropout on the output is the residual
+  dropout applied by the block.
+
+  Attributes:
+    config: model config.
+  """
+
+  config: ModelConfig
+
+  def _proj(self, equation: str, shape: tuple[int, int],
+            kernel_axes: tuple[str, str], std: float, name: str) -> Einsum:
+    cfg = self.config
+    return Einsum(equation, shape, kernel_axes, bias_dims=int(cfg.use_bias),
+                  init_std=std, dtype=cfg.compute_dtype,
+                  param_dtype=cfg.weight_dtype, name=name)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps `[B, T, D]` to `[B, T, D]`."""
+    cfg = self.config
+    d, f = cfg.d_model, cfg.mlp_size
+    up_axes = (axes.EMBED, axes.MLP)
+    hidden_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP)
+    if cfg.mlp == "swiglu":
+      gate = self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
+                        "wi_gate")(x)
+      up = self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
+                      "wi_up")(x)
+      h = nn.silu(gate) * up  # [B, T, F]
+    else:
+      h = nn.gelu(self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
+                             "wi")(x), approximate=True)  # [B, T, F]
+    h = nn.with_logical_constraint(h, hidden_axes)
+    return self._proj("BTF,FD->BTD", (f, d), (axes.MLP, axes.EMBED),
+                      out_proj_std(cfg), "wo")(h)
+
+
+class Embed(nn.Module):
+  """Token embedding `[V, D]`; `attend` is the tied LM head.
+
+  Attributes:
+    config: model config (vocab_size, d_model, init_std, dtypes).
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embedding = self.param(
+        "embedding",
+        nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std),
+                                     (axes.VOCAB, axes.EMBED)),
+        (cfg.vocab_size, cfg.d_model), cfg.weight_dtype)  # [V, D]
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    """Looks up int `tokens [B, T]`; returns `[B, T, D]` (compute dtype)."""
+    return jnp.take(self.embedding, tokens, axis=0).astype(
+        self.config.compute_dtype)
+
+  def attend(self, x: jax.Array) -> jax.Array:
+    """Logits `x @ embedding^T`: `[B, T, D]` -> float32 `[B, T, V]`."""
+    dtype = self.config.compute_dtype
+    return jnp.einsum("BTD,VD->BTV", x.astype(dtype),
+                      self.embedding.astype(dtype),
+                      preferred_element_type=jnp.float32)

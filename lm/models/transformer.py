@@ -1,0 +1,210 @@
+"""Transformer blocks, layer stacks (scan / remat) and the decoder-only LM.
+
+`DecoderLM(config).apply({'params': p}, tokens, positions=..., segment_ids=...,
+deterministic=...)` returns `(logits, aux)`: float32 logits `[B, T, V]` and a
+dict of intermediates (`aux["hidden"]` is the final hidden state).
+
+Parameter tree (scan_layers=True; a Python loop names blocks `layers_0` ...):
+
+  token_embed/embedding            [V, D]     (vocab, embed)
+  position_embed/embedding         [P, D]     (position, embed)  learned only
+  decoder/layers/attention_norm/…  [L, D]     (layers, norm)
+  decoder/layers/attention/query/kernel [L, D, N, H] …
+  decoder/final_norm/scale         [D]        pre-LN only
+  unembed/kernel                   [D, V]     (embed, vocab)     untied only
+
+Legend: B batch, T length, D model width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm.errors import LmError
+from lm.models.attention import MultiHeadAttention, make_attention_mask
+from lm.models.config import ModelConfig
+from lm.models.layers import Einsum, Embed, Mlp, make_norm
+from lm.models.positional import LearnedPositions, sinusoidal_embedding
+from lm.parallel import axes
+
+EMBED_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nn.Module):
+  """One Transformer block: self-attention and MLP, each with a residual.
+
+  pre-LN:  x = x + drop(attn(norm(x)));  x = x + drop(mlp(norm(x)))
+  post-LN: x = norm(x + drop(attn(x)));  x = norm(x + drop(mlp(x)))
+
+  Arguments are positional so `nn.remat` can mark `deterministic` static
+  (argument 4, counting `self`) and `nn.scan` can broadcast them.
+
+  Attributes:
+    config: model config.
+    causal: causal self-attention (decoder) or bidirectional (encoder).
+    scanned: return `(x, None)` as `nn.scan`'s body must.
+  """
+
+  config: ModelConfig
+  causal: bool = True
+  scanned: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, positions: jax.Array,
+               mask: jax.Array | None, deterministic: bool = True) -> Any:
+    """Maps `[B, T, D]` to `[B, T, D]` (or `([B, T, D], None)` if scanned).
+
+    Args:
+      x: `[B, T, D]` residual stream.
+      positions: int `[B, T]`.
+      mask: bool `[B, 1, T, T]` attention mask or None.
+      deterministic: disable dropout.
+    """
+    cfg = self.config
+    attn = MultiHeadAttention(cfg, causal=self.causal, name="attention")
+    mlp = Mlp(cfg, name="mlp")
+    attn_norm = make_norm(cfg, "attention_norm")
+    mlp_norm = make_norm(cfg, "mlp_norm")
+    drop = nn.Dropout(rate=cfg.dropout)
+
+    def attend(h):
+      return attn(h, positions=positions, mask=mask,
+                  deterministic=deterministic)
+
+    if cfg.norm_position == "pre":
+      x = x + drop(attend(attn_norm(x)), deterministic=deterministic)
+      x = x + drop(mlp(mlp_norm(x)), deterministic=deterministic)
+    else:
+      x = attn_norm(x + drop(attend(x), deterministic=deterministic))
+      x = mlp_norm(x + drop(mlp(x), deterministic=deterministic))
+    x = nn.with_logical_constraint(x, EMBED_AXES)
+    return (x, None) if self.scanned else x
+
+
+class TransformerStack(nn.Module):
+  """`config.num_layers` blocks, scanned or looped, plus the final norm.
+
+  With `config.scan_layers` the blocks are one `nn.scan` named `layers` whose
+  params carry a leading `[L]` axis named `axes.LAYERS`; otherwise they are
+  `layers_0` … `layers_{L-1}`. `config.remat` wraps each block in
+  `nn.remat` either way. A final norm follows pre-LN stacks.
+
+  Attributes:
+    config: model config.
+    causal: causal (decoder) or bidirectional (encoder) self-attention.
+  """
+
+  config: ModelConfig
+  causal: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, positions: jax.Array,
+               mask: jax.Array | None, deterministic: bool = True
+               ) -> jax.Array:
+    """Maps `[B, T, D]` to `[B, T, D]`; arguments as `Block`."""
+    cfg = self.config
+    block_cls = Block
+    if cfg.remat != "none":
+      block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat],
+                           prevent_cse=not cfg.scan_layers,
+                           static_argnums=(4,))
+    if cfg.scan_layers:
+      stack = nn.scan(
+          block_cls,
+          variable_axes={"params": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+          length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: axes.LAYERS},
+      )(cfg, causal=self.causal, scanned=True, name="layers")
+      x, _ = stack(x, positions, mask, deterministic)
+    else:
+      for i in range(cfg.num_layers):
+        x = block_cls(cfg, causal=self.causal, name=f"layers_{i}")(
+            x, positions, mask, deterministic)
+    if cfg.norm_position == "pre":
+      x = make_norm(cfg, "final_norm")(x)
+    return nn.with_logical_constraint(x, EMBED_AXES)
+
+
+class Decoder(TransformerStack):
+  """A causal `TransformerStack`."""
+
+  causal: bool = True
+
+
+class DecoderLM(nn.Module):
+  """Decoder-only (GPT-style) language model.
+
+  Attributes:
+    config: a validated model config.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None,
+               deterministic: bool = True
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Next-token logits.
+
+    Args:
+      tokens: int `[B, T]`.
+      positions: int `[B, T]` (restarting at 0 per packed document); defaults
+        to `arange(T)` in every row.
+      segment_ids: int `[B, T]` packed-document ids, 0 = padding; None means
+        one unpadded sequence per row (plain causal mask).
+      deterministic: disable dropout (needs a 'dropout' RNG when False).
+
+    Returns:
+      `(logits, aux)`: float32 `[B, T, V]` logits and `{"hidden": [B, T, D]}`.
+    """
+    cfg = self.config
+    _, length = tokens.shape
+    if positions is None:
+      if cfg.position == "learned" and length > cfg.max_len:
+        raise LmError(
+            f"sequence length {length} exceeds model.max_len={cfg.max_len}; "
+            "raise model.max_len or shorten the inputs.")
+      positions = jnp.broadcast_to(jnp.arange(length), tokens.shape)
+    mask = (None if segment_ids is None
+            else make_attention_mask(segment_ids, causal=True))
+
+    embed = Embed(cfg, name="token_embed")
+    x = embed(tokens)  # [B, T, D]
+    if cfg.position == "learned":
+      x = x + LearnedPositions(cfg, name="position_embed")(positions)
+    elif cfg.position == "sinusoidal":
+      x = x + sinusoidal_embedding(positions, cfg.d_model).astype(x.dtype)
+    x = nn.Dropout(rate=cfg.dropout)(x, deterministic=deterministic)
+    x = nn.with_logical_constraint(x, EMBED_AXES)
+
+    hidden = Decoder(cfg, name="decoder")(x, positions, mask, deterministic)
+    if cfg.tie_embeddings:
+      logits = embed.attend(hidden)
+    else:
+      logits = Einsum("BTD,DV->BTV", (cfg.d_model, cfg.vocab_size),
+                      (axes.EMBED, axes.VOCAB), init_std=cfg.init_std,
+                      dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                      out_dtype=jnp.float32, name="unembed")(hidden)
+    logits = nn.with_logical_constraint(
+        logits.astype(jnp.float32),
+        (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))  # [B, T, V]
+    return logits, {"hidden": hidden}
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a param tree (boxed or not, arrays or shapes)."""
+  leaves = jax.tree_util.tree_leaves(nn.meta.unbox(params))
+  return int(sum(int(np.prod(leaf.shape)) for leaf in leaves))

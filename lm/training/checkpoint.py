@@ -1,0 +1,84 @@
+"""Orbax checkpoints: train state, data position and resolved config together.
+
+Layout: `WORKDIR/checkpoints/<step>/{state,data,config}`. Saves are async;
+the manager keeps the latest `keep` steps plus the best one by eval loss.
+Restores take the target shardings, so a checkpoint lands on whatever mesh
+the current run uses.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from lm.errors import LmError
+
+_ITEMS = ("state", "data", "config")
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(n=keep),
+        ocp.checkpoint_managers.BestN(
+            get_metric_fn=lambda m: m["eval_loss"], reverse=True, n=1,
+            keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, enable_async_checkpointing=async_save,
+        create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=_ITEMS)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def save(self, step: int, state, data_state: dict, config: dict,
+           eval_loss: float | None = None, force: bool = False) -> bool:
+    metrics = None if eval_loss is None else {"eval_loss": float(eval_loss)}
+    return self.manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config)),
+        metrics=metrics, force=force)
+
+  def read_config(self, step: int) -> dict:
+    """The resolved config stored with `step` (no arrays are read)."""
+    return self.manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+  def restore(self, step: int, abstract_state, shardings) -> tuple[Any, dict]:
+    """(state, data_state) for `step`, placed with `shardings`."""
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract_state, shardings)
+    try:
+      out = self.manager.restore(
+          step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(target),
+              data=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise LmError(f"checkpoint {self.directory}/{step} does not match the "
+                    f"model being trained ({first[:200]}); use a new --workdir "
+                    "or the config that wrote it.") from None
+    return out["state"], out["data"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

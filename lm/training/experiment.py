@@ -1,0 +1,140 @@
+"""The experiment config schema: every key an experiment may set.
+
+Config files (`configs/*.py`) start from `base_config()` and change what they
+need. `validate(config)` rejects keys the schema does not know, so a typo in a
+config file or a `--config.KEY=VALUE` override stops the run with one sentence
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from lm.errors import LmError
+from lm.models.config import ModelConfig
+
+OBJECTIVES = ("causal",)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key with its default. Model fields beyond `size` are overrides."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.steps = 1000
+  c.batch_size = 16          # global, across all devices and hosts
+  c.seq_len = 256
+  c.log_every = 10
+  c.eval_every = 200
+  c.eval_steps = 20          # batches per periodic eval (0 = whole split)
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
+  c.async_checkpoints = True
+  c.objective = "causal"
+  c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
+  c.progress_bar = True
+
+  c.model = ml_collections.ConfigDict()
+  c.model.size = "quickstart"
+  for f in dataclasses.fields(ModelConfig):
+    c.model[f.name] = ml_collections.config_dict.placeholder(
+        _placeholder_type(f.type))
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = "pystdlib:train"
+  c.data.eval = "pystdlib:validation"
+  c.data.field = "text"      # jsonl / tfds feature holding the text
+  c.data.data_dir = ""       # TFDS data_dir ("" = TFDS default)
+  c.data.max_chars = 0       # cap on corpus characters read (0 = all)
+  c.data.sampling = "shuffle"  # "shuffle" windows per epoch or "random" offsets
+  c.data.segment_mask = True   # attend only within a packed document
+  c.data.tokenizer = ml_collections.ConfigDict()
+  c.data.tokenizer.path = ""   # a .model to load; "" = train one in the workdir
+  c.data.tokenizer.vocab_size = 4096
+  c.data.tokenizer.model_type = "bpe"
+  c.data.tokenizer.byte_fallback = True
+  c.data.tokenizer.max_chars = 20_000_000
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.lr = 3e-4
+  c.optimizer.warmup_steps = 100
+  c.optimizer.schedule = "cosine"   # cosine | linear | constant
+  c.optimizer.decay_steps = 0       # 0 = config.steps
+  c.optimizer.min_lr_ratio = 0.1
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.95
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.1
+  c.optimizer.decay_norms_and_biases = False
+  c.optimizer.clip_norm = 1.0       # 0 = no clipping
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.rules = ()                 # (logical_axis, mesh_axes) overrides
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.prompt = ""              # printed sample at the end ("" = none)
+  c.sample.max_new_tokens = 64
+  c.sample.temperature = 0.0        # 0 = greedy
+  c.sample.top_k = 0
+  c.sample.top_p = 1.0
+  return c
+
+
+def _placeholder_type(annotation):
+  text = str(annotation)
+  if "bool" in text:
+    return bool
+  if "float" in text:
+    return float
+  if "int" in text:
+    return int
+  return str
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises LmError naming the first key the schema does not know or a bad value."""
+  _check_keys(config, base_config(), "")
+  for key in ("steps", "batch_size", "seq_len", "log_every", "eval_every",
+              "checkpoint_every", "keep_checkpoints"):
+    if int(config[key]) <= 0:
+      raise LmError(f"config.{key}={config[key]} must be a positive integer.")
+  if config.eval_steps < 0:
+    raise LmError("config.eval_steps must be >= 0 (0 evaluates the whole split).")
+  if config.objective not in OBJECTIVES:
+    raise LmError(f"config.objective={config.objective!r} is not known; use one "
+                  f"of {OBJECTIVES}.")
+  if config.data.sampling not in ("shuffle", "random"):
+    raise LmError(f"config.data.sampling={config.data.sampling!r} must be "
+                  "'shuffle' or 'random'.")
+  if config.optimizer.schedule not in ("cosine", "linear", "constant"):
+    raise LmError(f"config.optimizer.schedule={config.optimizer.schedule!r} "
+                  "must be 'cosine', 'linear' or 'constant'.")
+  if not config.data.train:
+    raise LmError("config.data.train is empty; name a data source such as "
+                  "'pystdlib:train' or 'text:path/*.txt'.")
+
+
+def _check_keys(config, schema, prefix):
+  for key in config.keys():
+    if key not in schema:
+      where = prefix.rstrip(".") or "the top level"
+      raise LmError(f"unknown config key '{prefix}{key}'; valid keys at "
+                    f"{where} are: {', '.join(sorted(schema.keys()))}.")
+    value, expected = config[key], schema[key]
+    if isinstance(expected, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise LmError(f"config key '{prefix}{key}' must be a section, not {value!r}.")
+      _check_keys(value, expected, f"{prefix}{key}.")
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict:
+  """The model fields the experiment set explicitly (everything but `size`)."""
+  out = {}
+  for key, value in config.model.items():
+    if key != "size" and value is not None:
+      out[key] = value
+  return out

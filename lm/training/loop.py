@@ -1,0 +1,315 @@
+"""The one training loop: data, model, optimizer, checkpoints and metrics.
+
+`train(config, workdir)` knows nothing about a particular objective; it
+builds everything from the config, resumes from the latest checkpoint in
+`workdir` when there is one, and runs `train_step` until `config.steps`.
+Every check that can fail on bad input runs before anything in the workdir
+is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from lm.data import packing, pipeline, sources, tokenizer as tokenizer_lib
+from lm.errors import LmError
+from lm.generation.sampling import generate_uncached
+from lm.models.config import ModelConfig, make_model_config
+from lm.models.transformer import DecoderLM, count_params
+from lm.objectives.causal import causal_lm_loss
+from lm.parallel import sharding as sharding_lib
+from lm.parallel.mesh import make_mesh
+from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
+from lm.training.checkpoint import Checkpointer
+from lm.training.state import init_state, state_shardings
+
+
+class NonFiniteLoss(LmError):
+  """The training loss became NaN or infinite."""
+
+
+def _objective(config):
+  if config.objective == "causal":
+    return functools.partial(causal_lm_loss, use_segments=config.data.segment_mask)
+  raise LmError(f"config.objective={config.objective!r} is not known.")
+
+
+def _file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()[:16]
+
+
+def resolve_model_config(config, vocab_size: int) -> ModelConfig:
+  overrides = experiment.model_overrides(config)
+  if "vocab_size" in overrides and overrides["vocab_size"] < vocab_size:
+    raise LmError(f"config.model.vocab_size={overrides['vocab_size']} is smaller "
+                  f"than the tokenizer's {vocab_size} pieces; remove the override "
+                  "or raise it.")
+  overrides.setdefault("vocab_size", vocab_size)
+  model_cfg = make_model_config(config.model.size, **overrides)
+  if model_cfg.position == "learned" and config.seq_len > model_cfg.max_len:
+    raise LmError(f"config.seq_len={config.seq_len} exceeds model.max_len="
+                  f"{model_cfg.max_len} (the learned position table); lower "
+                  "seq_len or raise model.max_len.")
+  return model_cfg
+
+
+def matmul_params(model_cfg: ModelConfig, total: int) -> int:
+  """Parameters that take part in matmuls (see metrics.flops_per_token)."""
+  n = total
+  if model_cfg.position == "learned":
+    n -= model_cfg.max_len * model_cfg.d_model
+  if not model_cfg.tie_embeddings:
+    n -= model_cfg.vocab_size * model_cfg.d_model  # input lookup is no matmul
+  return n
+
+
+def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
+  old, new = stored.get("model", {}), resolved["model"]
+  diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  if diff:
+    k = diff[0]
+    raise LmError(f"{workdir} holds a checkpoint of a different model "
+                  f"(model.{k} is {old.get(k)!r} there, {new.get(k)!r} now); "
+                  "use a new --workdir or the config that wrote it.")
+  if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
+    raise LmError(f"{workdir} holds a checkpoint trained with a different "
+                  "tokenizer; use a new --workdir or drop data.tokenizer.path.")
+  if stored.get("batch", {}) != resolved["batch"]:
+    raise LmError(f"{workdir} holds a checkpoint with batch/data settings "
+                  f"{stored.get('batch')} but the config now gives "
+                  f"{resolved['batch']}; resuming would not see the same "
+                  "batches, so use a new --workdir or the original settings.")
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything `train` builds before the first step (also used by tests)."""
+  config: ml_collections.ConfigDict
+  model_cfg: ModelConfig
+  model: DecoderLM
+  tokenizer: tokenizer_lib.Tokenizer
+  train_stream: packing.TokenStream
+  eval_stream: packing.TokenStream | None
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  resolved: dict
+
+
+def prepare(config, workdir: str) -> Run:
+  """Validates config and data, builds tokenizer and token streams."""
+  experiment.validate(config)
+  mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
+                        tensor=config.mesh.tensor))
+  rules = sharding_lib.logical_rules(config.mesh.rules)
+  if config.batch_size % jax.process_count():
+    raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
+                  f"the {jax.process_count()} processes.")
+  data_dir = config.data.data_dir or None
+  train_src = sources.open_source(config.data.train, field=config.data.field,
+                                  data_dir=data_dir)
+  eval_src = (sources.open_source(config.data.eval, field=config.data.field,
+                                  data_dir=data_dir) if config.data.eval else None)
+  os.makedirs(workdir, exist_ok=True)
+  tok = tokenizer_lib.load_or_train(config.data.tokenizer, workdir, train_src)
+  model_cfg = resolve_model_config(config, tok.vocab_size)
+  max_chars = config.data.max_chars or None
+  cache = os.path.join(workdir, "data")
+  train_stream = packing.cached_stream(train_src, tok, cache, max_chars=max_chars)
+  eval_stream = (packing.cached_stream(eval_src, tok, cache, max_chars=max_chars)
+                 if eval_src is not None else None)
+  resolved = {
+      "config": json.loads(config.to_json_best_effort()),
+      "model": dataclasses.asdict(model_cfg),
+      "tokenizer": {"path": tok.path, "vocab_size": tok.vocab_size,
+                    "sha256": _file_sha256(tok.path)},
+      "batch": {"batch_size": config.batch_size, "seq_len": config.seq_len,
+                "seed": config.seed, "sampling": config.data.sampling,
+                "train_tokens": int(len(train_stream.tokens))},
+  }
+  return Run(config, model_cfg, DecoderLM(model_cfg), tok, train_stream,
+             eval_stream, mesh, rules, resolved)
+
+
+def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
+  """Loss, perplexity and token accuracy over `max_batches` eval batches."""
+  if run.eval_stream is None:
+    return {}
+  c = run.config
+  p, n = jax.process_index(), jax.process_count()
+  local = c.batch_size // n
+  bsharding = sharding_lib.batch_sharding(run.mesh)
+  totals = np.zeros(3)
+  for batch in pipeline.eval_batches(run.eval_stream, batch_size=c.batch_size,
+                                     seq_len=c.seq_len, max_batches=max_batches):
+    batch = {k: v[p * local:(p + 1) * local] for k, v in batch.items()}
+    out = jax.device_get(eval_fn(params, pipeline.to_global(batch, bsharding)))
+    totals += [out["loss_sum"], out["correct"], out["tokens"]]
+  loss = totals[0] / max(totals[2], 1.0)
+  return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)),
+          "eval_accuracy": totals[1] / max(totals[2], 1.0),
+          "eval_tokens": totals[2]}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) the experiment in `workdir`; returns final metrics."""
+  run = prepare(config, workdir)
+  c, mesh, rules = run.config, run.mesh, run.rules
+  is_main = jax.process_index() == 0
+  tx, schedule = optim.make_optimizer(c.optimizer, c.steps)
+
+  ckpt = Checkpointer(workdir, keep=c.keep_checkpoints,
+                      async_save=c.async_checkpoints)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    _check_resume(ckpt.read_config(latest), run.resolved, workdir)
+
+  abstract, shardings = state_shardings(run.model, tx, mesh, rules, c.seq_len)
+  if latest is not None:
+    state, data_state = ckpt.restore(latest, abstract, shardings)
+    start = int(jax.device_get(state.step))
+    if int(data_state.get("step", start)) != start:
+      raise LmError(f"checkpoint {latest} in {workdir} stores data position "
+                    f"{data_state.get('step')} but state step {start}; the "
+                    "checkpoint is inconsistent, delete that step directory.")
+  else:
+    state, _, _ = init_state(run.model, tx, mesh, rules, c.seed, c.seq_len)
+    start = 0
+  if is_main:
+    _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
+
+  n_params = count_params(state.params)
+  fpt = metrics_lib.flops_per_token(
+      matmul_params(run.model_cfg, n_params), run.model_cfg.num_layers,
+      c.seq_len, run.model_cfg.num_heads * (run.model_cfg.head_dim or
+                                            run.model_cfg.d_model // run.model_cfg.num_heads))
+  peak = c.peak_tflops * 1e12 or _measured_peak()
+
+  train_fn, eval_fn = step_lib.jit_steps(
+      run.model, _objective(c), tx, schedule, c.seed, mesh, rules, shardings)
+  batches = pipeline.TrainBatches(
+      run.train_stream, global_batch_size=c.batch_size, seq_len=c.seq_len,
+      seed=c.seed, mode=c.data.sampling, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  bsharding = sharding_lib.batch_sharding(mesh)
+  writer = metrics_lib.MetricsWriter(workdir, start) if is_main else None
+  bar = metrics_lib.ProgressBar(c.steps, start, enabled=is_main and c.progress_bar)
+  say = bar.message if is_main else (lambda _: None)
+  say(f"model {c.model.size}: {n_params:,} parameters, vocab "
+      f"{run.model_cfg.vocab_size}, mesh {dict(mesh.shape)}; "
+      f"{'resuming at step ' + str(start) if start else 'starting'}; "
+      f"train stream {len(run.train_stream.tokens):,} tokens")
+
+  pending = []     # (step, device metrics) since the last log
+  last = {}
+  tokens_per_step = c.batch_size * c.seq_len
+  clock, clock_step = None, start
+  bar_step = start
+  last_good = latest
+
+  def check_finite():
+    for s, m in pending:
+      loss = float(jax.device_get(m["loss"]))
+      if not math.isfinite(loss):
+        ckpt.wait()
+        raise NonFiniteLoss(
+            f"the training loss became {loss} at step {s + 1}; stopped without "
+            f"saving it (last good checkpoint: {last_good}); lower "
+            "optimizer.lr or set optimizer.clip_norm and re-run to resume.")
+
+  try:
+    for s in range(start, c.steps):
+      batch = pipeline.to_global(batches.batch(s), bsharding)
+      state, m = train_fn(state, batch)
+      pending.append((s, m))
+      done = s + 1
+      if clock is None:       # exclude the first step's compile from timings
+        jax.block_until_ready(m)
+        clock, clock_step = time.perf_counter(), done
+      log_now = done % c.log_every == 0 or done == c.steps
+      eval_now = done % c.eval_every == 0 or done == c.steps
+      save_now = done % c.checkpoint_every == 0 or done == c.steps
+      if log_now or save_now:
+        check_finite()
+      if log_now:
+        vals = jax.device_get([m for _, m in pending])
+        jax.block_until_ready(state.step)
+        now = time.perf_counter()
+        steps_timed = done - clock_step
+        tps = tokens_per_step * steps_timed / (now - clock) if steps_timed else 0.0
+        last = {k: float(np.mean([v[k] for v in vals])) for k in vals[-1]}
+        last["learning_rate"] = float(vals[-1]["learning_rate"])
+        last.update(tokens_per_second=tps, mfu=fpt * tps / peak if peak else 0.0,
+                    epoch=batches.epoch(done))
+        if writer:
+          writer.write(done, last)
+        bar.update(done, done - bar_step, last)
+        bar_step = done
+        clock, clock_step = now, done
+      if log_now or save_now:
+        pending = []
+      eval_metrics = {}
+      if eval_now and run.eval_stream is not None:
+        eval_metrics = evaluate(run, eval_fn, state.params, c.eval_steps or None)
+        last.update(eval_metrics)
+        if writer:
+          writer.write(done, eval_metrics)
+        say(f"step {done}: eval loss {eval_metrics['eval_loss']:.4f}, "
+            f"perplexity {eval_metrics['eval_perplexity']:.2f}, "
+            f"accuracy {eval_metrics['eval_accuracy']:.4f}")
+        clock = time.perf_counter()
+      if save_now:
+        ckpt.save(done, state, batches.state(done), run.resolved,
+                  eval_loss=eval_metrics.get("eval_loss"))
+        last_good = done
+  finally:
+    bar.close()
+    ckpt.wait()
+    if writer:
+      writer.close()
+
+  if c.sample.prompt and is_main:
+    text = sample_text(run, state.params, c.sample.prompt)
+    print(f"--- sample (step {c.steps}) ---\n{c.sample.prompt}{text}\n---", flush=True)
+  ckpt.close()
+  last["step"] = int(c.steps)
+  return last
+
+
+def sample_text(run: Run, params, prompt: str) -> str:
+  c = run.config
+  ids = [run.tokenizer.bos_id] + run.tokenizer.encode(prompt)
+  window = min(c.seq_len, run.model_cfg.max_len) if run.model_cfg.position == "learned" else c.seq_len
+  with jax.set_mesh(run.mesh):
+    out = generate_uncached(
+        run.model, params, ids, max_new_tokens=c.sample.max_new_tokens,
+        window=window, temperature=c.sample.temperature, top_k=c.sample.top_k,
+        top_p=c.sample.top_p, seed=c.seed, eos_id=run.tokenizer.eos_id)
+  return run.tokenizer.decode(out)
+
+
+def _measured_peak() -> float:
+  peak = metrics_lib.measure_matmul_peak()
+  if jax.devices()[0].platform == "cpu":
+    peak /= len(jax.devices())   # simulated CPU devices share the same cores
+  return peak

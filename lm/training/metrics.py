@@ -1,0 +1,111 @@
+"""Metric sinks: `metrics.jsonl`, TensorBoard event files and a console bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def flops_per_token(num_matmul_params: int, num_layers: int, seq_len: int,
+                    attn_width: int) -> float:
+  """Training FLOPs per token: 6·N + 12·L·T·(N_heads·H).
+
+  N counts the parameters that take part in matmuls (everything but the
+  position table and the input-embedding lookup; the LM head is counted).
+  6N is the forward (2N) and backward (4N) matmuls; 12·L·T·(N_heads·H) is the
+  attention score and value matmuls (PaLM, appendix B).
+  """
+  return 6.0 * num_matmul_params + 12.0 * num_layers * seq_len * attn_width
+
+
+def measure_matmul_peak(seconds: float = 0.5, n: int = 1024) -> float:
+  """FLOP/s of a float32 n×n matmul on the default device, best of a few runs."""
+  import jax
+  import jax.numpy as jnp
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best, deadline = 0.0, time.perf_counter() + seconds
+  while time.perf_counter() < deadline:
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
+  return best * len(jax.devices())
+
+
+class MetricsWriter:
+  """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
+
+  On resume from `start_step`, lines for steps after it (written by a run that
+  stopped before its next checkpoint) are dropped so the file reads as one
+  uninterrupted run.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(self.path):
+      kept = []
+      with open(self.path) as f:
+        for line in f:
+          try:
+            if json.loads(line).get("step", 0) <= start_step:
+              kept.append(line)
+          except json.JSONDecodeError:
+            continue
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(kept)
+      os.replace(tmp, self.path)
+    self._file = open(self.path, "a")
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: dict) -> None:
+    record = {"step": int(step)}
+    for k, v in scalars.items():
+      v = float(np.asarray(v))
+      record[k] = v if math.isfinite(v) else str(v)
+      if self._tb is not None and math.isfinite(v):
+        self._tb.add_scalar(k, v, step)
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+class ProgressBar:
+  """tqdm bar with loss, tokens/s and MFU; a plain log line when not a TTY."""
+
+  def __init__(self, total: int, initial: int, enabled: bool = True):
+    self._bar = None
+    if enabled:
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True,
+                       file=sys.stderr, mininterval=1.0)
+
+  def update(self, step: int, n: int, info: dict) -> None:
+    if self._bar is not None:
+      self._bar.update(n)
+      self._bar.set_postfix(
+          loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_second']:.0f}",
+          mfu=f"{100 * info['mfu']:.1f}%", refresh=False)
+
+  def message(self, text: str) -> None:
+    if self._bar is not None:
+      self._bar.write(text)
+    else:
+      print(text, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()

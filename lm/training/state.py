@@ -1,0 +1,49 @@
+"""Train state, and its sharded initialisation without materialising on one device."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from lm.parallel import sharding as sharding_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def _boxed_state(model: nn.Module, tx: optax.GradientTransformation, rng,
+                 seq_len: int) -> TrainState:
+  variables = model.init({"params": rng}, jnp.zeros((1, seq_len), jnp.int32))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params))
+
+
+def state_shardings(model, tx, mesh, rules, seq_len: int):
+  """(abstract unboxed state, NamedSharding tree) from `eval_shape` alone."""
+  abstract = jax.eval_shape(
+      lambda r: _boxed_state(model, tx, r, seq_len), jax.random.key(0))
+  specs = nn.get_partition_spec(abstract)
+  shardings = sharding_lib.logical_to_shardings(specs, mesh, rules)
+  return nn.unbox(abstract), shardings
+
+
+def init_state(model, tx, mesh, rules, seed: int, seq_len: int):
+  """Initialises the state directly into its shardings (jit with out_shardings)."""
+  abstract, shardings = state_shardings(model, tx, mesh, rules, seq_len)
+
+  def init(rng):
+    return nn.unbox(_boxed_state(model, tx, rng, seq_len))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+  return state, abstract, shardings
