@@ -14,6 +14,7 @@ through the `kv_heads`, `head_size` and `mlp_size` properties.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import jax.numpy as jnp
@@ -166,11 +167,16 @@ class ModelConfig:
           f"model.position='rope' needs an even head width but the head "
           f"width is {self.head_size}; set model.head_dim (or d_model / "
           "num_heads) to an even number.")
+    if self.attention_impl == "cudnn" and self.dtype != "bfloat16":
+      raise LmError(
+          "model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN "
+          "attention has no float32 kernel); set the dtype or use 'xla'.")
     return self
 
 
 def _check_positive(name: str, value: Any) -> None:
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+      or value <= 0):
     raise LmError(f"model.{name}={value!r} must be a positive integer.")
 
 

@@ -219,7 +219,11 @@ class Embed(nn.Module):
         (cfg.vocab_size, cfg.d_model), cfg.weight_dtype)  # [V, D]
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
-    """Looks up int `tokens [B, T]`; returns `[B, T, D]` (compute dtype)."""
+    """Looks up int `tokens [B, T]`; returns `[B, T, D]` (compute dtype).
+
+    An id outside [0, V) gives NaN (`jnp.take`'s fill mode), so a tokenizer
+    and model that disagree fail loudly instead of silently clamping.
+    """
     return jnp.take(self.embedding, tokens, axis=0).astype(
         self.config.compute_dtype)
 

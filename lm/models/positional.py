@@ -63,7 +63,11 @@ class LearnedPositions(nn.Module):
 
   @nn.compact
   def __call__(self, positions: jax.Array) -> jax.Array:
-    """Looks up `positions [B, T]`; returns `[B, T, D]` in the compute dtype."""
+    """Looks up `positions [B, T]`; returns `[B, T, D]` in the compute dtype.
+
+    A position >= max_len gives NaN (`jnp.take`'s fill mode) rather than
+    silently reusing the last row.
+    """
     cfg = self.config
     table = self.param(
         "embedding",

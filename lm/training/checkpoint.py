@@ -77,6 +77,13 @@ class Checkpointer:
                     "or the config that wrote it.") from None
     return out["state"], out["data"]
 
+  def restore_unsharded(self, step: int) -> tuple[Any, dict]:
+    """(state tree as saved, data_state) without a target: for tools and tests."""
+    out = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                      data=ocp.args.JsonRestore()))
+    return out["state"], out["data"]
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 

@@ -1,0 +1,113 @@
+"""Training throughput: tokens/s and MFU for named model sizes.
+
+  python benchmarks/train_throughput.py [--steps 10] [--sizes quickstart,d384]
+
+MFU = (FLOPs per token × tokens/s) / peak, with
+FLOPs per token = 6·N + 12·L·T·(heads·head_dim) (N = parameters taking part
+in matmuls, including the LM head; see lm/training/metrics.py), and the peak
+measured in the same run as the best float32 (or bfloat16 with --dtype)
+square-matmul rate on this machine. Batches are random tokens: the figure is
+the cost of the train step itself, not of the input pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lm.models.config import make_model_config  # noqa: E402
+from lm.models.transformer import DecoderLM, count_params  # noqa: E402
+from lm.objectives.causal import causal_lm_loss  # noqa: E402
+from lm.parallel import sharding as sharding_lib  # noqa: E402
+from lm.parallel.mesh import make_mesh  # noqa: E402
+from lm.training import metrics as metrics_lib, optim, step as step_lib  # noqa: E402
+from lm.training.experiment import base_config  # noqa: E402
+from lm.training.loop import matmul_params  # noqa: E402
+from lm.training.state import init_state  # noqa: E402
+
+# size -> (batch, seq_len) on a small machine
+SHAPES = {"quickstart": (16, 128), "d384": (8, 256), "small": (8, 1024)}
+
+
+def matmul_peak(dtype, n: int, seconds: float = 2.0) -> float:
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best, end = 0.0, time.perf_counter() + seconds
+  while time.perf_counter() < end:
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
+  return best
+
+
+def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
+          seq_len: int | None):
+  b, t = SHAPES.get(size, (8, 256))
+  b, t = batch or b, seq_len or t
+  cfg = make_model_config(size, vocab_size=vocab, dtype=dtype)
+  model = DecoderLM(cfg)
+  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  rules = sharding_lib.logical_rules()
+  opt = base_config().optimizer
+  tx, schedule = optim.make_optimizer(opt, 1000)
+  state, _, shardings = init_state(model, tx, mesh, rules, 0, t)
+  objective = causal_lm_loss
+  train_fn, _ = step_lib.jit_steps(model, objective, tx, schedule, 0, mesh, rules, shardings)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(4, vocab, size=(b, t + 1)).astype(np.int32)
+  batch_np = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+              "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy(),
+              "segment_ids": np.ones((b, t), np.int32),
+              "loss_mask": np.ones((b, t), np.float32)}
+  batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh)) for k, v in batch_np.items()}
+  for _ in range(2):  # compile + warm up
+    state, m = train_fn(state, batch)
+  jax.block_until_ready(m)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, m = train_fn(state, batch)
+  jax.block_until_ready(m)
+  dt = (time.perf_counter() - start) / steps
+  n = count_params(state.params)
+  head_dim = cfg.head_dim or cfg.d_model // cfg.num_heads
+  fpt = metrics_lib.flops_per_token(matmul_params(cfg, n), cfg.num_layers, t,
+                                    cfg.num_heads * head_dim)
+  return dict(size=size, params=n, batch=b, seq=t, step_ms=1e3 * dt,
+              tok_s=b * t / dt, tflops=fpt * b * t / dt / 1e12)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--sizes", default="quickstart,d384")
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--vocab", type=int, default=4096)
+  p.add_argument("--batch", type=int, default=None)
+  p.add_argument("--seq_len", type=int, default=None)
+  args = p.parse_args()
+  dev = jax.devices()[0]
+  peak = matmul_peak(jnp.dtype(args.dtype), 2048 if dev.platform == "cpu" else 8192)
+  if dev.platform != "cpu":
+    peak *= len(jax.devices())
+  print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "
+        f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
+  print(f"| size | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
+  print(f"|---|---|---|---|---|---|---|")
+  for size in args.sizes.split(","):
+    r = bench(size, args.steps, args.dtype, args.vocab, args.batch, args.seq_len)
+    print(f"| {r['size']} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "
+          f"{r['step_ms']:.0f} | {r['tok_s']:,.0f} | {r['tflops']:.3f} | "
+          f"{100 * r['tflops'] * 1e12 / peak:.1f}% |", flush=True)
+
+
+if __name__ == "__main__":
+  main()

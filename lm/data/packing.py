@@ -1,0 +1,252 @@
+"""Packing: tokenized documents concatenated into one stream, cut into rows.
+
+Every document becomes `[bos] + encode(doc) + [eos]`; the documents are laid
+end to end in one flat token array (`TokenStream`), and training rows are
+windows of `seq_len + 1` tokens cut from it at any offset (`make_rows`). Each
+row carries segment ids, positions and a loss mask so that attention and the
+loss never cross a document boundary.
+
+Example (bos=2, eos=3): documents "ab", "c" encoded as [5, 6] and [7] give
+  tokens     = [2, 5, 6, 3, 2, 7, 3]
+  doc_starts = [0, 4]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from lm.data.sources import DocumentSource
+from lm.data.tokenizer import Tokenizer
+from lm.errors import LmError
+
+PAD_ID = 0
+# Documents are tokenized in chunks of at most this many documents / chars.
+_CHUNK_DOCS = 1024
+_CHUNK_CHARS = 8_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenStream:
+  """A packed token stream.
+
+  Attributes:
+    tokens: [N] uint16 (or int32 for vocabularies over 2**16) token ids.
+    doc_starts: [D] int64, the offset in `tokens` of each document's bos,
+      strictly ascending, `doc_starts[0] == 0`.
+  """
+
+  tokens: np.ndarray
+  doc_starts: np.ndarray
+
+  def __len__(self) -> int:
+    return int(self.tokens.shape[0])
+
+  @property
+  def n_docs(self) -> int:
+    return int(self.doc_starts.shape[0])
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+  """uint16 when every id fits in 16 bits, else int32.
+
+  Example: 4096 -> uint16; 100_000 -> int32.
+  """
+  return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
+
+
+def _chunks(source: DocumentSource,
+            max_chars: int | None) -> Iterator[list[str]]:
+  """Non-empty documents of `source` in order, in lists of bounded size.
+
+  Stops after the first document at which the running character count
+  reaches `max_chars`. Example: docs ["ab", "", "cd", "e"] with max_chars=3
+  -> [["ab", "cd"]].
+  """
+  chunk: list[str] = []
+  chunk_chars = total = 0
+  for doc in source:
+    if not doc:
+      continue
+    chunk.append(doc)
+    chunk_chars += len(doc)
+    total += len(doc)
+    done = max_chars is not None and total >= max_chars
+    if done or len(chunk) >= _CHUNK_DOCS or chunk_chars >= _CHUNK_CHARS:
+      yield chunk
+      chunk, chunk_chars = [], 0
+    if done:
+      return
+  if chunk:
+    yield chunk
+
+
+def _pack(encoded: Sequence[Sequence[int]], bos: int, eos: int,
+          dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+  """Concatenates `[bos] + ids + [eos]` for each id list.
+
+  Returns (tokens, doc_starts relative to this chunk). Example: [[5, 6], [7]]
+  with bos=2, eos=3 -> ([2, 5, 6, 3, 2, 7, 3], [0, 4]).
+  """
+  lens = np.fromiter((len(e) for e in encoded), np.int64, count=len(encoded))
+  starts = np.concatenate([[0], np.cumsum(lens + 2)[:-1]]).astype(np.int64)
+  out = np.empty(int(lens.sum()) + 2 * len(encoded), dtype)
+  body = np.ones(out.shape[0], bool)
+  body[starts] = False
+  body[starts + lens + 1] = False
+  out[starts] = bos
+  out[starts + lens + 1] = eos
+  out[body] = np.fromiter((i for e in encoded for i in e), dtype,
+                          count=int(lens.sum()))
+  return out, starts
+
+
+def build_stream(source: DocumentSource, tokenizer: Tokenizer, *,
+                 max_chars: int | None = None) -> TokenStream:
+  """Tokenizes and packs `source` in order (empty documents skipped).
+
+  Stops after the first document that brings the character count to
+  `max_chars` (None: all documents).
+
+  Example: documents ["ab", "", "c"] encoded as [5, 6] and [7] (bos=2, eos=3)
+  -> TokenStream(tokens=[2, 5, 6, 3, 2, 7, 3], doc_starts=[0, 4]).
+  """
+  dtype = token_dtype(tokenizer.vocab_size)
+  parts, starts, offset = [], [], 0
+  for chunk in _chunks(source, max_chars):
+    tokens, doc_starts = _pack(tokenizer.encode_batch(chunk),
+                               tokenizer.bos_id, tokenizer.eos_id, dtype)
+    parts.append(tokens)
+    starts.append(doc_starts + offset)
+    offset += tokens.shape[0]
+  if not parts:
+    raise LmError(f"Data source {source.uri!r} has no non-empty documents; "
+                  "check the data URI and field.")
+  return TokenStream(np.concatenate(parts), np.concatenate(starts))
+
+
+def save_stream(stream: TokenStream, path: str) -> None:
+  """Writes `stream` as a directory `path/` with tokens.npy and doc_starts.npy.
+
+  The directory is written under a temporary name and renamed into place, so
+  readers see either nothing or the complete stream. An existing `path` is
+  replaced. Example: save_stream(s, "/tmp/c/stream-ab12") ->
+  /tmp/c/stream-ab12/{tokens,doc_starts}.npy.
+  """
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}-")
+  try:
+    np.save(os.path.join(tmp, "tokens.npy"), np.asarray(stream.tokens))
+    np.save(os.path.join(tmp, "doc_starts.npy"),
+            np.asarray(stream.doc_starts, np.int64))
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_stream(path: str, mmap: bool = True) -> TokenStream:
+  """Reads a stream written by `save_stream` (memory-mapped by default).
+
+  Example: load_stream("/tmp/c/stream-ab12").tokens[:3] -> [2, 5, 6].
+  """
+  files = [os.path.join(path, f) for f in ("tokens.npy", "doc_starts.npy")]
+  missing = [f for f in files if not os.path.isfile(f)]
+  if missing:
+    raise LmError(f"Token stream {path} is missing {missing[0]}; delete the "
+                  "directory so it is rebuilt.")
+  mode = "r" if mmap else None
+  try:
+    tokens, doc_starts = (np.load(f, mmap_mode=mode) for f in files)
+  except (OSError, ValueError) as e:
+    raise LmError(f"Token stream {path} is unreadable ({e}); delete the "
+                  "directory so it is rebuilt.") from None
+  return TokenStream(tokens, doc_starts)
+
+
+def stream_cache_path(source: DocumentSource, tokenizer: Tokenizer,
+                      cache_dir: str, max_chars: int | None = None) -> str:
+  """The cache directory for this source, tokenizer and `max_chars`.
+
+  Example: -> "<cache_dir>/stream-3f9a0c1d2b4e5f60".
+  """
+  key = repr((source.fingerprint(), tokenizer.fingerprint(), max_chars))
+  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+  return os.path.join(cache_dir, f"stream-{digest}")
+
+
+def cached_stream(source: DocumentSource, tokenizer: Tokenizer, cache_dir: str,
+                  *, max_chars: int | None = None) -> TokenStream:
+  """`build_stream`, cached on disk and memory-mapped.
+
+  The cache entry is named by `source.fingerprint()`, the tokenizer's hash and
+  `max_chars`, so a changed corpus or tokenizer gets a new entry. Example:
+  the first call tokenizes and writes `cache_dir/stream-<hash>/`; later calls
+  only map it.
+  """
+  path = stream_cache_path(source, tokenizer, cache_dir, max_chars)
+  if not os.path.isdir(path):
+    stream = build_stream(source, tokenizer, max_chars=max_chars)
+    try:
+      save_stream(stream, path)
+    except OSError:
+      if not os.path.isdir(path):  # not just another process winning the race
+        raise
+  return load_stream(path, mmap=True)
+
+
+def make_rows(stream: TokenStream, starts: np.ndarray,
+              seq_len: int) -> dict[str, np.ndarray]:
+  """Cuts a `seq_len + 1` token window at each offset in `starts`.
+
+  Args:
+    stream: the packed stream.
+    starts: [R] int window start offsets; windows running past the end of
+      the stream are padded with pad id 0.
+    seq_len: T, the row length.
+
+  Returns:
+    A dict of [R, T] arrays:
+      inputs (int32) window[:-1]; targets (int32) window[1:];
+      segment_ids (int32) 1, 2, ... for the documents in the row, 0 = padding;
+      positions (int32) index within the document's part of the row;
+      loss_mask (float32) 1 where input and target are in the same document.
+
+  Example: docs [2, 5, 6, 3] and [2, 7, 3] (tokens [2, 5, 6, 3, 2, 7, 3]),
+  seq_len 4, starts [0, 3]:
+    inputs      [[2, 5, 6, 3], [3, 2, 7, 3]]
+    targets     [[5, 6, 3, 2], [2, 7, 3, 0]]
+    segment_ids [[1, 1, 1, 1], [1, 2, 2, 2]]
+    positions   [[0, 1, 2, 3], [0, 0, 1, 2]]
+    loss_mask   [[1, 1, 1, 0], [0, 1, 1, 0]]
+  """
+  n = len(stream)
+  starts = np.asarray(starts, np.int64).reshape(-1)
+  idx = starts[:, None] + np.arange(seq_len + 1, dtype=np.int64)  # [R, T+1]
+  valid = idx < n
+  window = stream.tokens[np.minimum(idx, n - 1)].astype(np.int32)
+  window[~valid] = PAD_ID
+  # doc[r, t]: index of the document holding token idx[r, t].
+  doc = np.searchsorted(stream.doc_starts, idx, side="right") - 1  # [R, T+1]
+  in_doc, in_valid = doc[:, :-1], valid[:, :-1]  # [R, T]
+  # Documents are consecutive, so renumbering is an offset from the first.
+  segment_ids = np.where(in_valid, in_doc - in_doc[:, :1] + 1, 0)
+  seg_start = np.maximum(stream.doc_starts[in_doc], starts[:, None])
+  positions = np.where(in_valid, idx[:, :-1] - seg_start, 0)
+  loss_mask = (in_doc == doc[:, 1:]) & valid[:, 1:]
+  return {
+      "inputs": np.ascontiguousarray(window[:, :-1]),
+      "targets": np.ascontiguousarray(window[:, 1:]),
+      "segment_ids": segment_ids.astype(np.int32),
+      "positions": positions.astype(np.int32),
+      "loss_mask": loss_mask.astype(np.float32),
+  }

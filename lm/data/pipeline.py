@@ -1,0 +1,178 @@
+"""Deterministic, step-indexed batches from a packed token stream.
+
+A training batch is a pure function of the step (and seed), never of how
+many batches were drawn before: a run resumed at step s sees exactly the
+batches the uninterrupted run would have seen, on any number of hosts. Each
+host builds only its slice of the global batch (`TrainBatches.batch`), and
+`to_global` assembles the slices into one `jax.Array` sharded over the mesh.
+
+Global row g of step s is row `s * G + g_in_step` of an endless row sequence:
+
+  * mode "shuffle": the stream is cut into non-overlapping windows at
+    offsets k * seq_len; row g reads window perm_e[g % n_windows] of epoch
+    e = g // n_windows, perm_e = default_rng([seed, e]).permutation(n_windows),
+    so each epoch visits every window exactly once.
+  * mode "random" (nanoGPT's get_batch): the G start offsets of step s are
+    default_rng([seed, s]).integers(0, n_tokens - seq_len, size=G).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+from lm.data.packing import TokenStream, make_rows
+from lm.errors import LmError
+
+MODES = ("shuffle", "random")
+
+
+def _check_length(stream: TokenStream, seq_len: int) -> None:
+  """Raises LmError unless the stream holds at least one row of seq_len + 1."""
+  if seq_len < 1:
+    raise LmError(f"seq_len must be positive, got {seq_len}; set "
+                  "--config.seq_len.")
+  if len(stream) < seq_len + 1:
+    raise LmError(f"The corpus has {len(stream)} tokens, fewer than one row of "
+                  f"seq_len + 1 = {seq_len + 1}; use a larger corpus or a "
+                  "smaller --config.seq_len.")
+
+
+class TrainBatches:
+  """This process's rows of the global training batch, by step.
+
+  Example: a stream of 9 tokens, seq_len 4, global_batch_size 2 and mode
+  "shuffle" has n_windows = 2 (offsets 0 and 4), so each step is one epoch:
+    TrainBatches(s, global_batch_size=2, seq_len=4, seed=0).batch(0)
+    -> {"inputs": [2, 4] int32, "targets": ..., "segment_ids": ...,
+        "positions": ..., "loss_mask": ...}
+  whose rows are windows perm_0[0] and perm_0[1].
+  With process_count=2, process 0 gets row 0 and process 1 row 1 of that.
+  """
+
+  def __init__(self, stream: TokenStream, *, global_batch_size: int,
+               seq_len: int, seed: int, mode: str = "shuffle",
+               process_index: int = 0, process_count: int = 1):
+    if mode not in MODES:
+      raise LmError(f"Unknown data mode {mode!r}; use one of {list(MODES)} "
+                    "(--config.data.sampling).")
+    if global_batch_size < 1 or global_batch_size % process_count:
+      raise LmError(f"Global batch size {global_batch_size} is not a positive "
+                    f"multiple of the process count {process_count}; set "
+                    "--config.batch_size accordingly.")
+    if not 0 <= process_index < process_count:
+      raise LmError(f"process_index {process_index} is outside "
+                    f"[0, {process_count}).")
+    _check_length(stream, seq_len)
+    self.stream = stream
+    self.global_batch_size = global_batch_size
+    self.seq_len = seq_len
+    self.seed = int(seed)
+    self.mode = mode
+    self.process_index = process_index
+    self.process_count = process_count
+    self.local_batch_size = global_batch_size // process_count
+    self.n_tokens = len(stream)
+    self.n_windows = max(1, (self.n_tokens - 1) // seq_len)
+    self._perms: dict[int, np.ndarray] = {}
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    """The window order of `epoch` (the last two used are cached)."""
+    if epoch not in self._perms:
+      if len(self._perms) >= 2:
+        self._perms.pop(min(self._perms))
+      rng = np.random.default_rng([self.seed, epoch])
+      self._perms[epoch] = rng.permutation(self.n_windows)
+    return self._perms[epoch]
+
+  def _local_rows(self) -> slice:
+    """This process's row range within a step's G rows."""
+    lo = self.process_index * self.local_batch_size
+    return slice(lo, lo + self.local_batch_size)
+
+  def starts(self, step: int) -> np.ndarray:
+    """[L] window start offsets of this process's rows at `step`.
+
+    Example (shuffle, n_windows=2, seq_len=4, G=2): step 0 -> 4 * perm_0.
+    """
+    if step < 0:
+      raise ValueError(f"step must be >= 0, got {step}")
+    rows = self._local_rows()
+    if self.mode == "random":
+      rng = np.random.default_rng([self.seed, step])
+      high = self.n_tokens - self.seq_len  # last valid start is high - 1
+      return rng.integers(0, high, size=self.global_batch_size)[rows]
+    g = step * self.global_batch_size + np.arange(
+        self.global_batch_size, dtype=np.int64)[rows]
+    epochs, slots = np.divmod(g, self.n_windows)
+    windows = np.empty_like(g)
+    for e in np.unique(epochs):
+      sel = epochs == e
+      windows[sel] = self._perm(int(e))[slots[sel]]
+    return windows * self.seq_len
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    """This process's [L, seq_len] rows of step `step` (see `make_rows`)."""
+    return make_rows(self.stream, self.starts(step), self.seq_len)
+
+  def epoch(self, step: int) -> float:
+    """Passes over the stream consumed before `step`.
+
+    Example: n_windows=100, G=10 -> epoch(25) == 2.5.
+    """
+    rows = step * self.global_batch_size
+    if self.mode == "shuffle":
+      return rows / self.n_windows
+    return rows * self.seq_len / self.n_tokens
+
+  def state(self, step: int) -> dict:
+    """A JSON-able summary for checkpoints. Example: {"step": 3, "epoch":
+    0.3, "mode": "shuffle", "seed": 0, "n_tokens": 1001, ...}."""
+    return {
+        "step": int(step),
+        "epoch": float(self.epoch(step)),
+        "mode": self.mode,
+        "seed": self.seed,
+        "n_tokens": int(self.n_tokens),
+        "seq_len": int(self.seq_len),
+        "global_batch_size": int(self.global_batch_size),
+    }
+
+
+def eval_batches(stream: TokenStream, *, batch_size: int, seq_len: int,
+                 max_batches: int | None = None) -> Iterator[dict]:
+  """Non-overlapping windows from the start of the stream, in order.
+
+  Windows start at 0, seq_len, 2 * seq_len, ... until every token has been a
+  target once (the last window is padded). The last batch is filled up with
+  all-padding rows (loss_mask 0). Stops after `max_batches` (None: all).
+
+  Example: 9 tokens, seq_len 4, batch_size 3 -> one batch with rows starting
+  at 0 and 4, plus one all-padding row.
+  """
+  if batch_size < 1:
+    raise LmError(f"Eval batch size must be positive, got {batch_size}.")
+  _check_length(stream, seq_len)
+  n = len(stream)
+  n_windows = math.ceil((n - 1) / seq_len)
+  n_batches = math.ceil(n_windows / batch_size)
+  if max_batches is not None:
+    n_batches = min(n_batches, max_batches)
+  for b in range(n_batches):
+    k = np.arange(b * batch_size, (b + 1) * batch_size, dtype=np.int64)
+    starts = np.where(k < n_windows, k * seq_len, n)  # offset n: all padding
+    yield make_rows(stream, starts, seq_len)
+
+
+def to_global(batch: dict[str, np.ndarray],
+              sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+  """Assembles every host's local rows into global [G, T] arrays.
+
+  Example: on 2 hosts each holding [4, T] rows and a `P("data")` sharding,
+  each entry becomes one [8, T] `jax.Array` sharded along the batch.
+  """
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in batch.items()}

@@ -1,0 +1,400 @@
+"""Documents by URI: one random-access list of strings per corpus.
+
+`open_source(uri)` turns a URI into a `DocumentSource`: `len(src)` documents,
+`src[i]` the i-th document as a `str`, `src.uri`, and `src.fingerprint()`, a
+short stable hash of exactly which documents these are (used to name cached
+token files).
+
+Supported URIs:
+
+  pystdlib[:train|:validation]   the `.py` files of this Python's standard
+                                 library (no tests, no site-packages); one file
+                                 per document; a fixed 95/5 split by path.
+  text:GLOB[SLICE]               plain-text files, one file per document.
+  jsonl:GLOB[SLICE]              JSON lines, one object per line; the document
+                                 is `obj[field]`.
+  tfds:NAME[/CONFIG][:SPLIT]     a TFDS dataset via `tfds.data_source`; the
+                                 document is `example[field]`. SPLIT defaults
+                                 to `train` and may use TFDS slicing
+                                 (`train[:90%]`).
+
+SLICE is `[a%:b%]` (either end optional). For `text:` it keeps characters
+`int(len*a/100)` to `int(len*b/100)` of EACH file, so `text:input.txt[:90%]` and
+`text:input.txt[90%:]` are nanoGPT's in-order 90/10 split of Tiny Shakespeare.
+For `jsonl:` it slices the list of documents.
+"""
+
+from __future__ import annotations
+
+import abc
+import glob
+import hashlib
+import json
+import os
+import re
+import sysconfig
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from lm.errors import LmError
+
+SCHEMES = ("pystdlib", "text", "jsonl", "tfds")
+
+# Directories and file names excluded from the `pystdlib` corpus.
+_STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test",
+                               "tests", "idle_test", "__pycache__"})
+_STDLIB_VALIDATION_PERCENT = 5
+
+# `[a%:b%]` at the very end of a URI; either bound may be omitted.
+_SLICE_RE = re.compile(
+    r"^(?P<body>.*)\[(?:(?P<a>\d+(?:\.\d+)?)%)?:(?:(?P<b>\d+(?:\.\d+)?)%)?\]$")
+
+
+def _hash(parts: Sequence[Any]) -> str:
+  """A 16-hex-digit sha256 of the `repr` of `parts`."""
+  return hashlib.sha256(repr(list(parts)).encode()).hexdigest()[:16]
+
+
+class DocumentSource(abc.ABC):
+  """A random-access list of documents (strings) named by a URI.
+
+  Example:
+    src = open_source("text:data/input.txt[:90%]")
+    len(src)      # -> 1
+    src[0][:10]   # -> 'First Citi'
+  """
+
+  uri: str
+
+  @abc.abstractmethod
+  def __len__(self) -> int:
+    """The number of documents."""
+
+  @abc.abstractmethod
+  def _get(self, i: int) -> str:
+    """Document `i`, with `0 <= i < len(self)`."""
+
+  @abc.abstractmethod
+  def fingerprint(self) -> str:
+    """A short stable hash that changes whenever the documents may change."""
+
+  def __getitem__(self, i: int) -> str:
+    """Document `i` (negative indices count from the end)."""
+    n = len(self)
+    if not -n <= i < n:
+      raise IndexError(f"document index {i} out of range for {n} documents")
+    return self._get(i % n)
+
+  def __iter__(self) -> Iterator[str]:
+    """The documents in order."""
+    for i in range(len(self)):
+      yield self._get(i)
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.uri!r}, {len(self)} documents)"
+
+
+# --- files (pystdlib:, text:) -------------------------------------------------
+
+
+class FileSource(DocumentSource):
+  """One document per file, read lazily, optionally a character slice of each.
+
+  Example: files `a.txt` = "abcdefghij", `b.txt` = "0123456789" and
+  `fraction=(0, 50)` give documents ["abcde", "01234"].
+  """
+
+  def __init__(self, uri: str, paths: Sequence[str],
+               fraction: tuple[float, float] = (0.0, 100.0)):
+    self.uri = uri
+    self.paths = list(paths)
+    self.fraction = fraction
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def _get(self, i: int) -> str:
+    # newline="": the document is the file's exact text ("\r\n" stays).
+    with open(self.paths[i], encoding="utf-8", errors="replace",
+              newline="") as f:
+      text = f.read()
+    a, b = self.fraction
+    if (a, b) == (0.0, 100.0):
+      return text
+    return text[int(len(text) * a / 100):int(len(text) * b / 100)]
+
+  def fingerprint(self) -> str:
+    stats = []
+    for p in self.paths:
+      st = os.stat(p)
+      stats.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+    return _hash([self.uri, self.fraction, stats])
+
+
+def _stdlib_files(split: str) -> list[str]:
+  """Sorted absolute paths of the stdlib `.py` files (no tests) in `split`.
+
+  A file is in `validation` iff `zlib.crc32(relpath) % 100 < 5`.
+  """
+  root = sysconfig.get_paths()["stdlib"]
+  picked = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = [d for d in dirnames if d not in _STDLIB_SKIP_DIRS]
+    for name in filenames:
+      if not name.endswith(".py") or name.startswith("test_"):
+        continue
+      rel = os.path.relpath(os.path.join(dirpath, name), root)
+      is_val = zlib.crc32(rel.encode()) % 100 < _STDLIB_VALIDATION_PERCENT
+      if is_val == (split == "validation"):
+        picked.append(rel)
+  return [os.path.join(root, rel) for rel in sorted(picked)]
+
+
+def _open_pystdlib(uri: str, rest: str | None) -> FileSource:
+  """`pystdlib[:train|:validation]`."""
+  split = rest or "train"
+  if split not in ("train", "validation"):
+    raise LmError(f"Unknown split {split!r} in data URI {uri!r}; "
+                  "use 'pystdlib:train' or 'pystdlib:validation'.")
+  paths = _stdlib_files(split)
+  if not paths:
+    raise LmError(f"Found no standard-library .py files for {uri!r} under "
+                  f"{sysconfig.get_paths()['stdlib']}; use another data URI.")
+  return FileSource(f"pystdlib:{split}", paths)
+
+
+def _split_slice(uri: str, body: str) -> tuple[str, tuple[float, float]]:
+  """Splits `GLOB[a%:b%]` into the glob and the percent bounds.
+
+  Example: "data/x.txt[90%:]" -> ("data/x.txt", (90.0, 100.0));
+  "data/x.txt" -> ("data/x.txt", (0.0, 100.0)).
+  """
+  m = _SLICE_RE.match(body)
+  if not m:
+    return body, (0.0, 100.0)
+  a = float(m.group("a")) if m.group("a") else 0.0
+  b = float(m.group("b")) if m.group("b") else 100.0
+  if not 0.0 <= a <= b <= 100.0:
+    raise LmError(f"Bad slice in data URI {uri!r}: need 0% <= start <= end <= "
+                  "100%, e.g. '[:90%]' or '[90%:]'.")
+  return m.group("body"), (a, b)
+
+
+def _glob_files(uri: str, pattern: str) -> list[str]:
+  """Sorted regular files matching `pattern` (`**` recurses; `~` expands)."""
+  if not pattern:
+    raise LmError(f"Data URI {uri!r} names no files; write e.g. "
+                  "'text:data/*.txt'.")
+  matches = glob.glob(os.path.expanduser(pattern), recursive=True)
+  paths = sorted(p for p in matches if os.path.isfile(p))
+  if not paths:
+    raise LmError(f"No files match {pattern!r} (from data URI {uri!r}); check "
+                  "the path and glob, relative to the current directory "
+                  f"{os.getcwd()}.")
+  return paths
+
+
+def _open_text(uri: str, rest: str) -> FileSource:
+  """`text:GLOB[SLICE]`: one document per file."""
+  pattern, fraction = _split_slice(uri, rest)
+  paths = _glob_files(uri, pattern)
+  if all(os.path.getsize(p) == 0 for p in paths):
+    raise LmError(f"All {len(paths)} file(s) matching {pattern!r} are empty; "
+                  "point the data URI at files with text.")
+  return FileSource(uri, paths, fraction)
+
+
+# --- JSON lines ---------------------------------------------------------------
+
+
+class ListSource(DocumentSource):
+  """Documents held in memory (used for `jsonl:`).
+
+  Example: `ListSource("mem:", ["a", "b"])[1]` -> "b".
+  """
+
+  def __init__(self, uri: str, documents: Sequence[str],
+               key: Sequence[Any] = ()):
+    self.uri = uri
+    self.documents = list(documents)
+    self._key = list(key)
+
+  def __len__(self) -> int:
+    return len(self.documents)
+
+  def _get(self, i: int) -> str:
+    return self.documents[i]
+
+  def fingerprint(self) -> str:
+    return _hash([self.uri, self._key])
+
+
+def _read_jsonl(path: str, field: str) -> list[str]:
+  """The `field` of every object in the JSON-lines file `path` (blank lines
+  skipped).
+
+  Example: lines '{"text": "a"}', '{"text": "b"}' -> ["a", "b"].
+  """
+  docs = []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise LmError(f"{path} line {lineno} is not valid JSON ({e.msg}); "
+                      "fix the file or use a 'text:' URI.") from None
+      if not isinstance(obj, dict) or field not in obj:
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise LmError(f"{path} line {lineno} has no field {field!r} (it has "
+                      f"{keys}); pick the field with --config.data.field.")
+      value = obj[field]
+      if not isinstance(value, str):
+        raise LmError(f"{path} line {lineno}: field {field!r} is a "
+                      f"{type(value).__name__}, not a string; pick a text "
+                      "field with --config.data.field.")
+      docs.append(value)
+  return docs
+
+
+def _open_jsonl(uri: str, rest: str, field: str) -> ListSource:
+  """`jsonl:GLOB[SLICE]`: one document per line; SLICE cuts the list."""
+  pattern, (a, b) = _split_slice(uri, rest)
+  paths = _glob_files(uri, pattern)
+  docs = [d for p in paths for d in _read_jsonl(p, field)]
+  n = len(docs)
+  docs = docs[int(n * a / 100):int(n * b / 100)]
+  if not docs:
+    raise LmError(f"Data URI {uri!r} selects no documents from {len(paths)} "
+                  "file(s); check the files and the slice.")
+  stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
+           for p in paths]
+  return ListSource(uri, docs, key=[field, stats, len(docs)])
+
+
+# --- TFDS ---------------------------------------------------------------------
+
+
+class TfdsSource(DocumentSource):
+  """`example[field]` of each example of a `tfds.data_source`, as a str.
+
+  Example: imdb_reviews examples {"text": b"great", "label": 1} with
+  field "text" -> documents ["great", ...].
+  """
+
+  def __init__(self, uri: str, data_source: Sequence[dict], field: str,
+               key: Sequence[Any]):
+    self.uri = uri
+    self.data_source = data_source
+    self.field = field
+    self._key = list(key)
+    self._len = len(data_source)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _get(self, i: int) -> str:
+    value = self.data_source[i][self.field]
+    if isinstance(value, bytes):
+      return value.decode("utf-8", errors="replace")
+    if hasattr(value, "item"):  # numpy scalar / 0-d array of bytes
+      value = value.item()
+      if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+  def fingerprint(self) -> str:
+    return _hash([self.uri, self.field, self._key, self._len])
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+  """The first line of `str(exc)`, cut to `limit` characters."""
+  text = str(exc).strip().splitlines()
+  line = text[0] if text else type(exc).__name__
+  return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
+  """Maps an exception from `tfds.data_source(name, split=split)` to an LmError.
+
+  Example: DatasetNotFoundError for 'imdb_reviwes' -> LmError("TFDS dataset
+  'imdb_reviwes' does not exist; ..."); a bad config or split name -> "Could
+  not open ..."; anything else (no network, failed preparation, a dataset
+  prepared without a random-access format) -> "... could not be downloaded or
+  prepared ...; prepare it with `tfds build ...`".
+  """
+  from tensorflow_datasets.core import registered  # lazy: tfds is heavy
+  if isinstance(exc, registered.DatasetNotFoundError):
+    return LmError(f"TFDS dataset {name!r} does not exist; check the name "
+                   "against `tfds.list_builders()`.")
+  reason = _first_line(exc)
+  if (isinstance(exc, (ValueError, KeyError))
+      and re.search(r"split|config", reason, re.IGNORECASE)):
+    return LmError(f"Could not open TFDS dataset {name!r} split {split!r} "
+                   f"({reason}); check the config and split names.")
+  return LmError(f"TFDS dataset {name!r} could not be downloaded or prepared "
+                 f"({reason}); prepare it with `tfds build {name} "
+                 "--file_format=array_record` on a machine with network and "
+                 "pass its data_dir (--config.data.data_dir).")
+
+
+def _open_tfds(uri: str, rest: str, field: str,
+               data_dir: str | None) -> TfdsSource:
+  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`."""
+  name, _, split = rest.partition(":")
+  split = split or "train"
+  if not name:
+    raise LmError(f"Data URI {uri!r} names no TFDS dataset; write e.g. "
+                  "'tfds:imdb_reviews:train'.")
+  import tensorflow_datasets as tfds  # lazy: only tfds: URIs need it
+  if data_dir:
+    data_dir = os.path.expanduser(data_dir)
+  try:
+    ds = tfds.data_source(name, split=split, data_dir=data_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    raise tfds_error(name, split, e) from None
+  if len(ds) == 0:
+    raise LmError(f"TFDS split {split!r} of {name!r} has no examples; pick "
+                  "another split.")
+  features = sorted(ds[0].keys())
+  if field not in features:
+    raise LmError(f"TFDS dataset {name!r} has no feature {field!r}; "
+                  f"available features are {features}; pick one with "
+                  "--config.data.field.")
+  version = getattr(getattr(ds, "dataset_info", None), "version", None)
+  return TfdsSource(f"tfds:{name}:{split}", ds, field,
+                    key=[name, split, str(version)])
+
+
+# --- entry point --------------------------------------------------------------
+
+
+def open_source(uri: str, *, field: str = "text",
+                data_dir: str | None = None) -> DocumentSource:
+  """Opens the corpus named by `uri` (see the module docstring for URIs).
+
+  Args:
+    uri: e.g. "pystdlib:train", "text:data/input.txt[:90%]",
+      "jsonl:data/*.jsonl", "tfds:imdb_reviews:train[:90%]".
+    field: the record field holding the text (jsonl: and tfds: only).
+    data_dir: the TFDS data directory (tfds: only).
+
+  Returns:
+    A `DocumentSource`. Example: open_source("pystdlib:validation")[0] is the
+    source of one stdlib module.
+  """
+  scheme, sep, rest = uri.partition(":")
+  if scheme == "pystdlib":
+    return _open_pystdlib(uri, rest if sep else None)
+  if not sep or scheme not in SCHEMES:
+    raise LmError(f"Unknown data URI {uri!r}; supported schemes are "
+                  + ", ".join(f"'{s}:'" for s in SCHEMES)
+                  + " (e.g. 'text:data/input.txt').")
+  if scheme == "text":
+    return _open_text(uri, rest)
+  if scheme == "jsonl":
+    return _open_jsonl(uri, rest, field)
+  return _open_tfds(uri, rest, field, data_dir)
+

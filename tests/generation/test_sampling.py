@@ -1,0 +1,59 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm.generation.sampling import generate_uncached, sample_logits
+
+
+class PlusOne(nn.Module):
+  """A fake model whose logits always put the mass on `last token + 1`."""
+  vocab: int = 16
+
+  @nn.compact
+  def __call__(self, tokens, deterministic=True):
+    logits = jax.nn.one_hot((tokens + 1) % self.vocab, self.vocab) * 20.0
+    return logits, {}
+
+
+def test_greedy_is_argmax():
+  logits = jnp.array([[0.0, 3.0, 1.0], [5.0, 0.0, 1.0]])
+  np.testing.assert_array_equal(sample_logits(logits, jax.random.key(0)), [1, 0])
+
+
+def test_top_k_one_is_greedy_at_any_temperature():
+  logits = jax.random.normal(jax.random.key(1), (4, 50))
+  out = sample_logits(logits, jax.random.key(2), temperature=5.0, top_k=1)
+  np.testing.assert_array_equal(out, jnp.argmax(logits, -1))
+
+
+def test_top_k_and_top_p_restrict_support():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  keys = jax.random.split(jax.random.key(0), 400)
+  topk = {int(sample_logits(logits, k, temperature=1.0, top_k=2)[0]) for k in keys}
+  assert topk == {0, 1}
+  # mass before token 2 is 0.8 >= 0.75, so top_p=0.75 keeps tokens 0 and 1 only
+  topp = {int(sample_logits(logits, k, temperature=1.0, top_p=0.75)[0]) for k in keys}
+  assert topp == {0, 1}
+  topp_small = {int(sample_logits(logits, k, temperature=1.0, top_p=0.1)[0]) for k in keys}
+  assert topp_small == {0}
+
+
+def test_temperature_sampling_matches_distribution():
+  probs = np.array([0.6, 0.3, 0.1])
+  logits = jnp.log(jnp.asarray(probs))[None]
+  keys = jax.random.split(jax.random.key(3), 3000)
+  draws = np.array([int(sample_logits(logits, k, temperature=1.0)[0]) for k in keys[:1500]])
+  freq = np.bincount(draws, minlength=3) / len(draws)
+  np.testing.assert_allclose(freq, probs, atol=0.05)
+
+
+def test_generate_with_fake_model_counts_up_and_stops_at_eos():
+  model = PlusOne()
+  out = generate_uncached(model, {}, [3, 4], max_new_tokens=5, window=8)
+  assert out == [5, 6, 7, 8, 9]
+  out = generate_uncached(model, {}, [3], max_new_tokens=10, window=4, eos_id=6)
+  assert out == [4, 5, 6]
+  # longer than the window: the context slides
+  out = generate_uncached(model, {}, [0], max_new_tokens=12, window=4)
+  assert out == [(i + 1) % 16 for i in range(12)]
