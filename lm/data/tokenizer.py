@@ -129,9 +129,13 @@ class Tokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     """Text of `ids`; pad, bos and eos ids are dropped.
 
+    Ids outside the vocabulary (a model whose embedding is padded past
+    `vocab_size` can sample them) decode like `unk_id`, as " ⁇ ".
     Example: [bos, 97, 98, eos, pad] -> "ab".
     """
-    return self._sp.decode([int(i) for i in ids if int(i) not in self._drop])
+    n = self.vocab_size
+    kept = [int(i) for i in ids if int(i) not in self._drop]
+    return self._sp.decode([i if 0 <= i < n else self.unk_id for i in kept])
 
   def id_to_piece(self, i: int) -> str:
     """The vocabulary piece of id `i`. Example: 4 -> "\\n"."""

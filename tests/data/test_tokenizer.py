@@ -92,6 +92,7 @@ def test_decode_drops_special_ids_and_takes_arrays(bpe):
   wrapped = [bpe.bos_id] + ids + [bpe.eos_id, bpe.pad_id, bpe.pad_id]
   assert bpe.decode(wrapped) == "x = 1\n"
   assert bpe.decode(np.array(wrapped, np.uint16)) == "x = 1\n"
+  assert bpe.decode([bpe.vocab_size + 5]) == bpe.decode([bpe.unk_id])
 
 
 def test_encode_batch_matches_encode(bpe):
