@@ -20,7 +20,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lm.models.config import make_model_config  # noqa: E402
@@ -35,18 +34,6 @@ from lm.training.state import init_state  # noqa: E402
 
 # size -> (batch, seq_len) on a small machine
 SHAPES = {"quickstart": (16, 128), "d384": (8, 256), "small": (8, 1024)}
-
-
-def matmul_peak(dtype, n: int, seconds: float = 2.0) -> float:
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best, end = 0.0, time.perf_counter() + seconds
-  while time.perf_counter() < end:
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
-  return best
 
 
 def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
@@ -95,7 +82,8 @@ def main():
   p.add_argument("--seq_len", type=int, default=None)
   args = p.parse_args()
   dev = jax.devices()[0]
-  peak = matmul_peak(jnp.dtype(args.dtype), 2048 if dev.platform == "cpu" else 8192)
+  peak = metrics_lib.measure_matmul_peak(
+      2.0, 2048 if dev.platform == "cpu" else 8192, args.dtype)
   if dev.platform != "cpu":
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "

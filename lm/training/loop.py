@@ -223,7 +223,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
-  clock, clock_step = None, start
+  clock, clock_step, eval_seconds = None, start, 0.0
   bar_step = start
   last_good = latest
 
@@ -256,7 +256,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         jax.block_until_ready(state.step)
         now = time.perf_counter()
         steps_timed = done - clock_step
-        tps = tokens_per_step * steps_timed / (now - clock) if steps_timed else 0.0
+        busy = now - clock - eval_seconds
+        tps = tokens_per_step * steps_timed / busy if steps_timed else 0.0
         last = {k: float(np.mean([v[k] for v in vals])) for k in vals[-1]}
         last["learning_rate"] = float(vals[-1]["learning_rate"])
         last.update(tokens_per_second=tps, mfu=fpt * tps / peak if peak else 0.0,
@@ -265,11 +266,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           writer.write(done, last)
         bar.update(done, done - bar_step, last)
         bar_step = done
-        clock, clock_step = now, done
+        clock, clock_step, eval_seconds = now, done, 0.0
       if log_now or save_now:
         pending = []
       eval_metrics = {}
       if eval_now and run.eval_stream is not None:
+        eval_start = time.perf_counter()
         eval_metrics = evaluate(run, eval_fn, state.params, c.eval_steps or None)
         last.update(eval_metrics)
         if writer:
@@ -277,7 +279,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         say(f"step {done}: eval loss {eval_metrics['eval_loss']:.4f}, "
             f"perplexity {eval_metrics['eval_perplexity']:.2f}, "
             f"accuracy {eval_metrics['eval_accuracy']:.4f}")
-        clock = time.perf_counter()
+        if clock is not None:
+          eval_seconds += time.perf_counter() - eval_start
       if save_now:
         ckpt.save(done, state, batches.state(done), run.resolved,
                   eval_loss=eval_metrics.get("eval_loss"))
@@ -310,6 +313,6 @@ def sample_text(run: Run, params, prompt: str) -> str:
 
 def _measured_peak() -> float:
   peak = metrics_lib.measure_matmul_peak()
-  if jax.devices()[0].platform == "cpu":
-    peak /= len(jax.devices())   # simulated CPU devices share the same cores
+  if jax.devices()[0].platform != "cpu":   # simulated CPU devices share cores
+    peak *= len(jax.devices())
   return peak

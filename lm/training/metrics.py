@@ -23,11 +23,16 @@ def flops_per_token(num_matmul_params: int, num_layers: int, seq_len: int,
   return 6.0 * num_matmul_params + 12.0 * num_layers * seq_len * attn_width
 
 
-def measure_matmul_peak(seconds: float = 0.5, n: int = 1024) -> float:
-  """FLOP/s of a float32 n×n matmul on the default device, best of a few runs."""
+def measure_matmul_peak(seconds: float = 0.5, n: int = 1024,
+                        dtype: str = "float32") -> float:
+  """FLOP/s of one n×n matmul on the default device, best of repeated runs.
+
+  This is the rate of a single device; the caller scales it by the device
+  count where devices are separate chips (not for simulated CPU devices).
+  """
   import jax
   import jax.numpy as jnp
-  a = jnp.ones((n, n), jnp.float32)
+  a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   best, deadline = 0.0, time.perf_counter() + seconds
@@ -35,7 +40,7 @@ def measure_matmul_peak(seconds: float = 0.5, n: int = 1024) -> float:
     t = time.perf_counter()
     f(a).block_until_ready()
     best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
-  return best * len(jax.devices())
+  return best
 
 
 class MetricsWriter:
