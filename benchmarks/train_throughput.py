@@ -77,13 +77,12 @@ def main():
   p.add_argument("--sizes", default="quickstart,d384")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  p.add_argument("--vocab", type=int, default=4096)
+  p.add_argument("--vocab", type=int, default=2048)
   p.add_argument("--batch", type=int, default=None)
   p.add_argument("--seq_len", type=int, default=None)
   args = p.parse_args()
   dev = jax.devices()[0]
-  peak = metrics_lib.measure_matmul_peak(
-      2.0, 2048 if dev.platform == "cpu" else 8192, args.dtype)
+  peak = metrics_lib.measure_matmul_peak(2.0, dtype=args.dtype)
   if dev.platform != "cpu":
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "

@@ -23,7 +23,7 @@ def flops_per_token(num_matmul_params: int, num_layers: int, seq_len: int,
   return 6.0 * num_matmul_params + 12.0 * num_layers * seq_len * attn_width
 
 
-def measure_matmul_peak(seconds: float = 0.5, n: int = 1024,
+def measure_matmul_peak(seconds: float = 1.0, n: int | None = None,
                         dtype: str = "float32") -> float:
   """FLOP/s of one n×n matmul on the default device, best of repeated runs.
 
@@ -32,6 +32,8 @@ def measure_matmul_peak(seconds: float = 0.5, n: int = 1024,
   """
   import jax
   import jax.numpy as jnp
+  if n is None:
+    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
   a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
