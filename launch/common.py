@@ -25,6 +25,24 @@ def user_errors():
     fail(str(e))
 
 
+def load_config(config_flag):
+  """The parsed `--config`, or one sentence if the file is missing or broken.
+
+  ml_collections defers config-file errors to the first access of the value;
+  touching it here turns them into a clean exit.
+  """
+  try:
+    config = config_flag.value
+    if config is None:
+      fail("--config is required, e.g. --config configs/quickstart.py.")
+    config.keys()
+  except (OSError, ImportError, SyntaxError, AttributeError) as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    fail(f"could not load the --config file ({lines[-1] if lines else type(e).__name__}); "
+         "check the path and that it defines get_config().")
+  return config
+
+
 def quiet_logs() -> None:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)

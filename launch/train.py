@@ -23,14 +23,13 @@ def main(argv):
   if len(argv) > 1:
     common.fail(f"unexpected arguments {argv[1:]}; pass settings as "
                 "--config.KEY=VALUE.")
-  if _CONFIG.value is None:
-    common.fail("--config is required, e.g. --config configs/quickstart.py.")
+  config = common.load_config(_CONFIG)
   if not _WORKDIR.value:
     common.fail("--workdir is required, e.g. --workdir runs/quickstart.")
   common.quiet_logs()
   from lm.training import loop
   with common.user_errors():
-    summary = loop.train(_CONFIG.value, _WORKDIR.value)
+    summary = loop.train(config, _WORKDIR.value)
   keys = [k for k in ("loss", "eval_loss", "eval_perplexity", "eval_accuracy")
           if k in summary]
   print("final: " + ", ".join(f"{k} {summary[k]:.4f}" for k in keys), flush=True)

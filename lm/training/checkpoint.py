@@ -31,6 +31,9 @@ class Checkpointer:
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=async_save,
+        # best_fn makes Orbax write each step's metrics, so the best step is
+        # still known after a restart; retention is the policy above.
+        best_fn=lambda m: m["eval_loss"], best_mode="min",
         create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=_ITEMS)
@@ -42,7 +45,13 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def best_step(self) -> int | None:
-    return self.manager.best_step()
+    """The kept step with the lowest eval loss (None if none has one)."""
+    scored = []
+    for step in self.manager.all_steps():
+      m = self.manager.metrics(step)
+      if m and "eval_loss" in m:
+        scored.append((float(m["eval_loss"]), step))
+    return min(scored)[1] if scored else None
 
   def save(self, step: int, state, data_state: dict, config: dict,
            eval_loss: float | None = None, force: bool = False) -> bool:

@@ -130,6 +130,7 @@ def prepare(config, workdir: str) -> Run:
                                   data_dir=data_dir)
   eval_src = (sources.open_source(config.data.eval, field=config.data.field,
                                   data_dir=data_dir) if config.data.eval else None)
+  resolve_model_config(config, vocab_size=1)  # model errors before any write
   os.makedirs(workdir, exist_ok=True)
   tok = tokenizer_lib.load_or_train(config.data.tokenizer, workdir, train_src)
   model_cfg = resolve_model_config(config, tok.vocab_size)

@@ -28,6 +28,8 @@ def one_line_error(result):
     ("--config.model.num_heads=5", "num_heads"),
     ("--config.data.train=text:/no/such/dir/*.txt", "/no/such/dir"),
     ("--config.data.train=tfds:no_such_dataset_xyz", "no_such_dataset_xyz"),
+    ("--config.seq_len=4096", "seq_len"),
+    ("--config.steps=abc", "config.steps"),
 ])
 def test_bad_input_is_one_sentence(tmp_path, override, needle):
   workdir = tmp_path / "run"
@@ -35,8 +37,16 @@ def test_bad_input_is_one_sentence(tmp_path, override, needle):
                 f"--workdir={workdir}", override)
   assert needle in one_line_error(r)
   assert not (workdir / "checkpoints").exists()
+  if needle in ("modle", "num_heads", "seq_len", "config.steps"):
+    assert not workdir.exists()   # config errors stop before anything is written
 
 
 def test_missing_workdir_flag():
   r = run_train("--config", "configs/quickstart.py:runlocal")
   assert "--workdir" in one_line_error(r)
+
+
+def test_missing_config_file(tmp_path):
+  r = run_train("--config", "configs/no_such_config.py", f"--workdir={tmp_path / 'run'}")
+  assert "no_such_config.py" in one_line_error(r)
+  assert not (tmp_path / "run").exists()

@@ -1,0 +1,41 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm.training.checkpoint import Checkpointer
+
+
+def test_keeps_latest_n_and_the_best_by_eval_loss(tmp_path):
+  ckpt = Checkpointer(str(tmp_path), keep=2, async_save=True)
+  state = {"w": jnp.arange(4.0)}
+  losses = {1: 3.0, 2: 1.0, 3: 2.5, 4: None, 5: 2.8, 6: None}
+  for step, loss in losses.items():
+    ckpt.save(step, jax.tree.map(lambda x: x + step, state), {"step": step},
+              {"model": {}}, eval_loss=loss)
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 5, 6]      # best (2) + latest two
+  assert ckpt.best_step() == 2
+  restored, data = ckpt.restore_unsharded(2)
+  np.testing.assert_array_equal(restored["w"], np.arange(4.0) + 2)
+  assert data == {"step": 2}
+  assert ckpt.read_config(6) == {"model": {}}
+  ckpt.close()
+  # a new manager (a restarted run) still knows which step is best
+  again = Checkpointer(str(tmp_path), keep=2)
+  assert again.best_step() == 2
+  again.save(7, state, {"step": 7}, {}, eval_loss=2.0)
+  again.wait()
+  assert again.all_steps() == [2, 6, 7]
+
+
+def test_restore_places_arrays_with_target_shardings(tmp_path):
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  state = {"w": jax.device_put(jnp.arange(16.0), sharding)}
+  ckpt = Checkpointer(str(tmp_path), keep=1)
+  ckpt.save(3, state, {"step": 3}, {})
+  ckpt.wait()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  restored, _ = ckpt.restore(3, abstract, {"w": sharding})
+  assert restored["w"].sharding == sharding
+  np.testing.assert_array_equal(restored["w"], np.arange(16.0))
