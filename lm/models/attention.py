@@ -167,14 +167,23 @@ class MultiHeadAttention(nn.Module):
   "xla", "cudnn" for "cudnn") unless attention dropout is active or
   `config.attention_impl == "einsum"`, which use `einsum_attention`.
 
+  KV cache (`decode=True`): keys and values live in the 'cache' collection
+  as `cached_key`/`cached_value` `[B, S, K, H]` plus a `cache_index`; each
+  call writes its T new keys/values at `cache_index` and attends over all S
+  slots, so the caller must pass a mask that covers causality and padding
+  over the whole cache (`DecoderLM` builds it). The first call (from `init`)
+  only creates the cache, sized by its input length S.
+
   Attributes:
     config: model config.
-    causal: mask key j > query i (aligned at position 0 of both; a KV cache
-      with an offset must pass an explicit mask and `causal=False`).
+    causal: mask key j > query i (aligned at position 0 of both; ignored when
+      decoding, where the caller's mask covers causality).
+    decode: read and extend the KV cache.
   """
 
   config: ModelConfig
   causal: bool = False
+  decode: bool = False
 
   def _proj(self, equation: str, shape: tuple[int, ...],
             kernel_axes: tuple[str, ...], bias_dims: int, std: float,
@@ -184,6 +193,23 @@ class MultiHeadAttention(nn.Module):
                   bias_dims=bias_dims if cfg.use_bias else 0, init_std=std,
                   dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
                   name=name)
+
+  def _extend_cache(self, k: jax.Array, v: jax.Array):
+    """Writes `k`, `v` `[B, T, K, H]` at the cache index; returns the full cache."""
+    initialising = not self.has_variable("cache", "cached_key")
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    index = self.variable("cache", "cache_index",
+                          lambda: jnp.zeros((), jnp.int32))
+    if initialising:
+      return k, v
+    i = index.value
+    cached_k.value = jax.lax.dynamic_update_slice(
+        cached_k.value, k.astype(cached_k.value.dtype), (0, i, 0, 0))
+    cached_v.value = jax.lax.dynamic_update_slice(
+        cached_v.value, v.astype(cached_v.value.dtype), (0, i, 0, 0))
+    index.value = i + k.shape[1]
+    return cached_k.value, cached_v.value  # [B, S, K, H]
 
   @nn.compact
   def __call__(self, x: jax.Array, *, positions: jax.Array,
@@ -221,18 +247,22 @@ class MultiHeadAttention(nn.Module):
                axes.ACT_HEAD_DIM)
     k = nn.with_logical_constraint(k, kv_axes)
     v = nn.with_logical_constraint(v, kv_axes)
+    causal = self.causal
+    if self.decode:
+      k, v = self._extend_cache(k, v)
+      causal = False
 
     dropout = cfg.attention_dropout > 0.0 and not deterministic
     if dropout or cfg.attention_impl == "einsum":
       rng = self.make_rng("dropout") if dropout else None
-      out = einsum_attention(q, k, v, mask, causal=self.causal,
+      out = einsum_attention(q, k, v, mask, causal=causal,
                              dropout_rate=cfg.attention_dropout if dropout
                              else 0.0, dropout_rng=rng)
     else:
       if mask is not None:
         mask = jnp.asarray(mask, bool)
       out = jax.nn.dot_product_attention(
-          q, k, v, mask=mask, scale=1.0 / math.sqrt(h), is_causal=self.causal,
+          q, k, v, mask=mask, scale=1.0 / math.sqrt(h), is_causal=causal,
           implementation="cudnn" if cfg.attention_impl == "cudnn" else None)
     out = nn.with_logical_constraint(
         out,

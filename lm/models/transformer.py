@@ -58,6 +58,7 @@ class Block(nn.Module):
   config: ModelConfig
   causal: bool = True
   scanned: bool = False
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array,
@@ -71,7 +72,8 @@ class Block(nn.Module):
       deterministic: disable dropout.
     """
     cfg = self.config
-    attn = MultiHeadAttention(cfg, causal=self.causal, name="attention")
+    attn = MultiHeadAttention(cfg, causal=self.causal, decode=self.decode,
+                              name="attention")
     mlp = Mlp(cfg, name="mlp")
     attn_norm = make_norm(cfg, "attention_norm")
     mlp_norm = make_norm(cfg, "mlp_norm")
@@ -106,6 +108,7 @@ class TransformerStack(nn.Module):
 
   config: ModelConfig
   causal: bool = True
+  decode: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array,
@@ -121,16 +124,18 @@ class TransformerStack(nn.Module):
     if cfg.scan_layers:
       stack = nn.scan(
           block_cls,
-          variable_axes={"params": 0},
+          variable_axes={"params": 0, "cache": 0},
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: axes.LAYERS},
-      )(cfg, causal=self.causal, scanned=True, name="layers")
+      )(cfg, causal=self.causal, scanned=True, decode=self.decode,
+        name="layers")
       x, _ = stack(x, positions, mask, deterministic)
     else:
       for i in range(cfg.num_layers):
-        x = block_cls(cfg, causal=self.causal, name=f"layers_{i}")(
+        x = block_cls(cfg, causal=self.causal, decode=self.decode,
+                      name=f"layers_{i}")(
             x, positions, mask, deterministic)
     if cfg.norm_position == "pre":
       x = make_norm(cfg, "final_norm")(x)
@@ -152,10 +157,48 @@ class DecoderLM(nn.Module):
 
   config: ModelConfig
 
+  def reorder_cache(self, cache, indices):
+    """The cache with its batch rows replaced by rows `indices` (beam search).
+
+    Arrays under the scanned `layers` carry a leading layer axis, so their
+    batch is axis 1; the per-layer and top-level indices are left alone.
+    """
+    scanned = self.config.scan_layers
+
+    def take(path, x):
+      in_scan = scanned and any(getattr(k, "key", None) == "layers" for k in path)
+      axis = 1 if in_scan else 0
+      return jnp.take(x, indices, axis=axis) if x.ndim > axis else x
+
+    return jax.tree_util.tree_map_with_path(take, cache)
+
+  def _decode_mask(self, valid: jax.Array | None, shape) -> jax.Array:
+    """Mask `[B, 1, T, S]` over the whole KV cache for a decode call.
+
+    The cache keeps which slots hold real tokens (`valid`, False for left
+    padding); query t of this call sits at slot `index + t` and sees every
+    valid slot up to and including its own.
+    """
+    b, t = shape
+    initialising = not self.has_variable("cache", "index")
+    index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    slots = self.variable("cache", "valid", jnp.zeros, (b, t), jnp.bool_)
+    valid = jnp.ones((b, t), jnp.bool_) if valid is None else valid.astype(bool)
+    if initialising:
+      return make_attention_mask(valid.astype(jnp.int32), causal=True)
+    i = index.value
+    slots.value = jax.lax.dynamic_update_slice(slots.value, valid, (0, i))
+    index.value = i + t
+    s = slots.value.shape[1]
+    query_slot = i + jnp.arange(t)                                   # [T]
+    seen = jnp.arange(s)[None, :] <= query_slot[:, None]             # [T, S]
+    return slots.value[:, None, None, :] & seen[None, None]          # [B, 1, T, S]
+
   @nn.compact
   def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None,
-               deterministic: bool = True
+               deterministic: bool = True, decode: bool = False,
+               valid: jax.Array | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Next-token logits.
 
@@ -166,6 +209,12 @@ class DecoderLM(nn.Module):
       segment_ids: int `[B, T]` packed-document ids, 0 = padding; None means
         one unpadded sequence per row (plain causal mask).
       deterministic: disable dropout (needs a 'dropout' RNG when False).
+      decode: use and extend the KV cache in the 'cache' collection (apply
+        with `mutable=['cache']`). `init(..., decode=True)` on tokens
+        `[B, S]` sizes the cache for S tokens; later calls append their T
+        tokens. Pass explicit `positions` when decoding.
+      valid: bool `[B, T]`, decode only: False marks left padding that no
+        later token may attend to.
 
     Returns:
       `(logits, aux)`: float32 `[B, T, V]` logits and `{"hidden": [B, T, D]}`.
@@ -178,8 +227,11 @@ class DecoderLM(nn.Module):
             f"sequence length {length} exceeds model.max_len={cfg.max_len}; "
             "raise model.max_len or shorten the inputs.")
       positions = jnp.broadcast_to(jnp.arange(length), tokens.shape)
-    mask = (None if segment_ids is None
-            else make_attention_mask(segment_ids, causal=True))
+    if decode:
+      mask = self._decode_mask(valid, tokens.shape)
+    else:
+      mask = (None if segment_ids is None
+              else make_attention_mask(segment_ids, causal=True))
 
     embed = Embed(cfg, name="token_embed")
     x = embed(tokens)  # [B, T, D]
@@ -190,7 +242,8 @@ class DecoderLM(nn.Module):
     x = nn.Dropout(rate=cfg.dropout)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, EMBED_AXES)
 
-    hidden = Decoder(cfg, name="decoder")(x, positions, mask, deterministic)
+    hidden = Decoder(cfg, decode=decode, name="decoder")(
+        x, positions, mask, deterministic)
     if cfg.tie_embeddings:
       logits = embed.attend(hidden)
     else:
