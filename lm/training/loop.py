@@ -23,9 +23,9 @@ import numpy as np
 
 from lm.data import packing, pipeline, sources, tokenizer as tokenizer_lib
 from lm.errors import LmError
-from lm.generation.sampling import generate_uncached
+from lm.models import build_model
 from lm.models.config import ModelConfig, make_model_config
-from lm.models.transformer import DecoderLM, count_params
+from lm.models.transformer import count_params
 from lm.objectives.causal import causal_lm_loss
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
@@ -38,7 +38,8 @@ class NonFiniteLoss(LmError):
   """The training loss became NaN or infinite."""
 
 
-def _objective(config):
+def objective_for(config):
+  """The objective function `config.objective` names."""
   if config.objective == "causal":
     return functools.partial(causal_lm_loss, use_segments=config.data.segment_mask)
   raise LmError(f"config.objective={config.objective!r} is not known.")
@@ -70,11 +71,22 @@ def resolve_model_config(config, vocab_size: int) -> ModelConfig:
 def matmul_params(model_cfg: ModelConfig, total: int) -> int:
   """Parameters that take part in matmuls (see metrics.flops_per_token)."""
   n = total
-  if model_cfg.position == "learned":
+  if model_cfg.arch == "transformer" and model_cfg.position == "learned":
     n -= model_cfg.max_len * model_cfg.d_model
   if not model_cfg.tie_embeddings:
     n -= model_cfg.vocab_size * model_cfg.d_model  # input lookup is no matmul
   return n
+
+
+def model_flops_per_token(model_cfg: ModelConfig, n_params: int,
+                          seq_len: int) -> float:
+  """Training FLOPs per token (metrics.flops_per_token); no attention term
+  for the LSTM, whose every parameter but the input lookup is a matmul."""
+  attn_width = 0
+  if model_cfg.arch == "transformer":
+    attn_width = model_cfg.num_heads * model_cfg.head_size
+  return metrics_lib.flops_per_token(matmul_params(model_cfg, n_params),
+                                     model_cfg.num_layers, seq_len, attn_width)
 
 
 def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
@@ -107,7 +119,7 @@ class Run:
   """Everything `train` builds before the first step (also used by tests)."""
   config: ml_collections.ConfigDict
   model_cfg: ModelConfig
-  model: DecoderLM
+  model: object            # DecoderLM or LstmLM (build_model)
   tokenizer: tokenizer_lib.Tokenizer
   train_stream: packing.TokenStream
   eval_stream: packing.TokenStream | None
@@ -148,7 +160,7 @@ def prepare(config, workdir: str) -> Run:
                 "seed": config.seed, "sampling": config.data.sampling,
                 "train_tokens": int(len(train_stream.tokens))},
   }
-  return Run(config, model_cfg, DecoderLM(model_cfg), tok, train_stream,
+  return Run(config, model_cfg, build_model(model_cfg), tok, train_stream,
              eval_stream, mesh, rules, resolved)
 
 
@@ -156,13 +168,20 @@ def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
   """Loss, perplexity and token accuracy over `max_batches` eval batches."""
   if run.eval_stream is None:
     return {}
-  c = run.config
+  return evaluate_stream(run.eval_stream, eval_fn, params, run.mesh,
+                         batch_size=run.config.batch_size,
+                         seq_len=run.config.seq_len, max_batches=max_batches)
+
+
+def evaluate_stream(stream, eval_fn, params, mesh, *, batch_size: int,
+                    seq_len: int, max_batches: int | None) -> dict:
+  """Evaluates `eval_fn` (a jitted eval step) over a token stream's windows."""
   p, n = jax.process_index(), jax.process_count()
-  local = c.batch_size // n
-  bsharding = sharding_lib.batch_sharding(run.mesh)
+  local = batch_size // n
+  bsharding = sharding_lib.batch_sharding(mesh)
   totals = np.zeros(3)
-  for batch in pipeline.eval_batches(run.eval_stream, batch_size=c.batch_size,
-                                     seq_len=c.seq_len, max_batches=max_batches):
+  for batch in pipeline.eval_batches(stream, batch_size=batch_size,
+                                     seq_len=seq_len, max_batches=max_batches):
     batch = {k: v[p * local:(p + 1) * local] for k, v in batch.items()}
     out = jax.device_get(eval_fn(params, pipeline.to_global(batch, bsharding)))
     totals += [out["loss_sum"], out["correct"], out["tokens"]]
@@ -200,14 +219,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
 
   n_params = count_params(state.params)
-  fpt = metrics_lib.flops_per_token(
-      matmul_params(run.model_cfg, n_params), run.model_cfg.num_layers,
-      c.seq_len, run.model_cfg.num_heads * (run.model_cfg.head_dim or
-                                            run.model_cfg.d_model // run.model_cfg.num_heads))
+  fpt = model_flops_per_token(run.model_cfg, n_params, c.seq_len)
   peak = c.peak_tflops * 1e12 or _measured_peak()
 
   train_fn, eval_fn = step_lib.jit_steps(
-      run.model, _objective(c), tx, schedule, c.seed, mesh, rules, shardings)
+      run.model, objective_for(c), tx, schedule, c.seed, mesh, rules, shardings)
   batches = pipeline.TrainBatches(
       run.train_stream, global_batch_size=c.batch_size, seq_len=c.seq_len,
       seed=c.seed, mode=c.data.sampling, process_index=jax.process_index(),
@@ -301,15 +317,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def sample_text(run: Run, params, prompt: str) -> str:
-  c = run.config
-  ids = [run.tokenizer.bos_id] + run.tokenizer.encode(prompt)
-  window = min(c.seq_len, run.model_cfg.max_len) if run.model_cfg.position == "learned" else c.seq_len
+  """A completion of `prompt` with the cached decoder and `config.sample`."""
+  from lm.generation.decode import Decoder
+  from lm.generation.text import context_length
+  c, tok = run.config, run.tokenizer
+  ids = [tok.bos_id] + tok.encode(prompt)
+  ctx = context_length(run.model_cfg, len(ids), c.sample.max_new_tokens)
+  new = min(c.sample.max_new_tokens, ctx - len(ids))
+  if new <= 0:
+    return ""
+  decoder = Decoder(run.model, temperature=c.sample.temperature,
+                    top_k=c.sample.top_k, top_p=c.sample.top_p)
   with jax.set_mesh(run.mesh):
-    out = generate_uncached(
-        run.model, params, ids, max_new_tokens=c.sample.max_new_tokens,
-        window=window, temperature=c.sample.temperature, top_k=c.sample.top_k,
-        top_p=c.sample.top_p, seed=c.seed, eos_id=run.tokenizer.eos_id)
-  return run.tokenizer.decode(out)
+    gen = decoder.generate(params, [ids], max_new_tokens=new, max_len=ctx,
+                           seed=c.seed, eos_id=tok.eos_id)
+  return tok.decode(gen.tokens[0])
 
 
 def _measured_peak() -> float:

@@ -51,7 +51,7 @@ def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings
   The state is donated; batches are sharded over data+fsdp; metrics come back
   replicated.
   """
-  batch_s = {k: sharding_lib.batch_sharding(mesh) for k in BATCH_KEYS}
+  batch_s = _batch_shardings(mesh)
   repl = sharding_lib.replicated(mesh)
   train = jax.jit(
       functools.partial(train_step, model=model, objective=objective, tx=tx,
@@ -59,17 +59,28 @@ def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings
       in_shardings=(state_shardings, batch_s),
       out_shardings=(state_shardings, repl),
       donate_argnums=0)
+  return (_run_in_mesh(train, mesh, rules),
+          jit_eval_step(model, objective, mesh, rules, state_shardings.params))
+
+
+def jit_eval_step(model, objective, mesh, rules, params_shardings):
+  """The jitted `eval_step(params, batch)` on `mesh`."""
   evaluate = jax.jit(
       functools.partial(eval_step, model=model, objective=objective),
-      in_shardings=(state_shardings.params, batch_s),
-      out_shardings=repl)
+      in_shardings=(params_shardings, _batch_shardings(mesh)),
+      out_shardings=sharding_lib.replicated(mesh))
+  return _run_in_mesh(evaluate, mesh, rules)
 
-  def run_in_mesh(fn):
-    @functools.wraps(fn)
-    def wrapped(*args):
-      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return fn(*args)
-    wrapped.jitted = fn
-    return wrapped
 
-  return run_in_mesh(train), run_in_mesh(evaluate)
+def _batch_shardings(mesh):
+  return {k: sharding_lib.batch_sharding(mesh) for k in BATCH_KEYS}
+
+
+def _run_in_mesh(fn, mesh, rules):
+  """Calls `fn` with the mesh and logical rules active (for Flax constraints)."""
+  @functools.wraps(fn)
+  def wrapped(*args):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return fn(*args)
+  wrapped.jitted = fn
+  return wrapped

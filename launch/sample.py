@@ -1,0 +1,86 @@
+"""Sample from a trained model with the cached decoder.
+
+  python -m launch.sample --workdir runs/quickstart --prompt "def " --num_samples 2
+  python -m launch.sample --workdir DIR --prompt_file prompts.txt --temperature 0.8 \
+      --top_k 40 --top_p 0.95 --max_new_tokens 128 --seed 1 --stop "\\n\\n"
+  python -m launch.sample --workdir DIR --prompt "import" --beam_size 4
+
+Loads the latest checkpoint (or --step) and the tokenizer from the workdir.
+Prompts are left-padded into one batch; each prompt gets --num_samples rows.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+from absl import flags
+
+from launch import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a trained run.")
+_PROMPT = flags.DEFINE_multi_string("prompt", [], "Prompt text (repeatable).")
+_PROMPT_FILE = flags.DEFINE_string("prompt_file", None, "File with one prompt per line.")
+_NUM = flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 = greedy.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus mass in (0, 1].")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 128, "Tokens to generate.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+_STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable; \\n escapes ok).")
+_BEAM = flags.DEFINE_integer("beam_size", 0, "Beam search with this many beams (0 = sample).")
+_ALPHA = flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
+
+
+def _check_args():
+  from lm.errors import LmError
+  if not _WORKDIR.value:
+    raise LmError("--workdir is required: the directory of a trained run.")
+  if not 0.0 < _TOP_P.value <= 1.0:
+    raise LmError(f"--top_p={_TOP_P.value} is outside (0, 1]; use e.g. 0.9, or 1 to disable.")
+  if _TEMPERATURE.value < 0:
+    raise LmError(f"--temperature={_TEMPERATURE.value} is negative; use 0 for greedy or a positive value.")
+  if _TOP_K.value < 0:
+    raise LmError(f"--top_k={_TOP_K.value} is negative; use 0 to disable or a positive count.")
+  if _NUM.value < 1 or _MAX_NEW.value < 1:
+    raise LmError("--num_samples and --max_new_tokens must be at least 1.")
+  if _BEAM.value < 0:
+    raise LmError(f"--beam_size={_BEAM.value} is negative; use 0 to sample or >= 1 beams.")
+
+
+def _prompts() -> list[str]:
+  from lm.errors import LmError
+  prompts = [codecs.decode(p, "unicode_escape") for p in _PROMPT.value]
+  if _PROMPT_FILE.value:
+    try:
+      with open(_PROMPT_FILE.value, encoding="utf-8") as f:
+        prompts += [line.rstrip("\n") for line in f if line.strip()]
+    except OSError as e:
+      raise LmError(f"cannot read --prompt_file {_PROMPT_FILE.value} ({e.strerror}); "
+                    "check the path.") from None
+  if not prompts:
+    raise LmError("give a prompt with --prompt TEXT or --prompt_file FILE.")
+  return prompts
+
+
+def main(argv):
+  del argv
+  common.quiet_logs()
+  with common.user_errors():
+    _check_args()
+    prompts = _prompts()
+    from lm.generation.text import generate_text
+    from lm.training.workdir import load_trained
+    trained = load_trained(_WORKDIR.value, _STEP.value)
+    outputs = generate_text(
+        trained, prompts, num_samples=_NUM.value,
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+        max_new_tokens=_MAX_NEW.value, seed=_SEED.value,
+        stops=[codecs.decode(s, "unicode_escape") for s in _STOP.value],
+        beam_size=_BEAM.value, length_penalty=_ALPHA.value)
+  for i, (prompt, text, reason) in enumerate(outputs):
+    print(f"=== sample {i} ({reason}) ===\n{prompt}{text}", flush=True)
+
+
+if __name__ == "__main__":
+  common.run(main)

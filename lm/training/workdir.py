@@ -1,0 +1,85 @@
+"""Loading a trained run back from its workdir (for sampling and evaluation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+
+from lm.data.tokenizer import Tokenizer
+from lm.errors import LmError
+from lm.models import build_model
+from lm.models.config import ModelConfig
+from lm.parallel import sharding as sharding_lib
+from lm.parallel.mesh import make_mesh
+from lm.training import optim
+from lm.training.checkpoint import Checkpointer
+from lm.training.state import state_shardings
+
+
+@dataclasses.dataclass
+class Trained:
+  workdir: str
+  step: int
+  config: ml_collections.ConfigDict
+  model_cfg: ModelConfig
+  model: object
+  tokenizer: Tokenizer
+  params: object
+  state_shardings: object
+  mesh: jax.sharding.Mesh
+  rules: tuple
+
+
+def read_resolved(workdir: str) -> dict:
+  """The `config.json` a training run wrote, or one sentence saying why not."""
+  if not os.path.isdir(workdir):
+    raise LmError(f"workdir {workdir} does not exist; pass the --workdir of a "
+                  "run trained with launch.train.")
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise LmError(f"workdir {workdir} holds no trained run (no config.json); "
+                  "train one there with launch.train first.")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise LmError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
+                  "restore it from the checkpoint or re-run training.") from None
+
+
+def load_trained(workdir: str, step: int | None = None) -> Trained:
+  """Config, tokenizer, model and the params of `step` (default: latest)."""
+  resolved = read_resolved(workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
+                  "reach its first checkpoint_every step.")
+  ckpt = Checkpointer(workdir)
+  steps = ckpt.all_steps()
+  if not steps:
+    raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
+                  "reach its first checkpoint_every step.")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise LmError(f"checkpoint step {step} does not exist in {ckpt_dir}; "
+                  f"available steps: {', '.join(map(str, steps))}.")
+  config = ml_collections.ConfigDict(resolved["config"])
+  model_cfg = ModelConfig(**resolved["model"])
+  # The tokenizer the run used: its recorded path (the workdir's own copy
+  # unless data.tokenizer.path named another file).
+  tokenizer = Tokenizer.load(resolved.get("tokenizer", {}).get("path")
+                             or os.path.join(workdir, "tokenizer.model"))
+  model = build_model(model_cfg)
+  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  rules = sharding_lib.logical_rules(config.mesh.get("rules") or ())
+  tx, _ = optim.make_optimizer(config.optimizer, config.steps)
+  abstract, shardings = state_shardings(model, tx, mesh, rules, config.seq_len)
+  state, _ = ckpt.restore(step, abstract, shardings)
+  ckpt.close()
+  return Trained(workdir, step, config, model_cfg, model, tokenizer,
+                 state.params, shardings, mesh, rules)

@@ -1,0 +1,102 @@
+"""launch.sample and launch.evaluate on a tiny trained workdir."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import quickstart
+from launch.evaluate import evaluate_workdir
+from lm.errors import LmError
+from lm.generation.text import cut_at_stop, generate_text
+from lm.training import loop
+from lm.training.workdir import load_trained
+from tests.training.corpus import write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("sample")
+  glob = write_corpus(tmp / "corpus", n_docs=30)
+  c = quickstart.get_config("runlocal")
+  c.data.train = f"text:{glob}[:90%]"
+  c.data.eval = f"text:{glob}[90%:]"
+  c.data.tokenizer.vocab_size = 300
+  c.sample.prompt = ""
+  c.peak_tflops = 1.0
+  c.steps = 4
+  c.checkpoint_every = 2
+  c.eval_every = 4
+  loop.train(c, str(tmp / "run"))
+  return str(tmp / "run")
+
+
+def cli(module, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_generate_text_samples_and_beams(workdir):
+  trained = load_trained(workdir)
+  assert trained.step == 4
+  out = generate_text(trained, ["def ", "return"], num_samples=2, temperature=1.0,
+                      top_k=20, max_new_tokens=8, seed=3)
+  assert [o[0] for o in out] == ["def ", "def ", "return", "return"]
+  assert all(isinstance(o[1], str) for o in out)
+  again = generate_text(trained, ["def ", "return"], num_samples=2, temperature=1.0,
+                        top_k=20, max_new_tokens=8, seed=3)
+  assert out == again
+  beams = generate_text(trained, ["def "], num_samples=2, max_new_tokens=6, beam_size=3)
+  assert len(beams) == 2 and all(r == "beam" for _, _, r in beams)
+  with pytest.raises(LmError, match="context"):
+    generate_text(trained, ["x " * 200], max_new_tokens=4)
+
+
+def test_cut_at_stop():
+  assert cut_at_stop("a\n\nb", ["\n\n"]) == ("a", True)
+  assert cut_at_stop("abc", ["x"]) == ("abc", False)
+
+
+def test_evaluate_writes_json(workdir):
+  r = evaluate_workdir(workdir, max_batches=2)
+  assert r["step"] == 4 and r["tokens"] > 0
+  assert r["perplexity"] == pytest.approx(2.718281828 ** r["loss"], rel=1e-4)
+  saved = json.load(open(r["path"]))
+  assert saved["loss"] == r["loss"] and r["path"].startswith(os.path.join(workdir, "eval"))
+  earlier = evaluate_workdir(workdir, step=2, max_batches=2)
+  assert earlier["step"] == 2 and earlier["loss"] != r["loss"]
+
+
+def test_sample_cli_prints_samples(workdir):
+  r = cli("launch.sample", f"--workdir={workdir}", "--prompt=def ", "--num_samples=2",
+          "--max_new_tokens=5", "--top_p=0.9")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stdout.count("=== sample") == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--top_p=1.5"], "--top_p"),
+    (["--step=3"], "step 3 does not exist"),
+    (["--max_new_tokens=1000"], "context"),
+    (["--prompt_file=/no/such/file.txt"], "/no/such/file.txt"),
+])
+def test_sample_cli_bad_input(workdir, args, needle):
+  r = cli("launch.sample", f"--workdir={workdir}", "--prompt=def ", *args)
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("module", ["launch.sample", "launch.evaluate"])
+def test_missing_or_empty_workdir(tmp_path, module):
+  extra = ["--prompt=x"] if module == "launch.sample" else []
+  r = cli(module, f"--workdir={tmp_path / 'nothing'}", *extra)
+  assert r.returncode == 2 and "does not exist" in r.stderr
+  (tmp_path / "empty").mkdir()
+  r = cli(module, f"--workdir={tmp_path / 'empty'}", *extra)
+  assert r.returncode == 2 and "no trained run" in r.stderr
