@@ -30,6 +30,7 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable; \\n escapes ok).")
 _BEAM = flags.DEFINE_integer("beam_size", 0, "Beam search with this many beams (0 = sample).")
 _ALPHA = flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
+_SHOW_IDS = flags.DEFINE_bool("show_ids", False, "Also print the generated token ids.")
 
 
 def _check_args():
@@ -78,8 +79,11 @@ def main(argv):
         max_new_tokens=_MAX_NEW.value, seed=_SEED.value,
         stops=[codecs.decode(s, "unicode_escape") for s in _STOP.value],
         beam_size=_BEAM.value, length_penalty=_ALPHA.value)
-  for i, (prompt, text, reason) in enumerate(outputs):
-    print(f"=== sample {i} ({reason}) ===\n{prompt}{text}", flush=True)
+  for i, sample in enumerate(outputs):
+    print(f"=== sample {i} ({sample.finish_reason}, {len(sample.ids)} tokens) "
+          f"===\n{sample.prompt}{sample.text}", flush=True)
+    if _SHOW_IDS.value:
+      print(f"ids: {sample.ids}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,22 @@ the cached decoder, for a model loaded from its workdir."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from lm.errors import LmError
 from lm.generation.decode import Decoder, beam_generate
+
+
+@dataclasses.dataclass
+class Sample:
+  """One completion: its text (cut at a stop string), the generated token
+  ids (EOS excluded), and why it ended ("eos", "stop", "length", "beam")."""
+  prompt: str
+  text: str
+  ids: list[int]
+  finish_reason: str
 
 
 def context_length(model_cfg, prompt_len: int, max_new_tokens: int) -> int:
@@ -31,7 +43,7 @@ def generate_text(trained, prompts: list[str], *, num_samples: int = 1,
                   temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
                   max_new_tokens: int = 128, seed: int = 0, stops=(),
                   beam_size: int = 0, length_penalty: float = 0.6):
-  """[(prompt, completion, finish_reason)], `num_samples` per prompt.
+  """A `Sample` per row: `num_samples` per prompt, in prompt order.
 
   With `beam_size` > 0 the completions are the best `num_samples` beams.
   """
@@ -70,5 +82,5 @@ def generate_text(trained, prompts: list[str], *, num_samples: int = 1,
   out = []
   for (prompt, ids), reason in zip(rows, reasons):
     text, _ = cut_at_stop(tok.decode(ids), stops)
-    out.append((prompt, text, reason))
+    out.append(Sample(prompt, text, list(ids), reason))
   return out

@@ -117,3 +117,44 @@ def test_beam_search_width_one_is_greedy_and_wider_scores_no_worse():
     assert s == sorted(s, reverse=True)
     assert logprob(p, w[0]) >= logprob(p, g) - 1e-4
     assert logprob(p, w[0]) == pytest.approx(s[0], abs=1e-3)
+
+
+import flax.linen as nn  # noqa: E402
+
+
+class CountingFake(nn.Module):
+  """A fake cached model: always predicts `last token + 1` (mod V).
+
+  It keeps a per-row token counter in the 'cache' collection so that it
+  follows the decode contract (cache init, valid mask, reorder_cache).
+  """
+  vocab: int = 50
+
+  @nn.compact
+  def __call__(self, tokens, *, positions=None, segment_ids=None,
+               deterministic=True, decode=False, valid=None):
+    if decode:
+      seen = self.variable("cache", "seen", jnp.zeros, (tokens.shape[0],), jnp.int32)
+      if valid is not None and self.has_variable("cache", "seen"):
+        seen.value = seen.value + valid.sum(-1).astype(jnp.int32)
+    logits = jax.nn.one_hot((tokens + 1) % self.vocab, self.vocab) * 30.0
+    return logits, {}
+
+  def reorder_cache(self, cache, indices):
+    return jax.tree.map(lambda x: jnp.take(x, indices, axis=0), cache)
+
+
+def test_decoder_with_fake_model_counts_up():
+  fake = CountingFake()
+  gen = decode.Decoder(fake, chunk=5).generate({}, [[3, 4], [10]], max_new_tokens=7,
+                                               max_len=16)
+  assert gen.tokens == [[5, 6, 7, 8, 9, 10, 11], [11, 12, 13, 14, 15, 16, 17]]
+  sampled = decode.Decoder(fake, temperature=0.7, top_k=3, top_p=0.5).generate(
+      {}, [[48]], max_new_tokens=4, max_len=16, seed=5)
+  assert sampled.tokens == [[49, 0, 1, 2]]          # wraps modulo V
+  stopped = decode.Decoder(fake).generate({}, [[1]], max_new_tokens=10, max_len=16,
+                                          eos_id=4)
+  assert stopped.tokens == [[2, 3]] and stopped.finish_reasons == ["eos"]
+  beams, scores = decode.beam_generate(fake, {}, [[7]], beam_size=3, max_new_tokens=4,
+                                       max_len=16, eos_id=49)
+  assert beams[0][0] == [8, 9, 10, 11] and scores[0][0] >= scores[0][1]

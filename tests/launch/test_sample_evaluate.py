@@ -46,13 +46,15 @@ def test_generate_text_samples_and_beams(workdir):
   assert trained.step == 4
   out = generate_text(trained, ["def ", "return"], num_samples=2, temperature=1.0,
                       top_k=20, max_new_tokens=8, seed=3)
-  assert [o[0] for o in out] == ["def ", "def ", "return", "return"]
-  assert all(isinstance(o[1], str) for o in out)
+  assert [o.prompt for o in out] == ["def ", "def ", "return", "return"]
+  for o in out:
+    assert isinstance(o.text, str) and len(o.ids) <= 8
+    assert o.text == trained.tokenizer.decode(o.ids)
   again = generate_text(trained, ["def ", "return"], num_samples=2, temperature=1.0,
                         top_k=20, max_new_tokens=8, seed=3)
   assert out == again
   beams = generate_text(trained, ["def "], num_samples=2, max_new_tokens=6, beam_size=3)
-  assert len(beams) == 2 and all(r == "beam" for _, _, r in beams)
+  assert len(beams) == 2 and all(b.finish_reason == "beam" for b in beams)
   with pytest.raises(LmError, match="context"):
     generate_text(trained, ["x " * 200], max_new_tokens=4)
 
