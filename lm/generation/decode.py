@@ -12,7 +12,8 @@ to; positions count from each row's first real token.
 `chunk` tokens (one compile, whatever the number of tokens), so that stop
 strings can be checked between chunks. Any model with the decode contract of
 `DecoderLM` works: `apply(..., decode=True, valid=..., mutable=['cache'])`
-and a `cache_batch_axis` property (the LSTM baseline has both).
+and, for beam search, a `reorder_cache(cache, rows)` method (the LSTM
+baseline has both).
 """
 
 from __future__ import annotations

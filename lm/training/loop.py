@@ -134,6 +134,11 @@ def prepare(config, workdir: str) -> Run:
   mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
                         tensor=config.mesh.tensor))
   rules = sharding_lib.logical_rules(config.mesh.rules)
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.batch_size % shards:
+    raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
+                  f"the {shards} batch shards of the mesh (data x fsdp); pick a "
+                  "multiple or set config.mesh.data/fsdp to sizes that divide it.")
   if config.batch_size % jax.process_count():
     raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
                   f"the {jax.process_count()} processes.")

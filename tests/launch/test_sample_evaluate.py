@@ -102,3 +102,27 @@ def test_missing_or_empty_workdir(tmp_path, module):
   (tmp_path / "empty").mkdir()
   r = cli(module, f"--workdir={tmp_path / 'empty'}", *extra)
   assert r.returncode == 2 and "no trained run" in r.stderr
+
+
+def test_lstm_is_trained_evaluated_and_sampled_by_the_same_tools(tmp_path):
+  glob = write_corpus(tmp_path / "corpus", n_docs=20)
+  from configs import lstm_shakespeare_char
+  c = lstm_shakespeare_char.get_config("runlocal")
+  c.model.size = "lstm_tiny"
+  c.data.train = f"text:{glob}[:90%]"
+  c.data.eval = f"text:{glob}[90%:]"
+  c.steps, c.checkpoint_every, c.eval_every, c.log_every = 6, 6, 6, 3
+  c.batch_size = 8
+  c.sample.prompt = "def"
+  c.sample.max_new_tokens = 5
+  c.peak_tflops = 1.0
+  workdir = str(tmp_path / "lstm")
+  summary = loop.train(c, workdir)
+  assert summary["eval_loss"] < 5.0
+  trained = load_trained(workdir)
+  assert type(trained.model).__name__ == "LstmLM"
+  out = generate_text(trained, ["def", "return x"], max_new_tokens=6, temperature=0.0)
+  assert len(out) == 2 and all(len(o.ids) <= 6 for o in out)
+  beams = generate_text(trained, ["def"], max_new_tokens=4, beam_size=2, num_samples=2)
+  assert len(beams) == 2
+  assert evaluate_workdir(workdir, max_batches=1)["tokens"] > 0

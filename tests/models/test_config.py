@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lm.errors import LmError
+from lm.models import build_model
 from lm.models.config import SIZES, ModelConfig, make_model_config
 from lm.models.transformer import DecoderLM, count_params
 
@@ -58,6 +59,9 @@ def test_every_size_validates(size):
     (dict(num_heads=2.0), ("model.num_heads=2.0",)),
     (dict(position="rope", head_dim=15), ("model.position='rope'",
                                           "model.head_dim")),
+    (dict(arch="gru"), ("model.arch='gru'", "'transformer'", "'lstm'")),
+    (dict(arch="lstm", dropout=1.0), ("model.dropout=1.0",)),
+    (dict(arch="lstm", d_model=0), ("model.d_model=0",)),
 ])
 def test_validation_names_the_field(overrides, fields):
   with pytest.raises(LmError) as info:
@@ -126,3 +130,38 @@ def test_gpt2_parameter_counts(size, expected):
 def test_small_size_parameter_counts(size, non_embedding):
   cfg = make_model_config(size, vocab_size=1000)
   assert _abstract_param_count(cfg) == non_embedding + 1000 * cfg.d_model
+
+
+def test_arch_defaults_to_transformer():
+  assert make_model_config("tiny", vocab_size=64).arch == "transformer"
+  assert make_model_config("lstm_tiny", vocab_size=64).arch == "lstm"
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(num_heads=5),                       # heads need not divide the width
+    dict(num_heads=4, num_kv_heads=3),
+    dict(position="rope", head_dim=15),
+    dict(attention_impl="cudnn"),            # no attention to run
+])
+def test_lstm_skips_attention_checks(overrides):
+  cfg = make_model_config("lstm_tiny", vocab_size=64, **overrides)
+  assert cfg.arch == "lstm"
+  with pytest.raises(LmError):
+    make_model_config("lstm_tiny", vocab_size=64, arch="transformer",
+                      **overrides)
+
+
+def _abstract_lstm_count(cfg):
+  variables = jax.eval_shape(
+      lambda: build_model(cfg).init({"params": jax.random.key(0)},
+                                    jnp.zeros((1, 8), jnp.int32)))
+  return count_params(variables["params"])
+
+
+@pytest.mark.parametrize("size, non_embedding", [
+    ("lstm_tiny", 16_640),            # 2 * (8 * 32^2 + 4 * 32)
+    ("lstm_shakespeare", 804_608),    # 2 * (8 * 224^2 + 4 * 224)
+])
+def test_lstm_parameter_counts(size, non_embedding):
+  cfg = make_model_config(size, vocab_size=1000)
+  assert _abstract_lstm_count(cfg) == non_embedding + 1000 * cfg.d_model

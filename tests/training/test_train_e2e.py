@@ -115,3 +115,11 @@ def test_missing_data_path_is_one_sentence(tmp_path):
   with pytest.raises(LmError, match="nothing"):
     loop.train(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_batch_not_divisible_by_mesh_is_one_sentence(tmp_path):
+  glob = write_corpus(tmp_path / "corpus", n_docs=5)
+  c = tiny_config(f"text:{glob}", "", batch_size=12)
+  with pytest.raises(LmError, match=r"batch_size=12 is not divisible by the 8 batch shards"):
+    loop.train(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
