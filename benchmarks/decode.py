@@ -61,17 +61,21 @@ def main():
   p.add_argument("--vocab", type=int, default=2048)
   p.add_argument("--new", default="128,512")
   p.add_argument("--batch", default="1,8")
+  p.add_argument("--scan_layers", type=int, default=1,
+                 help="1: layers under nn.scan (the cache is stacked), 0: a loop")
   args = p.parse_args()
   news = [int(x) for x in args.new.split(",")]
   batches = [int(x) for x in args.batch.split(",")]
   dev = jax.devices()[0]
   print(f"device: {dev.platform} ({dev.device_kind}); model {args.size}, "
-        f"vocab {args.vocab}, prompt {PROMPT} tokens, greedy")
+        f"vocab {args.vocab}, prompt {PROMPT} tokens, greedy, "
+        f"scan_layers={bool(args.scan_layers)}")
   print("| new tokens | batch | cached tok/s | uncached tok/s | speed-up |")
   print("|---|---|---|---|---|")
   for new in news:
     total = PROMPT + new
-    cfg = make_model_config(args.size, vocab_size=args.vocab, max_len=max(total, 64))
+    cfg = make_model_config(args.size, vocab_size=args.vocab, max_len=max(total, 64),
+                            scan_layers=bool(args.scan_layers))
     model = build_model(cfg)
     params = model.init({"params": jax.random.key(0)},
                         jnp.zeros((1, 8), jnp.int32))["params"]
