@@ -23,13 +23,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lm.models.config import make_model_config  # noqa: E402
-from lm.models.transformer import DecoderLM, count_params  # noqa: E402
+from lm.models import build_model  # noqa: E402
+from lm.models.transformer import count_params  # noqa: E402
 from lm.objectives.causal import causal_lm_loss  # noqa: E402
 from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import metrics as metrics_lib, optim, step as step_lib  # noqa: E402
 from lm.training.experiment import base_config  # noqa: E402
-from lm.training.loop import matmul_params  # noqa: E402
+from lm.training.loop import model_flops_per_token  # noqa: E402
 from lm.training.state import init_state  # noqa: E402
 
 # size -> (batch, seq_len) on a small machine
@@ -41,7 +42,7 @@ def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
   b, t = SHAPES.get(size, (8, 256))
   b, t = batch or b, seq_len or t
   cfg = make_model_config(size, vocab_size=vocab, dtype=dtype)
-  model = DecoderLM(cfg)
+  model = build_model(cfg)
   mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   rules = sharding_lib.logical_rules()
   opt = base_config().optimizer
@@ -65,9 +66,7 @@ def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
   jax.block_until_ready(m)
   dt = (time.perf_counter() - start) / steps
   n = count_params(state.params)
-  head_dim = cfg.head_dim or cfg.d_model // cfg.num_heads
-  fpt = metrics_lib.flops_per_token(matmul_params(cfg, n), cfg.num_layers, t,
-                                    cfg.num_heads * head_dim)
+  fpt = model_flops_per_token(cfg, n, t)
   return dict(size=size, params=n, batch=b, seq=t, step_ms=1e3 * dt,
               tok_s=b * t / dt, tflops=fpt * b * t / dt / 1e12)
 
@@ -87,8 +86,8 @@ def main():
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "
         f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
-  print(f"| size | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
-  print(f"|---|---|---|---|---|---|---|")
+  print("| size | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
+  print("|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     r = bench(size, args.steps, args.dtype, args.vocab, args.batch, args.seq_len)
     print(f"| {r['size']} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "

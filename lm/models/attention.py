@@ -132,7 +132,7 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     `[B, T, N, H]` in `v.dtype`.
   """
   b, t, n, h = q.shape
-  s, kv_heads = k.shape[1], k.shape[2]
+  kv_heads = k.shape[2]
   g = n // kv_heads
   q = q.reshape(b, t, kv_heads, g, h)  # [B, T, K, G, H]
   logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k,

@@ -46,7 +46,8 @@ import jax.numpy as jnp
 
 from lm.errors import LmError
 from lm.models.config import ModelConfig
-from lm.models.layers import Einsum, Embed
+from lm.models.heads import lm_head
+from lm.models.layers import Embed
 from lm.parallel import axes
 
 EMBED_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
@@ -232,14 +233,5 @@ class LstmLM(nn.Module):
     hidden = x
 
     head_in = drop(hidden, deterministic=deterministic)
-    if cfg.tie_embeddings:
-      logits = embed.attend(head_in)
-    else:
-      logits = Einsum("BTD,DV->BTV", (cfg.d_model, cfg.vocab_size),
-                      (axes.EMBED, axes.VOCAB), init_std=cfg.init_std,
-                      dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-                      out_dtype=jnp.float32, name="unembed")(head_in)
-    logits = nn.with_logical_constraint(
-        logits.astype(jnp.float32),
-        (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))  # [B, T, V]
+    logits = lm_head(cfg, embed, head_in)  # [B, T, V]
     return logits, {"hidden": hidden}

@@ -28,7 +28,8 @@ import numpy as np
 from lm.errors import LmError
 from lm.models.attention import MultiHeadAttention, make_attention_mask
 from lm.models.config import ModelConfig
-from lm.models.layers import Einsum, Embed, Mlp, make_norm
+from lm.models.heads import lm_head
+from lm.models.layers import Embed, Mlp, make_norm
 from lm.models.positional import LearnedPositions, sinusoidal_embedding
 from lm.parallel import axes
 
@@ -244,16 +245,7 @@ class DecoderLM(nn.Module):
 
     hidden = Decoder(cfg, decode=decode, name="decoder")(
         x, positions, mask, deterministic)
-    if cfg.tie_embeddings:
-      logits = embed.attend(hidden)
-    else:
-      logits = Einsum("BTD,DV->BTV", (cfg.d_model, cfg.vocab_size),
-                      (axes.EMBED, axes.VOCAB), init_std=cfg.init_std,
-                      dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-                      out_dtype=jnp.float32, name="unembed")(hidden)
-    logits = nn.with_logical_constraint(
-        logits.astype(jnp.float32),
-        (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))  # [B, T, V]
+    logits = lm_head(cfg, embed, hidden)  # [B, T, V]
     return logits, {"hidden": hidden}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import flax.linen as nn
 import jax
