@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
   c.async_checkpoints = True
+  c.grad_accum_steps = 1     # microbatches per step (batch_size is split)
   c.objective = "causal"
   c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
   c.progress_bar = True
@@ -102,6 +103,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "checkpoint_every", "keep_checkpoints"):
     if int(config[key]) <= 0:
       raise LmError(f"config.{key}={config[key]} must be a positive integer.")
+  if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+    raise LmError(f"config.grad_accum_steps={config.grad_accum_steps} must be "
+                  f">= 1 and divide config.batch_size={config.batch_size}.")
   if config.eval_steps < 0:
     raise LmError("config.eval_steps must be >= 0 (0 evaluates the whole split).")
   if config.objective not in OBJECTIVES:

@@ -15,6 +15,8 @@ import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -135,10 +137,12 @@ def prepare(config, workdir: str) -> Run:
                         tensor=config.mesh.tensor))
   rules = sharding_lib.logical_rules(config.mesh.rules)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if config.batch_size % shards:
-    raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
-                  f"the {shards} batch shards of the mesh (data x fsdp); pick a "
-                  "multiple or set config.mesh.data/fsdp to sizes that divide it.")
+  micro = config.batch_size // config.grad_accum_steps
+  if config.batch_size % shards or micro % shards:
+    raise LmError(f"config.batch_size={config.batch_size} (microbatch {micro}) "
+                  f"is not divisible by the {shards} batch shards of the mesh "
+                  "(data x fsdp); pick a multiple or set config.mesh.data/fsdp "
+                  "to sizes that divide it.")
   if config.batch_size % jax.process_count():
     raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
                   f"the {jax.process_count()} processes.")
@@ -228,7 +232,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   peak = c.peak_tflops * 1e12 or _measured_peak()
 
   train_fn, eval_fn = step_lib.jit_steps(
-      run.model, objective_for(c), tx, schedule, c.seed, mesh, rules, shardings)
+      run.model, objective_for(c), tx, schedule, c.seed, mesh, rules, shardings,
+      accum_steps=c.grad_accum_steps)
   batches = pipeline.TrainBatches(
       run.train_stream, global_batch_size=c.batch_size, seq_len=c.seq_len,
       seed=c.seed, mode=c.data.sampling, process_index=jax.process_index(),
@@ -242,6 +247,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       f"{'resuming at step ' + str(start) if start else 'starting'}; "
       f"train stream {len(run.train_stream.tokens):,} tokens")
 
+  if is_main and start == 0:
+    lines = sharding_lib.describe(shardings.params, abstract.params)
+    with open(os.path.join(workdir, "sharding.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+    say(f"parameter shardings ({len(lines)} arrays) written to "
+        f"{os.path.join(workdir, 'sharding.txt')}")
+
+  preempted = _PreemptionFlag()
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
@@ -268,9 +281,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if clock is None:       # exclude the first step's compile from timings
         jax.block_until_ready(m)
         clock, clock_step = time.perf_counter(), done
-      log_now = done % c.log_every == 0 or done == c.steps
+      stop_now = preempted.reached(ckpt, done)
+      log_now = done % c.log_every == 0 or done == c.steps or stop_now
       eval_now = done % c.eval_every == 0 or done == c.steps
-      save_now = done % c.checkpoint_every == 0 or done == c.steps
+      save_now = done % c.checkpoint_every == 0 or done == c.steps or stop_now
       if log_now or save_now:
         check_finite()
       if log_now:
@@ -305,9 +319,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           eval_seconds += time.perf_counter() - eval_start
       if save_now:
         ckpt.save(done, state, batches.state(done), run.resolved,
-                  eval_loss=eval_metrics.get("eval_loss"))
+                  eval_loss=eval_metrics.get("eval_loss"), force=stop_now)
         last_good = done
+      if stop_now:
+        ckpt.wait()
+        say(f"preempted: saved checkpoint {done} in {ckpt.directory}; re-run "
+            "the same command to resume")
+        last.update(step=done, preempted=True)
+        ckpt.close()
+        return last
   finally:
+    preempted.restore()
     bar.close()
     ckpt.wait()
     if writer:
@@ -319,6 +341,34 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.close()
   last["step"] = int(c.steps)
   return last
+
+
+class _PreemptionFlag:
+  """SIGTERM (and, on multi-host TPU, Orbax's preemption sync point) asks the
+  loop to save at the next step boundary and return; the previous handler is
+  put back afterwards."""
+
+  def __init__(self):
+    self.signalled = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.signalled = True
+
+  def reached(self, ckpt, step: int) -> bool:
+    if self.signalled:
+      return True
+    if jax.process_count() > 1:
+      return bool(ckpt.manager.reached_preemption(step))
+    return False
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def sample_text(run: Run, params, prompt: str) -> str:

@@ -120,6 +120,6 @@ def test_missing_data_path_is_one_sentence(tmp_path):
 def test_batch_not_divisible_by_mesh_is_one_sentence(tmp_path):
   glob = write_corpus(tmp_path / "corpus", n_docs=5)
   c = tiny_config(f"text:{glob}", "", batch_size=12)
-  with pytest.raises(LmError, match=r"batch_size=12 is not divisible by the 8 batch shards"):
+  with pytest.raises(LmError, match=r"batch_size=12 \(microbatch 12\) is not divisible by the 8 batch shards"):
     loop.train(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")

@@ -1,0 +1,1 @@
+"""Sweep files for `python -m launch.sweep`: each defines `get_sweep()`."""
