@@ -17,6 +17,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally `path.py:arg`.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for everything the run writes.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0 for multi-process runs (TPU VMs and SLURM are "
+    "detected without it).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 def main(argv):
@@ -27,8 +33,11 @@ def main(argv):
   if not _WORKDIR.value:
     common.fail("--workdir is required, e.g. --workdir runs/quickstart.")
   common.quiet_logs()
+  from lm.parallel import distributed
   from lm.training import loop
   with common.user_errors():
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
     summary = loop.train(config, _WORKDIR.value)
   keys = [k for k in ("loss", "eval_loss", "eval_perplexity", "eval_accuracy")
           if k in summary]

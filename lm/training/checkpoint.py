@@ -16,9 +16,6 @@ import orbax.checkpoint as ocp
 
 from lm.errors import LmError
 
-_ITEMS = ("state", "data", "config")
-
-
 class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
@@ -35,8 +32,11 @@ class Checkpointer:
         # still known after a restart; retention is the policy above.
         best_fn=lambda m: m["eval_loss"], best_mode="min",
         create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=_ITEMS)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -87,9 +87,15 @@ class Checkpointer:
     return out["state"], out["data"]
 
   def restore_unsharded(self, step: int) -> tuple[Any, dict]:
-    """(state tree as saved, data_state) without a target: for tools and tests."""
+    """(state tree, data_state) onto this process's first device, whatever
+    mesh or process count wrote it: for tools and tests."""
+    meta = self.manager.item_metadata(step)["state"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta,
+        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
     out = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       data=ocp.args.JsonRestore()))
     return out["state"], out["data"]
 

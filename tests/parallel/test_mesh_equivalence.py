@@ -71,3 +71,43 @@ def test_gradient_accumulation_matches_large_batch(reference):
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-5),
                params, ref_params)
+
+
+def test_checkpoint_moves_to_another_mesh(tmp_path):
+  from lm.training.checkpoint import Checkpointer
+  from lm.training.state import state_shardings
+
+  def setup(sizes):
+    cfg = make_model_config("tiny", vocab_size=V, max_len=T)
+    model = build_model(cfg)
+    mesh = make_mesh(dict(zip(("data", "fsdp", "tensor"), sizes)))
+    rules = sharding_lib.logical_rules()
+    opt = base_config().optimizer
+    opt.warmup_steps = 0
+    tx, schedule = optim.make_optimizer(opt, 10)
+    abstract, shardings = state_shardings(model, tx, mesh, rules, T)
+    train, _ = step_lib.jit_steps(model, causal_lm_loss, tx, schedule, 0, mesh,
+                                  rules, shardings)
+    batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh))
+             for k, v in batch_np().items()}
+    return model, tx, mesh, rules, abstract, shardings, train, batch
+
+  model, tx, mesh, rules, _, _, train, batch = setup((2, 2, 2))
+  state, _, _ = init_state(model, tx, mesh, rules, 0, T)
+  for _ in range(2):
+    state, _ = train(state, batch)
+  ckpt = Checkpointer(str(tmp_path))
+  ckpt.save(2, state, {"step": 2}, {})
+  ckpt.wait()
+  original, m_orig = train(state, batch)
+
+  _, _, _, _, abstract, shardings, train2, batch2 = setup((1, 8, 1))
+  restored, _ = ckpt.restore(2, abstract, shardings)
+  emb = restored.params["token_embed"]["embedding"]
+  assert tuple(emb.sharding.spec) == ("tensor", "fsdp")
+  assert emb.sharding.mesh.shape["fsdp"] == 8
+  moved, m_moved = train2(restored, batch2)
+  np.testing.assert_allclose(float(m_moved["loss"]), float(m_orig["loss"]), rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      np.asarray(a), np.asarray(b), rtol=1e-4, atol=3e-5),
+      jax.device_get(moved.params), jax.device_get(original.params))

@@ -1,0 +1,62 @@
+"""Two real processes on 127.0.0.1 (gloo collectives) train like one."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from lm.training.checkpoint import Checkpointer
+from tests.training.corpus import write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def args(workdir, glob):
+  return ["-m", "launch.train", "--config", "configs/quickstart.py:runlocal",
+          f"--workdir={workdir}", f"--config.data.train=text:{glob}",
+          "--config.data.eval=", "--config.data.tokenizer.vocab_size=300",
+          "--config.steps=3", "--config.log_every=1", "--config.checkpoint_every=3",
+          "--config.eval_every=3", "--config.sample.prompt=", "--config.peak_tflops=1"]
+
+
+def losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r["loss"] for r in map(json.loads, f) if "loss" in r]
+
+
+def test_two_processes_match_one(tmp_path):
+  glob = write_corpus(tmp_path / "corpus", n_docs=30)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  single = str(tmp_path / "single")
+  r = subprocess.run([sys.executable, *args(single, glob)], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  # the tokenizer is shared so both runs see the same token stream
+  multi = tmp_path / "multi"
+  multi.mkdir()
+  (multi / "tokenizer.model").write_bytes(open(os.path.join(single, "tokenizer.model"), "rb").read())
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, *args(str(multi), glob), f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  np.testing.assert_allclose(losses(str(multi)), losses(single), rtol=1e-5)
+  # the joint checkpoint restores in one process
+  state, data = Checkpointer(str(multi)).restore_unsharded(3)
+  ref, _ = Checkpointer(single).restore_unsharded(3)
+  assert data["step"] == 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-5),
+               state["params"], ref["params"])
