@@ -48,9 +48,50 @@ def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
   return tuple(shape)
 
 
-def make_mesh(sizes: Mapping[str, int], devices=None) -> Mesh:
-  """Builds the `(data, fsdp, tensor)` mesh over `devices` (default: all)."""
+def hybrid_device_array(sizes: Mapping[str, int], dcn: Mapping[str, int],
+                        devices, granule: str = "slice") -> np.ndarray:
+  """Devices arranged for a multi-slice (ICI × DCN) mesh.
+
+  `sizes` is the layout inside one slice (ICI; one axis may be -1) and `dcn`
+  how many slices each axis spans over the data-centre network, so the full
+  axis size is `ici * dcn`; a slice is the set of devices sharing
+  `slice_index` (Cloud TPU multi-slice), or `process_index` when `granule` is
+  "process" (e.g. GPU hosts). Keep the DCN factor on `data` (or `fsdp`), whose
+  collectives tolerate the slower links.
+
+  >>> # 2 slices of 8 chips, ICI (1, 4, 2) and DCN (2, 1, 1) -> shape (2, 4, 2)
+  """
+  from jax.experimental import mesh_utils
+  dcn_shape = tuple(int(dcn.get(name, 1)) for name in MESH_AXES)
+  if any(d < 1 for d in dcn_shape):
+    raise LmError(f"mesh.dcn_* sizes {dict(zip(MESH_AXES, dcn_shape))} must be "
+                  ">= 1; use 1 for axes that stay inside a slice.")
+  slices = math.prod(dcn_shape)
+  if len(devices) % slices:
+    raise LmError(f"{len(devices)} devices cannot form {slices} equal slices "
+                  f"(mesh.dcn_* = {dict(zip(MESH_AXES, dcn_shape))}); check the "
+                  "DCN sizes against the number of slices.")
+  ici_shape = mesh_shape(sizes, len(devices) // slices)
+  try:
+    return mesh_utils.create_hybrid_device_mesh(
+        ici_shape, dcn_shape, devices, process_is_granule=granule == "process")
+  except ValueError as e:
+    raise LmError(f"cannot lay out a multi-slice mesh with ICI {ici_shape} and "
+                  f"DCN {dcn_shape}: {str(e).splitlines()[0]}; set mesh.dcn_* "
+                  "to the number of slices.") from None
+
+
+def make_mesh(sizes: Mapping[str, int], devices=None,
+              dcn: Mapping[str, int] | None = None, granule: str = "slice") -> Mesh:
+  """Builds the `(data, fsdp, tensor)` mesh over `devices` (default: all).
+
+  With `dcn` sizes whose product is above 1 the mesh spans several slices
+  (see `hybrid_device_array`).
+  """
   devices = list(jax.devices() if devices is None else devices)
+  if dcn and math.prod(int(v) for v in dcn.values()) > 1:
+    return Mesh(hybrid_device_array(sizes, dcn, devices, granule), MESH_AXES,
+                axis_types=(AxisType.Auto,) * len(MESH_AXES))
   shape = mesh_shape(sizes, len(devices))
   if devices == list(jax.devices()):
     return jax.make_mesh(shape, MESH_AXES,

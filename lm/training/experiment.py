@@ -75,6 +75,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
   c.mesh.rules = ()                 # (logical_axis, mesh_axes) overrides
+  # Multi-slice: slices each axis spans over DCN (the sizes above are then
+  # per slice); a slice is a TPU slice, or a process with dcn_granule="process".
+  c.mesh.dcn_data = 1
+  c.mesh.dcn_fsdp = 1
+  c.mesh.dcn_tensor = 1
+  c.mesh.dcn_granule = "slice"
 
   c.sample = ml_collections.ConfigDict()
   c.sample.prompt = ""              # printed sample at the end ("" = none)

@@ -134,7 +134,10 @@ def prepare(config, workdir: str) -> Run:
   """Validates config and data, builds tokenizer and token streams."""
   experiment.validate(config)
   mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
-                        tensor=config.mesh.tensor))
+                        tensor=config.mesh.tensor),
+                   dcn=dict(data=config.mesh.dcn_data, fsdp=config.mesh.dcn_fsdp,
+                            tensor=config.mesh.dcn_tensor),
+                   granule=config.mesh.dcn_granule)
   rules = sharding_lib.logical_rules(config.mesh.rules)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   micro = config.batch_size // config.grad_accum_steps

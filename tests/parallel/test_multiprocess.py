@@ -48,7 +48,10 @@ def test_two_processes_match_one(tmp_path):
   port = free_port()
   procs = [subprocess.Popen(
       [sys.executable, *args(str(multi), glob), f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env,
+       "--num_processes=2", f"--process_id={i}",
+       # each process is one DCN granule: the data axis spans the two processes
+       "--config.mesh.data=1", "--config.mesh.dcn_data=2",
+       "--config.mesh.dcn_granule=process"], cwd=ROOT, env=env,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs):
