@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -45,14 +44,6 @@ def objective_for(config):
   if config.objective == "causal":
     return functools.partial(causal_lm_loss, use_segments=config.data.segment_mask)
   raise LmError(f"config.objective={config.objective!r} is not known.")
-
-
-def _file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()[:16]
 
 
 def resolve_model_config(config, vocab_size: int) -> ModelConfig:
@@ -167,7 +158,7 @@ def prepare(config, workdir: str) -> Run:
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(model_cfg),
       "tokenizer": {"path": tok.path, "vocab_size": tok.vocab_size,
-                    "sha256": _file_sha256(tok.path)},
+                    "sha256": tok.fingerprint()},
       "batch": {"batch_size": config.batch_size, "seq_len": config.seq_len,
                 "seed": config.seed, "sampling": config.data.sampling,
                 "train_tokens": int(len(train_stream.tokens))},
@@ -225,7 +216,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     f"{data_state.get('step')} but state step {start}; the "
                     "checkpoint is inconsistent, delete that step directory.")
   else:
-    state, _, _ = init_state(run.model, tx, mesh, rules, c.seed, c.seq_len)
+    state, _, _ = init_state(run.model, tx, mesh, rules, c.seed, c.seq_len,
+                             shardings=shardings)
     start = 0
   if is_main:
     _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
@@ -258,6 +250,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{os.path.join(workdir, 'sharding.txt')}")
 
   preempted = _PreemptionFlag()
+  stop_now = False
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
@@ -292,7 +285,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         check_finite()
       if log_now:
         vals = jax.device_get([m for _, m in pending])
-        jax.block_until_ready(state.step)
         now = time.perf_counter()
         steps_timed = done - clock_step
         busy = now - clock - eval_seconds
@@ -325,36 +317,41 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   eval_loss=eval_metrics.get("eval_loss"), force=stop_now)
         last_good = done
       if stop_now:
-        ckpt.wait()
-        say(f"preempted: saved checkpoint {done} in {ckpt.directory}; re-run "
-            "the same command to resume")
-        last.update(step=done, preempted=True)
-        ckpt.close()
-        return last
+        break
   finally:
     preempted.restore()
     bar.close()
     ckpt.wait()
     if writer:
       writer.close()
+  ckpt.close()
 
+  if stop_now:
+    say(f"preempted: saved checkpoint {done} in {ckpt.directory}; re-run "
+        "the same command to resume")
+    last.update(step=done, preempted=True)
+    return last
   if c.sample.prompt and is_main:
     text = sample_text(run, state.params, c.sample.prompt)
     print(f"--- sample (step {c.steps}) ---\n{c.sample.prompt}{text}\n---", flush=True)
-  ckpt.close()
   last["step"] = int(c.steps)
   return last
 
 
 class _PreemptionFlag:
-  """SIGTERM (and, on multi-host TPU, Orbax's preemption sync point) asks the
-  loop to save at the next step boundary and return; the previous handler is
-  put back afterwards."""
+  """Asks the loop to save at the next step boundary and stop.
+
+  One process: a SIGTERM handler (the previous one is put back afterwards).
+  Several processes: they must all stop at the same step, so the decision is
+  Orbax's preemption sync point, which JAX's distributed runtime arms from a
+  SIGTERM on any host; no Python handler is installed to shadow it.
+  """
 
   def __init__(self):
     self.signalled = False
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    if (jax.process_count() == 1
+        and threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
@@ -362,11 +359,9 @@ class _PreemptionFlag:
     self.signalled = True
 
   def reached(self, ckpt, step: int) -> bool:
-    if self.signalled:
-      return True
     if jax.process_count() > 1:
       return bool(ckpt.manager.reached_preemption(step))
-    return False
+    return self.signalled
 
   def restore(self):
     if self._previous is not None:

@@ -37,9 +37,16 @@ def state_shardings(model, tx, mesh, rules, seq_len: int):
   return nn.unbox(abstract), shardings
 
 
-def init_state(model, tx, mesh, rules, seed: int, seq_len: int):
-  """Initialises the state directly into its shardings (jit with out_shardings)."""
-  abstract, shardings = state_shardings(model, tx, mesh, rules, seq_len)
+def init_state(model, tx, mesh, rules, seed: int, seq_len: int,
+               shardings=None):
+  """Initialises the state directly into its shardings (jit with out_shardings).
+
+  Pass `shardings` from an earlier `state_shardings` call to skip tracing the
+  model a second time; then the returned abstract state is None.
+  """
+  abstract = None
+  if shardings is None:
+    abstract, shardings = state_shardings(model, tx, mesh, rules, seq_len)
 
   def init(rng):
     return nn.unbox(_boxed_state(model, tx, rng, seq_len))
