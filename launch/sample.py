@@ -74,7 +74,8 @@ def main(argv):
     from lm.training.workdir import load_trained
     trained = load_trained(_WORKDIR.value, _STEP.value)
     outputs = generate_text(
-        trained, prompts, num_samples=_NUM.value,
+        trained.model, trained.params, trained.tokenizer, trained.mesh, prompts,
+        num_samples=_NUM.value,
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
         max_new_tokens=_MAX_NEW.value, seed=_SEED.value,
         stops=[codecs.decode(s, "unicode_escape") for s in _STOP.value],

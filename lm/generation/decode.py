@@ -163,7 +163,7 @@ class Decoder:
       rows.append(ids)
       if stopped[r]:
         reasons.append("stop")
-      elif eos_id is not None and len(ids) < len(host[r]) and eos_id in host[r]:
+      elif eos_id is not None and eos_id in host[r]:
         reasons.append("eos")
       else:
         reasons.append("length")

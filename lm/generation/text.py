@@ -39,15 +39,18 @@ def cut_at_stop(text: str, stops) -> tuple[str, bool]:
   return (text[:min(cuts)], True) if cuts else (text, False)
 
 
-def generate_text(trained, prompts: list[str], *, num_samples: int = 1,
+def generate_text(model, params, tokenizer, mesh, prompts: list[str], *,
+                  num_samples: int = 1,
                   temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
                   max_new_tokens: int = 128, seed: int = 0, stops=(),
                   beam_size: int = 0, length_penalty: float = 0.6):
   """A `Sample` per row: `num_samples` per prompt, in prompt order.
 
   With `beam_size` > 0 the completions are the best `num_samples` beams.
+  A prompt that does not leave room for `max_new_tokens` in the model's
+  context is refused with one sentence.
   """
-  tok, cfg = trained.tokenizer, trained.model_cfg
+  tok, cfg = tokenizer, model.config
   encoded = [[tok.bos_id] + tok.encode(p) for p in prompts]
   for p, ids in zip(prompts, encoded):
     ctx = context_length(cfg, len(ids), max_new_tokens)
@@ -60,12 +63,12 @@ def generate_text(trained, prompts: list[str], *, num_samples: int = 1,
                     f"lower --max_new_tokens to {ctx - len(ids)} or less.")
   ctx = max(context_length(cfg, len(ids), max_new_tokens) for ids in encoded)
   eos = tok.eos_id
-  with jax.set_mesh(trained.mesh):
+  with jax.set_mesh(mesh):
     if beam_size:
       if num_samples > beam_size:
         raise LmError(f"--num_samples={num_samples} exceeds --beam_size="
                       f"{beam_size}; ask for at most as many samples as beams.")
-      beams, _ = beam_generate(trained.model, trained.params, encoded,
+      beams, _ = beam_generate(model, params, encoded,
                                beam_size=beam_size, max_new_tokens=max_new_tokens,
                                max_len=ctx, eos_id=eos, alpha=length_penalty)
       rows = [(p, b[j]) for p, b in zip(prompts, beams) for j in range(num_samples)]
@@ -73,10 +76,10 @@ def generate_text(trained, prompts: list[str], *, num_samples: int = 1,
     else:
       batch = [ids for ids in encoded for _ in range(num_samples)]
       labels = [p for p in prompts for _ in range(num_samples)]
-      decoder = Decoder(trained.model, temperature=temperature, top_k=top_k,
+      decoder = Decoder(model, temperature=temperature, top_k=top_k,
                         top_p=top_p)
       check = (lambda ids: cut_at_stop(tok.decode(ids), stops)[1]) if stops else None
-      gen = decoder.generate(trained.params, batch, max_new_tokens=max_new_tokens,
+      gen = decoder.generate(params, batch, max_new_tokens=max_new_tokens,
                              max_len=ctx, seed=seed, eos_id=eos, stop_check=check)
       rows, reasons = list(zip(labels, gen.tokens)), gen.finish_reasons
   out = []

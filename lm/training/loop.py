@@ -370,21 +370,19 @@ class _PreemptionFlag:
 
 
 def sample_text(run: Run, params, prompt: str) -> str:
-  """A completion of `prompt` with the cached decoder and `config.sample`."""
-  from lm.generation.decode import Decoder
-  from lm.generation.text import context_length
-  c, tok = run.config, run.tokenizer
-  ids = [tok.bos_id] + tok.encode(prompt)
-  ctx = context_length(run.model_cfg, len(ids), c.sample.max_new_tokens)
-  new = min(c.sample.max_new_tokens, ctx - len(ids))
+  """A completion of `prompt` with the cached decoder and `config.sample`,
+  shortened to fit the model's context."""
+  from lm.generation.text import context_length, generate_text
+  c = run.config
+  prompt_len = 1 + len(run.tokenizer.encode(prompt))
+  ctx = context_length(run.model_cfg, prompt_len, c.sample.max_new_tokens)
+  new = min(c.sample.max_new_tokens, ctx - prompt_len)
   if new <= 0:
     return ""
-  decoder = Decoder(run.model, temperature=c.sample.temperature,
-                    top_k=c.sample.top_k, top_p=c.sample.top_p)
-  with jax.set_mesh(run.mesh):
-    gen = decoder.generate(params, [ids], max_new_tokens=new, max_len=ctx,
-                           seed=c.seed, eos_id=tok.eos_id)
-  return tok.decode(gen.tokens[0])
+  sample, = generate_text(run.model, params, run.tokenizer, run.mesh, [prompt],
+                          temperature=c.sample.temperature, top_k=c.sample.top_k,
+                          top_p=c.sample.top_p, max_new_tokens=new, seed=c.seed)
+  return sample.text
 
 
 def _measured_peak() -> float:

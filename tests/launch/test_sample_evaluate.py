@@ -35,6 +35,10 @@ def workdir(tmp_path_factory):
   return str(tmp / "run")
 
 
+def parts(trained):
+  return trained.model, trained.params, trained.tokenizer, trained.mesh
+
+
 def cli(module, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
@@ -44,19 +48,19 @@ def cli(module, *args):
 def test_generate_text_samples_and_beams(workdir):
   trained = load_trained(workdir)
   assert trained.step == 4
-  out = generate_text(trained, ["def ", "return"], num_samples=2, temperature=1.0,
+  out = generate_text(*parts(trained), ["def ", "return"], num_samples=2, temperature=1.0,
                       top_k=20, max_new_tokens=8, seed=3)
   assert [o.prompt for o in out] == ["def ", "def ", "return", "return"]
   for o in out:
     assert isinstance(o.text, str) and len(o.ids) <= 8
     assert o.text == trained.tokenizer.decode(o.ids)
-  again = generate_text(trained, ["def ", "return"], num_samples=2, temperature=1.0,
+  again = generate_text(*parts(trained), ["def ", "return"], num_samples=2, temperature=1.0,
                         top_k=20, max_new_tokens=8, seed=3)
   assert out == again
-  beams = generate_text(trained, ["def "], num_samples=2, max_new_tokens=6, beam_size=3)
+  beams = generate_text(*parts(trained), ["def "], num_samples=2, max_new_tokens=6, beam_size=3)
   assert len(beams) == 2 and all(b.finish_reason == "beam" for b in beams)
   with pytest.raises(LmError, match="context"):
-    generate_text(trained, ["x " * 200], max_new_tokens=4)
+    generate_text(*parts(trained), ["x " * 200], max_new_tokens=4)
 
 
 def test_cut_at_stop():
@@ -121,8 +125,8 @@ def test_lstm_is_trained_evaluated_and_sampled_by_the_same_tools(tmp_path):
   assert summary["eval_loss"] < 5.0
   trained = load_trained(workdir)
   assert type(trained.model).__name__ == "LstmLM"
-  out = generate_text(trained, ["def", "return x"], max_new_tokens=6, temperature=0.0)
+  out = generate_text(*parts(trained), ["def", "return x"], max_new_tokens=6, temperature=0.0)
   assert len(out) == 2 and all(len(o.ids) <= 6 for o in out)
-  beams = generate_text(trained, ["def"], max_new_tokens=4, beam_size=2, num_samples=2)
+  beams = generate_text(*parts(trained), ["def"], max_new_tokens=4, beam_size=2, num_samples=2)
   assert len(beams) == 2
   assert evaluate_workdir(workdir, max_batches=1)["tokens"] > 0
