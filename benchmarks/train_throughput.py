@@ -1,11 +1,14 @@
 """Training throughput: tokens/s and MFU for named model sizes.
 
   python benchmarks/train_throughput.py [--steps 10] [--sizes quickstart,d384]
+  python benchmarks/train_throughput.py --sizes bert_mini,bert_small
 
-MFU = (FLOPs per token × tokens/s) / peak, with
-FLOPs per token = 6·N + 12·L·T·(heads·head_dim) (N = parameters taking part
-in matmuls, including the LM head; see lm/training/metrics.py), and the peak
-measured in the same run as the best float32 (or bfloat16 with --dtype)
+Decoder sizes train the causal objective; BERT sizes (`bert_*`) train masked
+LM + NSP with ceil(0.15·T) predictions per row. MFU = (FLOPs per token ×
+tokens/s) / peak, with FLOPs per token = 6·N + 12·L·T·(heads·head_dim)
+(N = parameters taking part in matmuls; for BERT the output layer counts only
+for the masked predictions; see the objectives' `flops_per_token`), and the
+peak measured in the same run as the best float32 (or bfloat16 with --dtype)
 square-matmul rate on this machine. Batches are random tokens: the figure is
 the cost of the train step itself, not of the input pipeline.
 """
@@ -25,16 +28,38 @@ import numpy as np  # noqa: E402
 from lm.models.config import make_model_config  # noqa: E402
 from lm.models import build_model  # noqa: E402
 from lm.models.transformer import count_params  # noqa: E402
-from lm.objectives.causal import causal_lm_loss  # noqa: E402
+from lm.objectives import make_objective  # noqa: E402
 from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import metrics as metrics_lib, optim, step as step_lib  # noqa: E402
 from lm.training.experiment import base_config  # noqa: E402
-from lm.training.loop import model_flops_per_token  # noqa: E402
 from lm.training.state import init_state  # noqa: E402
 
 # size -> (batch, seq_len) on a small machine
-SHAPES = {"quickstart": (16, 128), "d384": (8, 256), "small": (8, 1024)}
+SHAPES = {"quickstart": (16, 128), "d384": (8, 256), "small": (8, 1024),
+          "bert_mini": (32, 128), "bert_small": (16, 128),
+          "bert_base": (8, 512)}
+
+
+def random_batch(objective, b: int, t: int, vocab: int, rng) -> dict:
+  """A batch of random tokens in the layout `objective` reads."""
+  tokens = rng.integers(4, vocab, size=(b, t + 1)).astype(np.int32)
+  positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy()
+  if objective.name == "causal":
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+            "positions": positions, "segment_ids": np.ones((b, t), np.int32),
+            "loss_mask": np.ones((b, t), np.float32)}
+  p = objective.max_predictions()
+  masked = np.sort(np.stack([rng.choice(np.arange(1, t), p, replace=False)
+                             for _ in range(b)]), axis=1).astype(np.int32)
+  return {"inputs": tokens[:, :-1], "positions": positions,
+          "token_types": (positions >= t // 2).astype(np.int32),
+          "segment_ids": np.ones((b, t), np.int32),
+          "masked_positions": masked,
+          "masked_targets": rng.integers(4, vocab, (b, p)).astype(np.int32),
+          "masked_weights": np.ones((b, p), np.float32),
+          "nsp_labels": rng.integers(0, 2, b).astype(np.int32),
+          "nsp_weights": np.ones(b, np.float32)}
 
 
 def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
@@ -43,19 +68,18 @@ def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
   b, t = batch or b, seq_len or t
   cfg = make_model_config(size, vocab_size=vocab, dtype=dtype)
   model = build_model(cfg)
+  config = base_config()
+  config.objective = "mlm" if cfg.arch == "bert" else "causal"
+  config.seq_len = t
+  objective = make_objective(config)
   mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   rules = sharding_lib.logical_rules()
   opt = base_config().optimizer
   tx, schedule = optim.make_optimizer(opt, 1000)
   state, _, shardings = init_state(model, tx, mesh, rules, 0, t)
-  objective = causal_lm_loss
-  train_fn, _ = step_lib.jit_steps(model, objective, tx, schedule, 0, mesh, rules, shardings)
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(4, vocab, size=(b, t + 1)).astype(np.int32)
-  batch_np = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-              "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy(),
-              "segment_ids": np.ones((b, t), np.int32),
-              "loss_mask": np.ones((b, t), np.float32)}
+  train_fn, _ = step_lib.jit_steps(model, objective.loss, tx, schedule, 0, mesh,
+                                   rules, shardings, summarize=objective.summarize)
+  batch_np = random_batch(objective, b, t, vocab, np.random.default_rng(0))
   batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh)) for k, v in batch_np.items()}
   for _ in range(2):  # compile + warm up
     state, m = train_fn(state, batch)
@@ -66,8 +90,8 @@ def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
   jax.block_until_ready(m)
   dt = (time.perf_counter() - start) / steps
   n = count_params(state.params)
-  fpt = model_flops_per_token(cfg, n, t)
-  return dict(size=size, params=n, batch=b, seq=t, step_ms=1e3 * dt,
+  fpt = objective.flops_per_token(cfg, n)
+  return dict(size=size, objective=objective.name, params=n, batch=b, seq=t, step_ms=1e3 * dt,
               tok_s=b * t / dt, tflops=fpt * b * t / dt / 1e12)
 
 
@@ -86,11 +110,11 @@ def main():
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "
         f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
-  print("| size | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
-  print("|---|---|---|---|---|---|---|")
+  print("| size | objective | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
+  print("|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     r = bench(size, args.steps, args.dtype, args.vocab, args.batch, args.seq_len)
-    print(f"| {r['size']} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "
+    print(f"| {r['size']} | {r['objective']} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "
           f"{r['step_ms']:.0f} | {r['tok_s']:,.0f} | {r['tflops']:.3f} | "
           f"{100 * r['tflops'] * 1e12 / peak:.1f}% |", flush=True)
 

@@ -1,4 +1,8 @@
-"""Evaluate a trained model: loss, perplexity and token accuracy on a split.
+"""Evaluate a trained model on a split with its objective's metrics.
+
+Causal runs report loss, perplexity and token accuracy; masked-LM runs the
+total loss, MLM loss and accuracy over the masked predictions, and NSP
+accuracy.
 
   python -m launch.evaluate --workdir runs/quickstart
   python -m launch.evaluate --workdir DIR --data text:held_out/*.txt --step 500
@@ -26,8 +30,9 @@ _BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per batch (0 = the run's ba
 
 def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = None,
                      max_batches: int = 0, batch_size: int = 0) -> dict:
-  from lm.data import packing, sources
+  from lm.data import sources
   from lm.errors import LmError
+  from lm.objectives import make_objective
   from lm.training import loop, step as step_lib
   from lm.training.workdir import load_trained
   trained = load_trained(workdir, step)
@@ -36,19 +41,21 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   if not uri:
     raise LmError(f"the run in {workdir} has no data.eval; name a source with --data.")
   source = sources.open_source(uri, field=c.data.field, data_dir=c.data.data_dir or None)
-  stream = packing.cached_stream(source, trained.tokenizer,
-                                 os.path.join(workdir, "data"),
-                                 max_chars=c.data.max_chars or None)
+  objective = make_objective(c)
+  data = objective.open_data(source, trained.tokenizer,
+                             os.path.join(workdir, "data"),
+                             c.data.max_chars or None)
   batch_size = batch_size or c.batch_size
-  objective = loop.objective_for(c)
-  eval_fn = step_lib.jit_eval_step(trained.model, objective, trained.mesh,
+  eval_fn = step_lib.jit_eval_step(trained.model, objective.loss, trained.mesh,
                                    trained.rules, trained.state_shardings.params)
-  metrics = loop.evaluate_stream(stream, eval_fn, trained.params, trained.mesh,
-                                 batch_size=batch_size, seq_len=c.seq_len,
-                                 max_batches=max_batches or None)
-  result = {"data": uri, "step": trained.step,
-            "loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"],
-            "accuracy": metrics["eval_accuracy"], "tokens": int(metrics["eval_tokens"])}
+  metrics = loop.evaluate_data(objective, data, eval_fn, trained.params,
+                               trained.mesh, batch_size=batch_size,
+                               max_batches=max_batches or None)
+  if not metrics:
+    raise LmError(f"{uri} yields no evaluation batches; use a larger split.")
+  result = {"data": uri, "step": trained.step, "objective": c.objective,
+            **{k[len("eval_"):]: v for k, v in metrics.items()}}
+  result["tokens"] = int(result["tokens"])
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   name = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:80]
@@ -68,9 +75,12 @@ def main(argv):
   with common.user_errors():
     r = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value,
                          _MAX_BATCHES.value, _BATCH.value)
-  print(f"step {r['step']} on {r['data']}: loss {r['loss']:.4f}, perplexity "
-        f"{r['perplexity']:.2f}, token accuracy {r['accuracy']:.4f} over "
-        f"{r['tokens']:,} tokens -> {r['path']}", flush=True)
+  skip = ("data", "step", "objective", "tokens", "path")
+  shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.items()
+                    if k not in skip)
+  counted = "masked predictions" if r["objective"] == "mlm" else "tokens"
+  print(f"step {r['step']} on {r['data']}: {shown} over {r['tokens']:,} "
+        f"{counted} -> {r['path']}", flush=True)
 
 
 if __name__ == "__main__":

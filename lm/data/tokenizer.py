@@ -15,10 +15,26 @@ with runs of spaces, tabs, blank lines and non-ASCII characters. That takes:
   * `allow_whitespace_only_pieces=True`: indentation runs ("▁▁▁▁") become
     single pieces.
 
+With `bert_specials=True` (masked-LM pretraining), "[CLS]", "[SEP]" and
+"[MASK]" are added as SentencePiece *control symbols* and the pad piece is
+named "[PAD]". SentencePiece numbers control symbols before user-defined
+ones, so such a tokenizer has
+
+  [PAD]=0  <unk>=1  <s>=2  </s>=3  [CLS]=4  [SEP]=5  [MASK]=6  "\\n"=7  "\\t"=8
+
+(byte pieces follow). Control symbols are never produced from text (the
+literal string "[CLS]" encodes as ordinary pieces such as "[", "CLS", "]")
+and decode to nothing. Read the ids from `Tokenizer.cls_id`, `sep_id`,
+`mask_id` rather than hard-coding them. Without `bert_specials` the model is
+byte-identical to one trained before the option existed.
+
 Example:
   tok = train_tokenizer(docs, "/tmp/tok.model", vocab_size=512)
   tok.encode("def f():\\n    pass")  # -> e.g. [301, 87, 95, 4, 262, 340]
   tok.decode(tok.encode(s)) == s       # -> True
+  bert = train_tokenizer(docs, "/tmp/b.model", vocab_size=512,
+                         bert_specials=True)
+  (bert.cls_id, bert.sep_id, bert.mask_id)  # -> (4, 5, 6)
 """
 
 from __future__ import annotations
@@ -37,8 +53,12 @@ from lm.errors import LmError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("bpe", "unigram", "char")
-# Always-present user-defined pieces (ids 4 and 5), see the module docstring.
+# Always-present user-defined pieces (ids 4 and 5, or 7 and 8 with the BERT
+# control symbols), see the module docstring.
 BASE_SYMBOLS = ("\n", "\t")
+# Control symbols reserved by `train_tokenizer(..., bert_specials=True)`.
+BERT_SPECIALS = ("[CLS]", "[SEP]", "[MASK]")
+BERT_PAD_PIECE = "[PAD]"
 DEFAULT_MAX_CHARS = 20_000_000
 _CHARACTER_COVERAGE = 0.9995
 # Training lines longer than this many bytes are skipped by SentencePiece.
@@ -58,8 +78,23 @@ class Tokenizer:
   def __init__(self, processor: spm.SentencePieceProcessor, path: str):
     self._sp = processor
     self._path = path
+    self._cls_id = self._piece_id(BERT_SPECIALS[0])
+    self._sep_id = self._piece_id(BERT_SPECIALS[1])
+    self._mask_id = self._piece_id(BERT_SPECIALS[2])
     self._drop = {i for i in (processor.pad_id(), processor.bos_id(),
-                              processor.eos_id()) if i >= 0}
+                              processor.eos_id(), self._cls_id, self._sep_id,
+                              self._mask_id) if i is not None and i >= 0}
+
+  def _piece_id(self, piece: str) -> int | None:
+    """The id of `piece`, or None when the vocabulary has no such piece.
+
+    `piece_to_id` answers `unk_id` for unknown pieces, so the id is checked
+    by mapping it back. Example: "[CLS]" -> 4 (BERT tokenizer) or None.
+    """
+    i = self._sp.piece_to_id(piece)
+    if 0 <= i < self._sp.vocab_size() and self._sp.id_to_piece(i) == piece:
+      return int(i)
+    return None
 
   @classmethod
   def load(cls, path: str) -> Tokenizer:
@@ -104,6 +139,37 @@ class Tokenizer:
     return self._sp.eos_id()
 
   @property
+  def cls_id(self) -> int | None:
+    """The id of "[CLS]", or None when the model has no such piece."""
+    return self._cls_id
+
+  @property
+  def sep_id(self) -> int | None:
+    """The id of "[SEP]", or None when the model has no such piece."""
+    return self._sep_id
+
+  @property
+  def mask_id(self) -> int | None:
+    """The id of "[MASK]", or None when the model has no such piece."""
+    return self._mask_id
+
+  @property
+  def has_bert_specials(self) -> bool:
+    """True when "[CLS]", "[SEP]" and "[MASK]" all exist."""
+    return None not in (self._cls_id, self._sep_id, self._mask_id)
+
+  @property
+  def special_ids(self) -> list[int]:
+    """Sorted ids of pad/unk/bos/eos and whichever of cls/sep/mask exist.
+
+    Example: a BERT tokenizer -> [0, 1, 2, 3, 4, 5, 6]; a plain one ->
+    [0, 1, 2, 3].
+    """
+    ids = (self.pad_id, self.unk_id, self.bos_id, self.eos_id, self._cls_id,
+           self._sep_id, self._mask_id)
+    return sorted({int(i) for i in ids if i is not None and i >= 0})
+
+  @property
   def processor(self) -> spm.SentencePieceProcessor:
     """The underlying `SentencePieceProcessor`."""
     return self._sp
@@ -127,7 +193,7 @@ class Tokenizer:
                            num_threads=os.cpu_count() or 1)
 
   def decode(self, ids: Iterable[int]) -> str:
-    """Text of `ids`; pad, bos and eos ids are dropped.
+    """Text of `ids`; pad, bos, eos, [CLS], [SEP] and [MASK] ids are dropped.
 
     Ids outside the vocabulary (a model whose embedding is padded past
     `vocab_size` can sample them) decode like `unk_id`, as " ⁇ ".
@@ -234,7 +300,8 @@ def _write_model(model: bytes, path: str) -> None:
 def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
                     model_type: str = "bpe", byte_fallback: bool = True,
                     max_chars: int | None = DEFAULT_MAX_CHARS,
-                    user_defined_symbols: Sequence[str] = ()) -> Tokenizer:
+                    user_defined_symbols: Sequence[str] = (),
+                    bert_specials: bool = False) -> Tokenizer:
   """Trains a SentencePiece model on `texts` and writes it to `path`.
 
   Training uses the first `max_chars` characters of `texts` in order (None:
@@ -251,6 +318,10 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
   vocabulary grows to cover all of them, whatever `vocab_size` says), so every
   character is one token; with `byte_fallback` unseen characters become bytes.
 
+  `bert_specials=True` reserves "[CLS]", "[SEP]" and "[MASK]" as control
+  symbols (ids 4, 5, 6; "\\n" and "\\t" move to 7 and 8) and names the pad
+  piece "[PAD]" (still id 0); see the module docstring.
+
   Example: train_tokenizer(["ab\\ncd"], "/tmp/t.model", vocab_size=8,
   model_type="char", byte_fallback=False).encode("ca\\n") -> three ids.
   """
@@ -258,7 +329,9 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
     raise LmError(f"Unknown tokenizer model_type {model_type!r}; use one of "
                   f"{list(MODEL_TYPES)} (--config.data.tokenizer.model_type).")
   symbols = list(dict.fromkeys([*BASE_SYMBOLS, *user_defined_symbols]))
-  n_meta = 4 + len(symbols) + (_N_BYTE_PIECES if byte_fallback else 0)
+  controls = list(BERT_SPECIALS) if bert_specials else []
+  n_meta = (4 + len(controls) + len(symbols)
+            + (_N_BYTE_PIECES if byte_fallback else 0))
   is_char = model_type == "char"
   options: dict[str, Any] = dict(
       vocab_size=max(vocab_size, n_meta + 1) if is_char else vocab_size,
@@ -278,6 +351,8 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
       num_threads=os.cpu_count() or 1,
       minloglevel=2,
   )
+  if bert_specials:  # only then: keeps default models byte-identical
+    options.update(control_symbols=controls, pad_piece=BERT_PAD_PIECE)
   lines = list(_training_lines(texts, max_chars))
   if not lines:
     raise LmError("The tokenizer training text is empty; check the data URI "
@@ -298,8 +373,8 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
   return Tokenizer.load(path)
 
 
-def load_or_train(tok_cfg: Any, workdir: str | None,
-                  source: Iterable[str]) -> Tokenizer:
+def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
+                  bert_specials: bool = False) -> Tokenizer:
   """The run's tokenizer: an explicit file, the workdir's, or a new one.
 
   1. `tok_cfg.path` set -> load it (missing or corrupt -> LmError naming it).
@@ -310,18 +385,32 @@ def load_or_train(tok_cfg: Any, workdir: str | None,
      `tok_cfg.model_type` and `tok_cfg.byte_fallback`, and save it to
      `workdir/tokenizer.model` (a new temporary directory if `workdir` is None).
 
+  With `bert_specials` a new tokenizer gets the [CLS]/[SEP]/[MASK] control
+  symbols, and a loaded one (1. or 2.) without them raises LmError.
+
   Example: load_or_train(cfg.tokenizer, "/tmp/run", open_source("pystdlib"))
   -> Tokenizer("/tmp/run/tokenizer.model", vocab_size=4096).
   """
   if getattr(tok_cfg, "path", ""):
-    return Tokenizer.load(os.path.expanduser(tok_cfg.path))
+    return _check_specials(Tokenizer.load(os.path.expanduser(tok_cfg.path)),
+                           bert_specials)
   if workdir is None:
     workdir = tempfile.mkdtemp(prefix="lm-tokenizer-")
   path = os.path.join(workdir, "tokenizer.model")
   if os.path.exists(path):
-    return Tokenizer.load(path)
+    return _check_specials(Tokenizer.load(path), bert_specials)
   max_chars = getattr(tok_cfg, "max_chars", DEFAULT_MAX_CHARS) or None
   return train_tokenizer(
       iter(source), path, vocab_size=int(tok_cfg.vocab_size),
       model_type=str(tok_cfg.model_type),
-      byte_fallback=bool(tok_cfg.byte_fallback), max_chars=max_chars)
+      byte_fallback=bool(tok_cfg.byte_fallback), max_chars=max_chars,
+      bert_specials=bert_specials)
+
+
+def _check_specials(tok: Tokenizer, bert_specials: bool) -> Tokenizer:
+  """`tok`, or LmError when `bert_specials` asks for pieces it lacks."""
+  if bert_specials and not tok.has_bert_specials:
+    raise LmError(f"Tokenizer {tok.path} has no [CLS]/[SEP]/[MASK] pieces, "
+                  "which masked-LM training needs; train a new one by leaving "
+                  "--config.data.tokenizer.path empty in a new workdir.")
+  return tok

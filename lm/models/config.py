@@ -1,9 +1,11 @@
 """Model hyper-parameters: one frozen dataclass and a named size table.
 
-One dataclass describes both architectures: `arch="transformer"` (the
-decoder-only `DecoderLM`, the default) and `arch="lstm"` (the `LstmLM`
-baseline in `lm.models.rnn`, which reads only `vocab_size`, `d_model`,
-`num_layers`, `dropout`, `tie_embeddings`, `init_std` and the dtypes).
+One dataclass describes every architecture: `arch="transformer"` (the
+decoder-only `DecoderLM`, the default), `arch="bert"` (the bidirectional
+encoder `BertModel` in `lm.models.bert`, with MLM and NSP heads; it also reads
+`type_vocab_size`) and `arch="lstm"` (the `LstmLM` baseline in
+`lm.models.rnn`, which reads only `vocab_size`, `d_model`, `num_layers`,
+`dropout`, `tie_embeddings`, `init_std` and the dtypes).
 `lm.models.build_model(cfg)` returns the module `cfg.arch` names.
 
 Experiment configs name a size and override a field or two:
@@ -11,7 +13,7 @@ Experiment configs name a size and override a field or two:
   cfg = make_model_config("small", vocab_size=50257, dropout=0.1)
 
 `vocab_size` defaults to 0, meaning "set it from the tokenizer"; every size
-except the GPT-2 ones leaves it unset, so the caller passes the tokenizer's
+except the GPT-2 ones and `bert_base` leaves it unset, so the caller passes the tokenizer's
 vocabulary size as an override. Fields left as `None` (`num_kv_heads`,
 `head_dim`, `d_ff`) are derived from the others; read the resolved values
 through the `kv_heads`, `head_size` and `mlp_size` properties.
@@ -34,7 +36,7 @@ MLPS = ("gelu", "swiglu")
 REMATS = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "cudnn", "einsum")
-ARCHS = ("transformer", "lstm")
+ARCHS = ("transformer", "lstm", "bert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,13 @@ class ModelConfig:
     init_std: standard deviation of the normal weight initialiser (for the
       LSTM: embedding and untied head only; its gate kernels use fan-in
       scaling).
-    arch: "transformer" (`DecoderLM`) or "lstm" (`LstmLM`).
+    arch: "transformer" (`DecoderLM`), "lstm" (`LstmLM`) or "bert"
+      (`BertModel`).
+    type_vocab_size: rows of the token-type (segment A / B) embedding table;
+      read by "bert" only.
+    gelu_approximate: the "gelu" MLP (and BERT's MLM head) uses the tanh
+      approximation of GELU, as GPT-2; False uses the exact erf GELU, as
+      BERT.
   """
 
   vocab_size: int = 0
@@ -105,6 +113,8 @@ class ModelConfig:
   attention_impl: str = "xla"
   init_std: float = 0.02
   arch: str = "transformer"
+  type_vocab_size: int = 2
+  gelu_approximate: bool = True
 
   # Resolved sizes.
 
@@ -169,6 +179,8 @@ class ModelConfig:
         raise LmError(
             f"model.{name}={value!r} is not one of "
             f"{', '.join(repr(a) for a in allowed)}; pick one of those.")
+    if self.arch == "bert":
+      _check_positive("type_vocab_size", self.type_vocab_size)
     if self.arch == "lstm":
       return self  # the checks below concern attention, which an LSTM lacks
     if self.head_dim is None and self.d_model % self.num_heads:
@@ -205,6 +217,15 @@ _GPT2 = dict(vocab_size=50257, max_len=1024, position="learned",
              norm="layernorm", norm_eps=1e-5, norm_position="pre", mlp="gelu",
              use_bias=True, tie_embeddings=True)
 
+# BERT shared settings (Devlin et al. 2019; Google's naming of the smaller
+# sizes from Turc et al. 2019): learned positions, post-LN LayerNorm (eps
+# 1e-12), exact erf GELU, biases, tied MLM decoder, two token types, d_ff =
+# 4 * d_model.
+_BERT = dict(arch="bert", max_len=512, position="learned", norm="layernorm",
+             norm_eps=1e-12, norm_position="post", mlp="gelu",
+             gelu_approximate=False, use_bias=True, tie_embeddings=True,
+             type_vocab_size=2, dropout=0.1, attention_dropout=0.1)
+
 SIZES: dict[str, dict[str, Any]] = {
     # Unit tests.
     "tiny": dict(d_model=64, num_layers=2, num_heads=4, d_ff=256,
@@ -228,6 +249,18 @@ SIZES: dict[str, dict[str, Any]] = {
     "large": dict(_GPT2, d_model=1280, num_layers=36, num_heads=20,
                   d_ff=5120),
     "xl": dict(_GPT2, d_model=1600, num_layers=48, num_heads=25, d_ff=6400),
+    # BERT family (`arch="bert"`). bert_base with the 30,522-piece uncased
+    # WordPiece vocabulary has 110,106,428 parameters with its MLM and NSP
+    # heads (109,482,240 in the encoder and pooler, as HF `BertModel`).
+    # Unit tests.
+    "bert_tiny": dict(_BERT, d_model=128, num_layers=2, num_heads=2,
+                      d_ff=512, dropout=0.0, attention_dropout=0.0),
+    "bert_mini": dict(_BERT, d_model=256, num_layers=4, num_heads=4,
+                      d_ff=1024),
+    "bert_small": dict(_BERT, d_model=512, num_layers=4, num_heads=8,
+                       d_ff=2048),
+    "bert_base": dict(_BERT, vocab_size=30522, d_model=768, num_layers=12,
+                      num_heads=12, d_ff=3072),
     # LSTM baselines (`arch="lstm"`; no position table). Parameters per layer
     # are 8 * D^2 + 4 * D (input and recurrent kernels [D, 4, D], bias [4, D]).
     # init_std 0.3 (embedding): the embedding feeds fan-in-scaled gate

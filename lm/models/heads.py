@@ -1,4 +1,12 @@
-"""Output heads shared by the model families."""
+"""Output heads shared by the model families.
+
+`lm_head` is the next-token head of `DecoderLM`; `Pooler`, `MlmHead` and
+`NspHead` are BERT's pooler and pretraining heads (`lm.models.bert`).
+Logits are always float32.
+
+Legend: B batch, T length (or P gathered positions), D model width, E output
+width of a D -> D dense (E = D), V vocabulary, C next-sentence classes (2).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from lm.models.config import ModelConfig
-from lm.models.layers import Einsum, Embed
+from lm.models.layers import Einsum, Embed, make_norm
 from lm.parallel import axes
+
+# A D -> D dense shards its input rows like every `embed` dim; logical names
+# may not repeat within one parameter, so its output dim is left unnamed.
+_DENSE_AXES = (axes.EMBED, None)
+_LOGIT_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB)
 
 
 def lm_head(cfg: ModelConfig, embed: Embed, hidden: jax.Array) -> jax.Array:
@@ -25,6 +38,102 @@ def lm_head(cfg: ModelConfig, embed: Embed, hidden: jax.Array) -> jax.Array:
                     (axes.EMBED, axes.VOCAB), init_std=cfg.init_std,
                     dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
                     out_dtype=jnp.float32, name="unembed")(hidden)
-  return nn.with_logical_constraint(
-      logits.astype(jnp.float32),
-      (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))  # [B, T, V]
+  return nn.with_logical_constraint(logits.astype(jnp.float32),
+                                    _LOGIT_AXES)  # [B, T, V]
+
+
+class Pooler(nn.Module):
+  """BERT's pooler: `tanh(dense(hidden[:, 0]))`, the [CLS] summary.
+
+  Parameters: `dense/kernel [D, D]` (embed, None) and, with
+  `config.use_bias`, `dense/bias [D]`.
+
+  Attributes:
+    config: model config.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array) -> jax.Array:
+    """Maps `[B, T, D]` to `[B, D]` (compute dtype) from position 0."""
+    cfg = self.config
+    d = cfg.d_model
+    first = hidden[:, 0]  # [B, D]
+    pooled = Einsum("BD,DE->BE", (d, d), _DENSE_AXES,
+                    bias_dims=int(cfg.use_bias), init_std=cfg.init_std,
+                    dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                    name="dense")(first)  # [B, D]
+    return nn.with_logical_constraint(jnp.tanh(pooled),
+                                      (axes.ACT_BATCH, axes.ACT_EMBED))
+
+
+class MlmHead(nn.Module):
+  """BERT's masked-LM head: transform, then the (tied) vocabulary projection.
+
+  `logits = norm(gelu(dense(h))) @ embedding^T + bias`, GELU exact or tanh
+  as `config.gelu_approximate`, the norm as `config.norm` (LayerNorm with
+  `config.norm_eps` for BERT). Parameters: `transform/kernel [D, D]`
+  (embed, None) and `transform/bias [D]` (with `config.use_bias`),
+  `transform_norm/…`, `bias [V]` (vocab; always present, as BERT's decoder
+  bias) and, when `config.tie_embeddings` is False, `unembed/kernel [D, V]`
+  (embed, vocab).
+
+  Attributes:
+    config: model config.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, embed: Embed) -> jax.Array:
+    """Float32 logits `[B, P, V]` from `hidden` `[B, P, D]`.
+
+    Args:
+      hidden: `[B, P, D]` hidden states (all positions, or gathered ones).
+      embed: the model's token `Embed`, whose table the tied output reuses.
+    """
+    cfg = self.config
+    d, v = cfg.d_model, cfg.vocab_size
+    h = Einsum("BPD,DE->BPE", (d, d), _DENSE_AXES,
+               bias_dims=int(cfg.use_bias), init_std=cfg.init_std,
+               dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+               name="transform")(hidden)  # [B, P, D]
+    h = nn.gelu(h, approximate=cfg.gelu_approximate)
+    h = make_norm(cfg, "transform_norm")(h)  # [B, P, D]
+    if cfg.tie_embeddings:
+      logits = embed.attend(h)  # [B, P, V]
+    else:
+      logits = Einsum("BPD,DV->BPV", (d, v), (axes.EMBED, axes.VOCAB),
+                      init_std=cfg.init_std, dtype=cfg.compute_dtype,
+                      param_dtype=cfg.weight_dtype, out_dtype=jnp.float32,
+                      name="unembed")(h)  # [B, P, V]
+    bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                     (axes.VOCAB,)),
+        (v,), cfg.weight_dtype)  # [V]
+    logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)
+    return nn.with_logical_constraint(logits, _LOGIT_AXES)  # [B, P, V]
+
+
+class NspHead(nn.Module):
+  """BERT's next-sentence head: a dense `D -> 2` with bias on the pooled output.
+
+  Class 0 is "B follows A" (IsNext), 1 is "B is random" (NotNext), as BERT.
+  Parameters: `dense/kernel [D, 2]` (embed, None), `dense/bias [2]`.
+
+  Attributes:
+    config: model config.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, pooled: jax.Array) -> jax.Array:
+    """Float32 logits `[B, 2]` from `pooled` `[B, D]`."""
+    cfg = self.config
+    return Einsum("BD,DC->BC", (cfg.d_model, 2), (axes.EMBED, None),
+                  bias_dims=1, init_std=cfg.init_std,
+                  dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                  out_dtype=jnp.float32, name="dense")(pooled)  # [B, 2]

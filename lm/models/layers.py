@@ -162,7 +162,8 @@ def make_norm(config: ModelConfig, name: str | None = None) -> nn.Module:
 class Mlp(nn.Module):
   """Position-wise feed-forward network.
 
-  "gelu": `wo(gelu(wi(x)))` (tanh-approximate GELU, as GPT-2).
+  "gelu": `wo(gelu(wi(x)))` (tanh-approximate GELU, as GPT-2, or the exact
+  erf GELU, as BERT, when `config.gelu_approximate` is False).
   "swiglu": `wo(silu(wi_gate(x)) * wi_up(x))`.
   Biases follow `config.use_bias`. Dropout on the output is the residual
   dropout applied by the block.
@@ -195,7 +196,8 @@ class Mlp(nn.Module):
       h = nn.silu(gate) * up  # [B, T, F]
     else:
       h = nn.gelu(self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
-                             "wi")(x), approximate=True)  # [B, T, F]
+                             "wi")(x),
+                  approximate=cfg.gelu_approximate)  # [B, T, F]
     h = nn.with_logical_constraint(h, hidden_axes)
     return self._proj("BTF,FD->BTD", (f, d), (axes.MLP, axes.EMBED),
                       out_proj_std(cfg), "wo")(h)

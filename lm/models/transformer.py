@@ -1,5 +1,8 @@
 """Transformer blocks, layer stacks (scan / remat) and the decoder-only LM.
 
+The same `Block` serves both stacks: `Decoder` (causal) here and `Encoder`
+(bidirectional), which `lm.models.bert.BertModel` builds on.
+
 `DecoderLM(config).apply({'params': p}, tokens, positions=..., segment_ids=...,
 deterministic=...)` returns `(logits, aux)`: float32 logits `[B, T, V]` and a
 dict of intermediates (`aux["hidden"]` is the final hidden state).
@@ -147,6 +150,12 @@ class Decoder(TransformerStack):
   """A causal `TransformerStack`."""
 
   causal: bool = True
+
+
+class Encoder(TransformerStack):
+  """A bidirectional `TransformerStack` (BERT's encoder)."""
+
+  causal: bool = False
 
 
 class DecoderLM(nn.Module):

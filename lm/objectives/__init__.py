@@ -1,0 +1,54 @@
+"""Pretraining objectives, chosen by `config.objective`.
+
+An objective is the one place that knows what a batch holds and what the loss
+is; the loop (`lm.training.loop`) and the steps (`lm.training.step`) only
+call it. `make_objective(config)` returns one of:
+
+  "causal"  `CausalLM` (lm.objectives.causal): next-token prediction on packed
+            documents, for the decoder and LSTM architectures.
+  "mlm"     `MaskedLM` (lm.objectives.mlm): masked LM plus next-sentence
+            prediction on `[CLS] A [SEP] B [SEP]` pairs, for BERT encoders.
+
+Each has the same methods:
+
+  loss(params, batch, rng, model, *, deterministic) -> (loss, aux)
+      The pure objective function; `aux` holds float32 sums over the batch:
+      `loss_sum` (differentiated), `tokens` (its normaliser) and more.
+  summarize(sums) -> dict
+      Metrics (`loss`, `accuracy`, ...) from sums of `aux`, added over
+      batches and hosts; works inside `jit` and on host numbers.
+  check_model(model_cfg)
+      LmError when the architecture cannot serve this objective.
+  open_data(source, tokenizer, cache_dir, max_chars) -> data
+      The tokenized, disk-cached form of a corpus this objective reads.
+  train_batches(data, process_index, process_count) -> batches
+      `.batch(step)` (this process's rows, a pure function of the step),
+      `.epoch(step)` and `.state(step)`, as `lm.data.pipeline.TrainBatches`.
+  eval_batches(data, batch_size, max_batches) -> iterator of batches
+      A fixed evaluation set, identical on every call.
+  data_settings() -> dict
+      The settings that decide which batches a step sees (a resumed run must
+      match them).
+  flops_per_token(model_cfg, n_params) -> float
+      Training FLOPs per input token, for MFU.
+  bert_specials
+      Whether the tokenizer must reserve [CLS], [SEP] and [MASK].
+"""
+
+from __future__ import annotations
+
+from lm.errors import LmError
+
+OBJECTIVES = ("causal", "mlm")
+
+
+def make_objective(config):
+  """The objective `config.objective` names, bound to the experiment config."""
+  if config.objective == "causal":
+    from lm.objectives.causal import CausalLM  # pylint: disable=g-import-not-at-top
+    return CausalLM(config)
+  if config.objective == "mlm":
+    from lm.objectives.mlm import MaskedLM  # pylint: disable=g-import-not-at-top
+    return MaskedLM(config)
+  raise LmError(f"config.objective={config.objective!r} is not known; use one "
+                f"of {', '.join(repr(o) for o in OBJECTIVES)}.")

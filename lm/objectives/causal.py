@@ -7,9 +7,14 @@ the segment mask when `use_segments` is on.
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 
+from lm.data import packing, pipeline
+from lm.errors import LmError
 from lm.objectives.losses import token_cross_entropy
+from lm.training import metrics as metrics_lib
 
 
 def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
@@ -29,3 +34,65 @@ def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
       logits, batch["targets"], batch["loss_mask"])
   loss = loss_sum / jnp.maximum(tokens, 1.0)
   return loss, {"loss_sum": loss_sum, "correct": correct, "tokens": tokens}
+
+
+def summarize(sums) -> dict:
+  """Loss, perplexity and token accuracy from summed `causal_lm_loss` aux."""
+  tokens = jnp.maximum(sums["tokens"], 1.0)
+  loss = sums["loss_sum"] / tokens
+  return {"loss": loss, "perplexity": jnp.exp(jnp.minimum(loss, 50.0)),
+          "accuracy": sums["correct"] / tokens}
+
+
+class CausalLM:
+  """The causal objective over packed token streams (see `lm.objectives`)."""
+
+  name = "causal"
+  bert_specials = False
+
+  def __init__(self, config):
+    self.config = config
+    self.loss = functools.partial(causal_lm_loss,
+                                  use_segments=config.data.segment_mask)
+    self.summarize = summarize
+
+  def check_model(self, model_cfg) -> None:
+    if model_cfg.arch not in ("transformer", "lstm"):
+      raise LmError(f"config.objective='causal' needs a decoder, but model "
+                    f"size {self.config.model.size!r} is a {model_cfg.arch} "
+                    "model; pick a decoder size (e.g. 'quickstart') or "
+                    "objective 'mlm'.")
+
+  def open_data(self, source, tokenizer, cache_dir, max_chars):
+    return packing.cached_stream(source, tokenizer, cache_dir,
+                                 max_chars=max_chars)
+
+  def train_batches(self, stream, process_index: int, process_count: int):
+    c = self.config
+    return pipeline.TrainBatches(
+        stream, global_batch_size=c.batch_size, seq_len=c.seq_len, seed=c.seed,
+        mode=c.data.sampling, process_index=process_index,
+        process_count=process_count)
+
+  def eval_batches(self, stream, batch_size: int, max_batches: int | None):
+    return pipeline.eval_batches(stream, batch_size=batch_size,
+                                 seq_len=self.config.seq_len,
+                                 max_batches=max_batches)
+
+  def data_settings(self) -> dict:
+    c = self.config
+    return {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
+            "sampling": c.data.sampling}
+
+  def flops_per_token(self, model_cfg, n_params: int) -> float:
+    """6·N + attention (none for the LSTM); N leaves out lookups."""
+    n = n_params
+    if model_cfg.arch == "transformer" and model_cfg.position == "learned":
+      n -= model_cfg.max_len * model_cfg.d_model
+    if not model_cfg.tie_embeddings:
+      n -= model_cfg.vocab_size * model_cfg.d_model  # input lookup is no matmul
+    attn_width = 0
+    if model_cfg.arch == "transformer":
+      attn_width = model_cfg.num_heads * model_cfg.head_size
+    return metrics_lib.flops_per_token(n, model_cfg.num_layers,
+                                       self.config.seq_len, attn_width)

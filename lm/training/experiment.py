@@ -14,8 +14,7 @@ import ml_collections
 
 from lm.errors import LmError
 from lm.models.config import ModelConfig
-
-OBJECTIVES = ("causal",)
+from lm.objectives import OBJECTIVES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -32,7 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
   c.async_checkpoints = True
   c.grad_accum_steps = 1     # microbatches per step (batch_size is split)
-  c.objective = "causal"
+  c.objective = "causal"     # causal | mlm (see lm.objectives)
   c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
   c.progress_bar = True
 
@@ -56,6 +55,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tokenizer.model_type = "bpe"
   c.data.tokenizer.byte_fallback = True
   c.data.tokenizer.max_chars = 20_000_000
+
+  # Masked LM + next-sentence prediction (objective "mlm"; lm.data.nsp).
+  c.mlm = ml_collections.ConfigDict()
+  c.mlm.nsp = True                 # False: one segment per row, no NSP loss
+  c.mlm.documents = "auto"         # source | blank_lines | auto (blank_lines
+                                   # for text: files, source otherwise)
+  c.mlm.segments = "lines"         # lines | sentences
+  c.mlm.mask_rate = 0.15           # fraction of maskable tokens predicted
+  c.mlm.mask_token_rate = 0.8      # of those: replaced by [MASK]
+  c.mlm.random_token_rate = 0.1    # ... by a random token (rest unchanged)
+  c.mlm.whole_word = False         # mask whole sentencepiece words
+  c.mlm.max_predictions = 0        # per row; 0 = ceil(seq_len * mask_rate)
+  c.mlm.short_seq_prob = 0.1       # rows given a shorter random length
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.lr = 3e-4
@@ -117,6 +129,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.objective not in OBJECTIVES:
     raise LmError(f"config.objective={config.objective!r} is not known; use one "
                   f"of {OBJECTIVES}.")
+  if config.sample.prompt and config.objective != "causal":
+    raise LmError(f"config.sample.prompt is set but objective "
+                  f"{config.objective!r} does not generate text; clear "
+                  "sample.prompt or train with objective 'causal'.")
   if config.data.sampling not in ("shuffle", "random"):
     raise LmError(f"config.data.sampling={config.data.sampling!r} must be "
                   "'shuffle' or 'random'.")

@@ -22,12 +22,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from lm.data import packing, pipeline, sources, tokenizer as tokenizer_lib
+from lm.data import pipeline, sources, tokenizer as tokenizer_lib
 from lm.errors import LmError
 from lm.models import build_model
 from lm.models.config import ModelConfig, make_model_config
 from lm.models.transformer import count_params
-from lm.objectives.causal import causal_lm_loss
+from lm.objectives import make_objective
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
@@ -37,13 +37,6 @@ from lm.training.state import init_state, state_shardings
 
 class NonFiniteLoss(LmError):
   """The training loss became NaN or infinite."""
-
-
-def objective_for(config):
-  """The objective function `config.objective` names."""
-  if config.objective == "causal":
-    return functools.partial(causal_lm_loss, use_segments=config.data.segment_mask)
-  raise LmError(f"config.objective={config.objective!r} is not known.")
 
 
 def resolve_model_config(config, vocab_size: int) -> ModelConfig:
@@ -59,27 +52,6 @@ def resolve_model_config(config, vocab_size: int) -> ModelConfig:
                   f"{model_cfg.max_len} (the learned position table); lower "
                   "seq_len or raise model.max_len.")
   return model_cfg
-
-
-def matmul_params(model_cfg: ModelConfig, total: int) -> int:
-  """Parameters that take part in matmuls (see metrics.flops_per_token)."""
-  n = total
-  if model_cfg.arch == "transformer" and model_cfg.position == "learned":
-    n -= model_cfg.max_len * model_cfg.d_model
-  if not model_cfg.tie_embeddings:
-    n -= model_cfg.vocab_size * model_cfg.d_model  # input lookup is no matmul
-  return n
-
-
-def model_flops_per_token(model_cfg: ModelConfig, n_params: int,
-                          seq_len: int) -> float:
-  """Training FLOPs per token (metrics.flops_per_token); no attention term
-  for the LSTM, whose every parameter but the input lookup is a matmul."""
-  attn_width = 0
-  if model_cfg.arch == "transformer":
-    attn_width = model_cfg.num_heads * model_cfg.head_size
-  return metrics_lib.flops_per_token(matmul_params(model_cfg, n_params),
-                                     model_cfg.num_layers, seq_len, attn_width)
 
 
 def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
@@ -112,10 +84,11 @@ class Run:
   """Everything `train` builds before the first step (also used by tests)."""
   config: ml_collections.ConfigDict
   model_cfg: ModelConfig
-  model: object            # DecoderLM or LstmLM (build_model)
+  model: object            # DecoderLM, LstmLM or BertModel (build_model)
+  objective: object        # CausalLM or MaskedLM (lm.objectives)
   tokenizer: tokenizer_lib.Tokenizer
-  train_stream: packing.TokenStream
-  eval_stream: packing.TokenStream | None
+  train_data: object       # the objective's tokenized train corpus
+  eval_data: object | None
   mesh: jax.sharding.Mesh
   rules: tuple
   resolved: dict
@@ -124,6 +97,7 @@ class Run:
 def prepare(config, workdir: str) -> Run:
   """Validates config and data, builds tokenizer and token streams."""
   experiment.validate(config)
+  objective = make_objective(config)
   mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
                         tensor=config.mesh.tensor),
                    dcn=dict(data=config.mesh.dcn_data, fsdp=config.mesh.dcn_fsdp,
@@ -145,53 +119,59 @@ def prepare(config, workdir: str) -> Run:
                                   data_dir=data_dir)
   eval_src = (sources.open_source(config.data.eval, field=config.data.field,
                                   data_dir=data_dir) if config.data.eval else None)
-  resolve_model_config(config, vocab_size=1)  # model errors before any write
+  # Model errors before anything is written.
+  objective.check_model(resolve_model_config(config, vocab_size=1))
   os.makedirs(workdir, exist_ok=True)
-  tok = tokenizer_lib.load_or_train(config.data.tokenizer, workdir, train_src)
+  tok = tokenizer_lib.load_or_train(config.data.tokenizer, workdir, train_src,
+                                    bert_specials=objective.bert_specials)
   model_cfg = resolve_model_config(config, tok.vocab_size)
   max_chars = config.data.max_chars or None
   cache = os.path.join(workdir, "data")
-  train_stream = packing.cached_stream(train_src, tok, cache, max_chars=max_chars)
-  eval_stream = (packing.cached_stream(eval_src, tok, cache, max_chars=max_chars)
-                 if eval_src is not None else None)
+  train_data = objective.open_data(train_src, tok, cache, max_chars)
+  eval_data = (objective.open_data(eval_src, tok, cache, max_chars)
+               if eval_src is not None else None)
   resolved = {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(model_cfg),
       "tokenizer": {"path": tok.path, "vocab_size": tok.vocab_size,
                     "sha256": tok.fingerprint()},
-      "batch": {"batch_size": config.batch_size, "seq_len": config.seq_len,
-                "seed": config.seed, "sampling": config.data.sampling,
-                "train_tokens": int(len(train_stream.tokens))},
+      "batch": {**objective.data_settings(),
+                "train_tokens": int(len(train_data.tokens))},
   }
-  return Run(config, model_cfg, build_model(model_cfg), tok, train_stream,
-             eval_stream, mesh, rules, resolved)
+  return Run(config, model_cfg, build_model(model_cfg), objective, tok,
+             train_data, eval_data, mesh, rules, resolved)
 
 
 def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
-  """Loss, perplexity and token accuracy over `max_batches` eval batches."""
-  if run.eval_stream is None:
+  """The objective's metrics over `max_batches` eval batches, as `eval_*`."""
+  if run.eval_data is None:
     return {}
-  return evaluate_stream(run.eval_stream, eval_fn, params, run.mesh,
-                         batch_size=run.config.batch_size,
-                         seq_len=run.config.seq_len, max_batches=max_batches)
+  return evaluate_data(run.objective, run.eval_data, eval_fn, params, run.mesh,
+                       batch_size=run.config.batch_size, max_batches=max_batches)
 
 
-def evaluate_stream(stream, eval_fn, params, mesh, *, batch_size: int,
-                    seq_len: int, max_batches: int | None) -> dict:
-  """Evaluates `eval_fn` (a jitted eval step) over a token stream's windows."""
+def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,
+                  max_batches: int | None) -> dict:
+  """Runs `eval_fn` (a jitted eval step) over the objective's eval batches.
+
+  Every host reads its rows of each global batch; the per-batch sums are
+  added up on the host and turned into metrics by `objective.summarize`.
+  Returns `{"eval_<metric>": value}` plus `eval_tokens`, the counted tokens.
+  """
   p, n = jax.process_index(), jax.process_count()
   local = batch_size // n
   bsharding = sharding_lib.batch_sharding(mesh)
-  totals = np.zeros(3)
-  for batch in pipeline.eval_batches(stream, batch_size=batch_size,
-                                     seq_len=seq_len, max_batches=max_batches):
+  totals = None
+  for batch in objective.eval_batches(data, batch_size, max_batches):
     batch = {k: v[p * local:(p + 1) * local] for k, v in batch.items()}
     out = jax.device_get(eval_fn(params, pipeline.to_global(batch, bsharding)))
-    totals += [out["loss_sum"], out["correct"], out["tokens"]]
-  loss = totals[0] / max(totals[2], 1.0)
-  return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)),
-          "eval_accuracy": totals[1] / max(totals[2], 1.0),
-          "eval_tokens": totals[2]}
+    out = {k: np.float64(v) for k, v in out.items()}
+    totals = out if totals is None else {k: totals[k] + out[k] for k in out}
+  if totals is None:
+    return {}
+  summary = {k: float(v) for k, v in objective.summarize(totals).items()}
+  return {**{f"eval_{k}": v for k, v in summary.items()},
+          "eval_tokens": float(totals["tokens"])}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -223,16 +203,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
 
   n_params = count_params(state.params)
-  fpt = model_flops_per_token(run.model_cfg, n_params, c.seq_len)
+  objective = run.objective
+  fpt = objective.flops_per_token(run.model_cfg, n_params)
   peak = c.peak_tflops * 1e12 or _measured_peak()
 
   train_fn, eval_fn = step_lib.jit_steps(
-      run.model, objective_for(c), tx, schedule, c.seed, mesh, rules, shardings,
-      accum_steps=c.grad_accum_steps)
-  batches = pipeline.TrainBatches(
-      run.train_stream, global_batch_size=c.batch_size, seq_len=c.seq_len,
-      seed=c.seed, mode=c.data.sampling, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      run.model, objective.loss, tx, schedule, c.seed, mesh, rules, shardings,
+      accum_steps=c.grad_accum_steps, summarize=objective.summarize)
+  batches = objective.train_batches(run.train_data, jax.process_index(),
+                                    jax.process_count())
   bsharding = sharding_lib.batch_sharding(mesh)
   writer = metrics_lib.MetricsWriter(workdir, start) if is_main else None
   bar = metrics_lib.ProgressBar(c.steps, start, enabled=is_main and c.progress_bar)
@@ -240,7 +219,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   say(f"model {c.model.size}: {n_params:,} parameters, vocab "
       f"{run.model_cfg.vocab_size}, mesh {dict(mesh.shape)}; "
       f"{'resuming at step ' + str(start) if start else 'starting'}; "
-      f"train stream {len(run.train_stream.tokens):,} tokens")
+      f"train corpus {len(run.train_data.tokens):,} tokens")
 
   if is_main and start == 0:
     lines = sharding_lib.describe(shardings.params, abstract.params)
@@ -301,15 +280,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if log_now or save_now:
         pending = []
       eval_metrics = {}
-      if eval_now and run.eval_stream is not None:
+      if eval_now and run.eval_data is not None:
         eval_start = time.perf_counter()
         eval_metrics = evaluate(run, eval_fn, state.params, c.eval_steps or None)
         last.update(eval_metrics)
         if writer:
           writer.write(done, eval_metrics)
-        say(f"step {done}: eval loss {eval_metrics['eval_loss']:.4f}, "
-            f"perplexity {eval_metrics['eval_perplexity']:.2f}, "
-            f"accuracy {eval_metrics['eval_accuracy']:.4f}")
+        say(f"step {done}: " + ", ".join(
+            f"{k[5:].replace('_', ' ')} {v:.4f}" for k, v in eval_metrics.items()
+            if k != "eval_tokens"))
         if clock is not None:
           eval_seconds += time.perf_counter() - eval_start
       if save_now:

@@ -1,4 +1,11 @@
-"""Pure train and eval steps, jitted once with explicit shardings."""
+"""Pure train and eval steps, jitted once with explicit shardings.
+
+The steps know objectives only through their contract (`lm.objectives`):
+`objective(params, batch, rng, model, *, deterministic) -> (loss, aux)`, where
+`aux` holds float32 sums over the batch: `loss_sum` (what is differentiated),
+`tokens` (its normaliser) and any further sums the objective's `summarize`
+turns into metrics.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +19,24 @@ import optax
 from lm.parallel import sharding as sharding_lib
 from lm.training.state import TrainState
 
-BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "loss_mask")
+
+
+def default_summarize(sums):
+  """Loss and accuracy per counted token, from an objective's sums."""
+  tokens = jnp.maximum(sums["tokens"], 1.0)
+  return {"loss": sums["loss_sum"] / tokens, "accuracy": sums["correct"] / tokens}
 
 
 def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
-               seed: int, accum_steps: int = 1):
+               seed: int, accum_steps: int = 1, summarize=default_summarize):
   """One optimizer update. Randomness is `fold_in(key(seed), step)`.
 
   With `accum_steps` > 1 the global batch is split into that many
   microbatches whose summed gradients (of the summed token losses) are
   divided by the total token count: the same update as the whole batch at
   once, within float32 rounding, at a fraction of the activation memory.
+  Metrics are `summarize(sums)` (the objective's own ratios) plus the token
+  count, gradient and parameter norms and the learning rate.
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
@@ -44,18 +58,16 @@ def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
       g, aux = grads_of(state.params, mb, jax.random.fold_in(rng, i))
       return jax.tree.map(jnp.add, carry, (g, aux)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
-    zero_aux = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
-    (grads, aux), _ = jax.lax.scan(
-        body, (zeros, jax.tree.map(jnp.float32, zero_aux)),
-        (jnp.arange(accum_steps), micro))
+    first = jax.tree.map(lambda x: x[0], micro)
+    shapes = jax.eval_shape(grads_of, state.params, first, rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (grads, aux), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
   tokens = jnp.maximum(aux["tokens"], 1.0)
   grads = jax.tree.map(lambda g: g / tokens, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
-      "loss": aux["loss_sum"] / tokens,
-      "accuracy": aux["correct"] / tokens,
+      **summarize(aux),
       "tokens": aux["tokens"],
       "grad_norm": optax.tree.norm(grads),
       "param_norm": optax.tree.norm(params),
@@ -66,23 +78,25 @@ def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
 
 
 def eval_step(params, batch, *, model, objective):
-  """Sums (`loss_sum`, `correct`, `tokens`) over one batch, no dropout."""
+  """The objective's sums (`loss_sum`, `tokens`, ...) over one batch, no dropout."""
   _, aux = objective(params, batch, jax.random.key(0), model, deterministic=True)
   return aux
 
 
 def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings,
-              accum_steps: int = 1):
+              accum_steps: int = 1, summarize=default_summarize):
   """Returns (train_step, eval_step), each jitted once over `mesh`.
 
-  The state is donated; batches are sharded over data+fsdp; metrics come back
-  replicated.
+  The state is donated; every batch array is sharded over data+fsdp along
+  its first (batch) axis, whatever keys the objective's batches carry;
+  metrics come back replicated.
   """
-  batch_s = _batch_shardings(mesh)
+  batch_s = sharding_lib.batch_sharding(mesh)
   repl = sharding_lib.replicated(mesh)
   train = jax.jit(
       functools.partial(train_step, model=model, objective=objective, tx=tx,
-                        schedule=schedule, seed=seed, accum_steps=accum_steps),
+                        schedule=schedule, seed=seed, accum_steps=accum_steps,
+                        summarize=summarize),
       in_shardings=(state_shardings, batch_s),
       out_shardings=(state_shardings, repl),
       donate_argnums=0)
@@ -94,13 +108,9 @@ def jit_eval_step(model, objective, mesh, rules, params_shardings):
   """The jitted `eval_step(params, batch)` on `mesh`."""
   evaluate = jax.jit(
       functools.partial(eval_step, model=model, objective=objective),
-      in_shardings=(params_shardings, _batch_shardings(mesh)),
+      in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
       out_shardings=sharding_lib.replicated(mesh))
   return _run_in_mesh(evaluate, mesh, rules)
-
-
-def _batch_shardings(mesh):
-  return {k: sharding_lib.batch_sharding(mesh) for k in BATCH_KEYS}
 
 
 def _run_in_mesh(fn, mesh, rules):

@@ -237,3 +237,82 @@ def test_load_or_train_bad_path(tmp_path):
   with pytest.raises(LmError, match=str(bad)):
     load_or_train(_cfg(path=str(bad)), str(tmp_path),
                   ListSource("m:", ["a"], []))
+
+
+# --- BERT special pieces ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+  path = tmp_path_factory.mktemp("bert") / "tok.model"
+  return train_tokenizer([_read(f) for f in TRAIN_FILES[:3]], str(path),
+                         vocab_size=600, bert_specials=True)
+
+
+def test_bert_special_ids(bert):
+  assert (bert.pad_id, bert.unk_id, bert.bos_id, bert.eos_id) == (0, 1, 2, 3)
+  assert (bert.cls_id, bert.sep_id, bert.mask_id) == (4, 5, 6)
+  assert [bert.id_to_piece(i) for i in range(9)] == [
+      "[PAD]", "<unk>", "<s>", "</s>", "[CLS]", "[SEP]", "[MASK]", "\n", "\t"]
+  assert bert.has_bert_specials
+  assert bert.special_ids == [0, 1, 2, 3, 4, 5, 6]
+  assert bert.vocab_size == 600
+  assert bert.encode("\n\t") == [7, 8]
+
+
+def test_plain_tokenizer_has_no_bert_specials(bpe):
+  assert (bpe.cls_id, bpe.sep_id, bpe.mask_id) == (None, None, None)
+  assert not bpe.has_bert_specials
+  assert bpe.special_ids == [0, 1, 2, 3]
+  assert bpe.id_to_piece(0) == "<pad>"
+
+
+def test_bert_specials_never_come_from_text_and_decode_to_nothing(bert):
+  text = "x = '[CLS]' + \"[MASK]\"  # [SEP] [PAD]\n"
+  ids = bert.encode(text)
+  assert not {bert.cls_id, bert.sep_id, bert.mask_id, bert.pad_id} & set(ids)
+  assert bert.decode(ids) == text
+  wrapped = [bert.cls_id] + ids + [bert.sep_id, bert.mask_id, bert.sep_id,
+                                   bert.pad_id]
+  assert bert.decode(wrapped) == text
+  assert bert.processor.decode([bert.cls_id, bert.mask_id]) == ""
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_bert_tokenizer_round_trips(bert, text):
+  assert bert.decode(bert.encode(text)) == text
+
+
+def test_bert_char_tokenizer_counts_specials(tmp_path):
+  tok = train_tokenizer([SHAKESPEARE], str(tmp_path / "c.model"),
+                        vocab_size=65, model_type="char", byte_fallback=False,
+                        bert_specials=True)
+  assert tok.vocab_size == 4 + 3 + 2 + len(set(SHAKESPEARE) - {"\n"})
+  assert len(tok.encode(SHAKESPEARE)) == len(SHAKESPEARE)
+
+
+def test_load_or_train_with_bert_specials(tmp_path, bpe):
+  source = ListSource("mem:", [_read("shlex.py"), _read("string.py")], key=[])
+  tok = load_or_train(_cfg(), str(tmp_path / "run"), source,
+                      bert_specials=True)
+  assert tok.has_bert_specials and tok.mask_id == 6
+  again = load_or_train(_cfg(), str(tmp_path / "run"), source,
+                        bert_specials=True)
+  assert again.fingerprint() == tok.fingerprint()
+  # A BERT tokenizer also serves runs that do not need the specials.
+  load_or_train(_cfg(path=tok.path), None, source)
+
+
+def test_load_or_train_rejects_tokenizer_without_bert_specials(tmp_path, bpe):
+  source = ListSource("mem:", ["a"], key=[])
+  with pytest.raises(LmError) as e:
+    load_or_train(_cfg(path=bpe.path), str(tmp_path), source,
+                  bert_specials=True)
+  msg = str(e.value)
+  assert bpe.path in msg and "[CLS]/[SEP]/[MASK]" in msg
+  assert "tokenizer.path" in msg and "\n" not in msg
+  workdir = tmp_path / "old"
+  workdir.mkdir()
+  (workdir / "tokenizer.model").write_bytes(open(bpe.path, "rb").read())
+  with pytest.raises(LmError, match="masked-LM"):
+    load_or_train(_cfg(), str(workdir), source, bert_specials=True)

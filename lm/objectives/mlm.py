@@ -1,0 +1,166 @@
+"""Masked language modelling with next-sentence prediction (BERT).
+
+Batches come from `lm.data.nsp`: `inputs`, `token_types`, `positions`,
+`segment_ids` (1 at real tokens, 0 at padding) all [B, T];
+`masked_positions`, `masked_targets`, `masked_weights` [B, P] (the P
+predictions per row, weight 0 for unused slots); `nsp_labels` and
+`nsp_weights` [B] (label 0: B follows A; 1: B is from another document;
+weight 0 for filler rows).
+
+Loss = mean cross-entropy over the masked predictions of the batch
+       + mean NSP cross-entropy over its examples (when `nsp` is on),
+as BERT. With `nsp` off (RoBERTa-style) only the MLM term is trained.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from lm.data import nsp as nsp_lib, segments as segments_lib
+from lm.errors import LmError
+from lm.objectives.losses import token_cross_entropy
+from lm.training import metrics as metrics_lib
+
+
+def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
+             nsp: bool = True):
+  """Objective contract: `(params, batch, rng, model) -> (loss, sums)`.
+
+  `sums["loss_sum"] / sums["tokens"]` is the loss: the MLM term is a sum over
+  the `tokens` masked predictions, and the NSP sum is scaled by
+  predictions / examples so that dividing by `tokens` gives
+  mean MLM + mean NSP. (With gradient accumulation the scale is taken per
+  microbatch, which weights the NSP term by each microbatch's own ratio.)
+  """
+  logits, aux = model.apply(
+      {"params": params}, batch["inputs"],
+      token_types=batch["token_types"], positions=batch["positions"],
+      segment_ids=batch["segment_ids"],
+      masked_positions=batch["masked_positions"],
+      deterministic=deterministic,
+      rngs=None if deterministic else {"dropout": rng})          # [B, P, V]
+  mlm_sum, mlm_correct, n_pred = token_cross_entropy(
+      logits, batch["masked_targets"], batch["masked_weights"])
+  nsp_sum, nsp_correct, n_ex = token_cross_entropy(
+      aux["nsp_logits"][:, None], batch["nsp_labels"][:, None],
+      batch["nsp_weights"][:, None])                             # [B, 1, 2]
+  loss_sum = mlm_sum
+  if nsp:
+    scale = jax.lax.stop_gradient(n_pred / jnp.maximum(n_ex, 1.0))
+    loss_sum = loss_sum + nsp_sum * scale
+  sums = {"loss_sum": loss_sum, "correct": mlm_correct, "tokens": n_pred,
+          "mlm_loss_sum": mlm_sum, "nsp_loss_sum": nsp_sum,
+          "nsp_correct": nsp_correct, "examples": n_ex}
+  return loss_sum / jnp.maximum(n_pred, 1.0), sums
+
+
+def summarize(sums, nsp: bool = True) -> dict:
+  """Metrics from summed `mlm_loss` sums.
+
+  `loss` (the trained total), `mlm_loss`, `mlm_accuracy` (top-1 over masked
+  predictions), `perplexity` (of the MLM term) and, with NSP, `nsp_loss` and
+  `nsp_accuracy`.
+  """
+  n_pred = jnp.maximum(sums["tokens"], 1.0)
+  n_ex = jnp.maximum(sums["examples"], 1.0)
+  mlm = sums["mlm_loss_sum"] / n_pred
+  out = {"loss": sums["loss_sum"] / n_pred, "mlm_loss": mlm,
+         "perplexity": jnp.exp(jnp.minimum(mlm, 50.0)),
+         "mlm_accuracy": sums["correct"] / n_pred}
+  if nsp:
+    out["nsp_loss"] = sums["nsp_loss_sum"] / n_ex
+    out["nsp_accuracy"] = sums["nsp_correct"] / n_ex
+  return out
+
+
+class MaskedLM:
+  """The masked-LM (+ NSP) objective over segment streams (see `lm.objectives`)."""
+
+  name = "mlm"
+  bert_specials = True
+
+  def __init__(self, config):
+    self.config = config
+    m = config.mlm
+    self.nsp = bool(m.nsp)
+    self.loss = functools.partial(mlm_loss, nsp=self.nsp)
+    self.summarize = functools.partial(summarize, nsp=self.nsp)
+    self.documents = m.documents
+    if m.documents == "auto":
+      self.documents = ("blank_lines" if config.data.train.startswith("text:")
+                        else "source")
+
+  def check_model(self, model_cfg) -> None:
+    if model_cfg.arch != "bert":
+      raise LmError(f"config.objective='mlm' needs a bidirectional encoder, "
+                    f"but model size {self.config.model.size!r} is a "
+                    f"{model_cfg.arch} model; pick a BERT size (e.g. "
+                    "'bert_tiny', 'bert_mini', 'bert_base').")
+
+  def open_data(self, source, tokenizer, cache_dir, max_chars):
+    stream = segments_lib.cached_segment_stream(
+        source, tokenizer, cache_dir, documents=self.documents,
+        segments=self.config.mlm.segments, max_chars=max_chars)
+    return _Corpus(stream, tokenizer)
+
+  def _options(self) -> dict:
+    m = self.config.mlm
+    return dict(nsp=self.nsp, mask_rate=m.mask_rate,
+                mask_token_rate=m.mask_token_rate,
+                random_token_rate=m.random_token_rate,
+                whole_word=m.whole_word, max_predictions=m.max_predictions,
+                short_seq_prob=m.short_seq_prob)
+
+  def train_batches(self, corpus, process_index: int, process_count: int):
+    c = self.config
+    return nsp_lib.MlmBatches(
+        corpus.stream, corpus.tokenizer, global_batch_size=c.batch_size,
+        seq_len=c.seq_len, seed=c.seed, process_index=process_index,
+        process_count=process_count, **self._options())
+
+  def eval_batches(self, corpus, batch_size: int, max_batches: int | None):
+    return nsp_lib.mlm_eval_batches(
+        corpus.stream, corpus.tokenizer, batch_size=batch_size,
+        seq_len=self.config.seq_len, seed=self.config.seed,
+        max_batches=max_batches, **self._options())
+
+  def data_settings(self) -> dict:
+    c = self.config
+    return {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
+            "documents": self.documents, "mlm": c.mlm.to_dict()}
+
+  def max_predictions(self) -> int:
+    m = self.config.mlm
+    return m.max_predictions or math.ceil(round(self.config.seq_len * m.mask_rate, 6))
+
+  def flops_per_token(self, model_cfg, n_params: int) -> float:
+    """6·N + attention, where the tied output layer (V·D) only runs on the
+    P masked predictions of each T-token row; lookups are left out."""
+    d, v = model_cfg.d_model, model_cfg.vocab_size
+    # Lookups (token and type tables) are no matmuls; an untied output
+    # kernel is the V·D counted below.
+    n = n_params - model_cfg.type_vocab_size * d - v * d
+    if not model_cfg.tie_embeddings:
+      n -= v * d
+    if model_cfg.position == "learned":
+      n -= model_cfg.max_len * d
+    n += v * d * self.max_predictions() / self.config.seq_len
+    return metrics_lib.flops_per_token(
+        n, model_cfg.num_layers, self.config.seq_len,
+        model_cfg.num_heads * model_cfg.head_size)
+
+
+class _Corpus:
+  """A segment stream with the tokenizer its special ids come from."""
+
+  def __init__(self, stream, tokenizer):
+    self.stream = stream
+    self.tokenizer = tokenizer
+
+  @property
+  def tokens(self):
+    return self.stream.tokens
