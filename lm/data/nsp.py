@@ -72,6 +72,12 @@ KEYS = ("inputs", "token_types", "segment_ids", "positions",
         "nsp_weights")
 
 
+def default_max_predictions(seq_len: int, mask_rate: float) -> int:
+  """Masked positions per row when not configured: ceil(seq_len * mask_rate),
+  ignoring float noise. Example: (128, 0.15) -> 20; (100, 0.15) -> 15."""
+  return math.ceil(round(seq_len * mask_rate, 6))
+
+
 def max_tokens(seq_len: int, nsp: bool) -> int:
   """Tokens of text per row: seq_len minus [CLS] and one or two [SEP].
 
@@ -169,8 +175,8 @@ class _Builder:
     self.mask_token_rate = float(mask_token_rate)
     self.random_token_rate = float(random_token_rate)
     self.short_seq_prob = float(short_seq_prob)
-    self.max_predictions = int(max_predictions) or math.ceil(
-        seq_len * mask_rate)
+    self.max_predictions = (int(max_predictions)
+                            or default_max_predictions(seq_len, mask_rate))
     self.cls_id = int(tokenizer.cls_id)
     self.sep_id = int(tokenizer.sep_id)
     self.mask_id = int(tokenizer.mask_id)

@@ -15,12 +15,11 @@ as BERT. With `nsp` off (RoBERTa-style) only the MLM term is trained.
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 
-from lm.data import nsp as nsp_lib, segments as segments_lib
+from lm.data import masking, nsp as nsp_lib, segments as segments_lib
 from lm.errors import LmError
 from lm.objectives.losses import token_cross_entropy
 from lm.training import metrics as metrics_lib
@@ -93,6 +92,15 @@ class MaskedLM:
     if m.documents == "auto":
       self.documents = ("blank_lines" if config.data.train.startswith("text:")
                         else "source")
+    # Bad mlm settings stop the run before anything is written.
+    segments_lib.check_modes(self.documents, m.segments)
+    masking.check_rates(m.mask_rate, m.mask_token_rate, m.random_token_rate)
+    if m.max_predictions < 0:
+      raise LmError(f"config.mlm.max_predictions={m.max_predictions} is "
+                    "negative; use 0 (ceil(seq_len * mask_rate)) or a count.")
+    if not 0.0 <= m.short_seq_prob <= 1.0:
+      raise LmError(f"config.mlm.short_seq_prob={m.short_seq_prob} is outside "
+                    "[0, 1]; set it to a probability.")
 
   def check_model(self, model_cfg) -> None:
     if model_cfg.arch != "bert":
@@ -135,7 +143,8 @@ class MaskedLM:
 
   def max_predictions(self) -> int:
     m = self.config.mlm
-    return m.max_predictions or math.ceil(round(self.config.seq_len * m.mask_rate, 6))
+    return m.max_predictions or nsp_lib.default_max_predictions(
+        self.config.seq_len, m.mask_rate)
 
   def flops_per_token(self, model_cfg, n_params: int) -> float:
     """6·N + attention, where the tied output layer (V·D) only runs on the

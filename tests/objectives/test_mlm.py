@@ -133,3 +133,57 @@ def test_flops_per_token_counts_the_output_layer_only_at_predictions():
   d, v = cfg.d_model, cfg.vocab_size
   matmul = n - v * d - 2 * d - 512 * d + v * d * 20 / 128
   assert fpt == pytest.approx(6 * matmul + 12 * 12 * 128 * 768)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("mask_rate", 1.5, "config.mlm.mask_rate"),
+    ("random_token_rate", 0.3, "exceeds 1"),
+    ("segments", "paragraphs", "config.mlm.segments"),
+    ("documents", "pages", "config.mlm.documents"),
+    ("max_predictions", -1, "config.mlm.max_predictions"),
+    ("short_seq_prob", 2.0, "config.mlm.short_seq_prob"),
+])
+def test_bad_mlm_settings_are_one_sentence_errors(key, value, match):
+  c = _config()
+  c.mlm[key] = value
+  with pytest.raises(LmError, match=match):
+    make_objective(c)
+
+
+def test_documents_auto_splits_text_files_at_blank_lines():
+  c = _config()
+  c.data.train = "text:/data/*.txt"
+  assert make_objective(c).documents == "blank_lines"
+  c.data.train = "pystdlib:train"
+  assert make_objective(c).documents == "source"
+
+
+def _train_on(mesh_sizes, devices, steps=2):
+  c = _config()
+  c.batch_size = B
+  objective = make_objective(c)
+  mesh = make_mesh(mesh_sizes, devices=devices)
+  rules = sharding_lib.logical_rules()
+  model = BertModel(CFG)
+  opt = experiment.base_config().optimizer
+  opt.warmup_steps = 0
+  tx, schedule = optim.make_optimizer(opt, 10)
+  state, _, shardings = init_state(model, tx, mesh, rules, 0, T)
+  train, _ = step_lib.jit_steps(model, objective.loss, tx, schedule, 0, mesh,
+                                rules, shardings, summarize=objective.summarize)
+  batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh))
+           for k, v in _batch().items()}
+  losses = []
+  for _ in range(steps):
+    state, m = train(state, batch)
+    losses.append(float(m["loss"]))
+  return losses, jax.device_get(state.params)
+
+
+def test_bert_on_a_2x2x2_mesh_matches_one_device():
+  ref_losses, ref_params = _train_on({"data": 1, "fsdp": 1, "tensor": 1},
+                                     jax.devices()[:1])
+  losses, params = _train_on({"data": 2, "fsdp": 2, "tensor": 2}, None)
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-5),
+               params, ref_params)
