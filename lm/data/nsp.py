@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from lm.data import masking
+from lm.data.pipeline import check_process_slice
 from lm.data.segments import SegmentStream
 from lm.errors import LmError
 
@@ -318,13 +319,7 @@ class MlmBatches:
                whole_word: bool = False, max_predictions: int = 0,
                short_seq_prob: float = 0.1, process_index: int = 0,
                process_count: int = 1):
-    if global_batch_size < 1 or global_batch_size % process_count:
-      raise LmError(f"Global batch size {global_batch_size} is not a positive "
-                    f"multiple of the process count {process_count}; set "
-                    "--config.batch_size accordingly.")
-    if not 0 <= process_index < process_count:
-      raise LmError(f"process_index {process_index} is outside "
-                    f"[0, {process_count}).")
+    check_process_slice(global_batch_size, process_index, process_count)
     if int(seed) < 0:
       raise LmError(f"The data seed must be non-negative, got {seed}; set "
                     "--config.seed.")

@@ -131,27 +131,35 @@ def build_stream(source: DocumentSource, tokenizer: Tokenizer, *,
   return TokenStream(np.concatenate(parts), np.concatenate(starts))
 
 
-def save_stream(stream: TokenStream, path: str) -> None:
-  """Writes `stream` as a directory `path/` with tokens.npy and doc_starts.npy.
+def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """Writes `path/<name>.npy` for each array, atomically.
 
   The directory is written under a temporary name and renamed into place, so
-  readers see either nothing or the complete stream. An existing `path` is
-  replaced. Example: save_stream(s, "/tmp/c/stream-ab12") ->
-  /tmp/c/stream-ab12/{tokens,doc_starts}.npy.
+  readers see either nothing or every array. An existing `path` is
+  replaced. Example: save_arrays("/tmp/c/x", {"tokens": t}) ->
+  /tmp/c/x/tokens.npy.
   """
   path = os.path.abspath(path)
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}-")
   try:
-    np.save(os.path.join(tmp, "tokens.npy"), np.asarray(stream.tokens))
-    np.save(os.path.join(tmp, "doc_starts.npy"),
-            np.asarray(stream.doc_starts, np.int64))
+    for name, array in arrays.items():
+      np.save(os.path.join(tmp, f"{name}.npy"), array)
     if os.path.isdir(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_stream(stream: TokenStream, path: str) -> None:
+  """Writes `stream` as a directory `path/` with tokens.npy and doc_starts.npy
+  (atomically, see `save_arrays`). Example: save_stream(s,
+  "/tmp/c/stream-ab12") -> /tmp/c/stream-ab12/{tokens,doc_starts}.npy.
+  """
+  save_arrays(path, {"tokens": np.asarray(stream.tokens),
+                     "doc_starts": np.asarray(stream.doc_starts, np.int64)})
 
 
 def load_stream(path: str, mmap: bool = True) -> TokenStream:

@@ -41,6 +41,18 @@ def _check_length(stream: TokenStream, seq_len: int) -> None:
                   "smaller --config.seq_len.")
 
 
+def check_process_slice(global_batch_size: int, process_index: int,
+                        process_count: int) -> None:
+  """Raises LmError unless each process can take an equal slice of the rows."""
+  if global_batch_size < 1 or global_batch_size % process_count:
+    raise LmError(f"Global batch size {global_batch_size} is not a positive "
+                  f"multiple of the process count {process_count}; set "
+                  "--config.batch_size accordingly.")
+  if not 0 <= process_index < process_count:
+    raise LmError(f"process_index {process_index} is outside "
+                  f"[0, {process_count}).")
+
+
 class TrainBatches:
   """This process's rows of the global training batch, by step.
 
@@ -59,13 +71,7 @@ class TrainBatches:
     if mode not in MODES:
       raise LmError(f"Unknown data mode {mode!r}; use one of {list(MODES)} "
                     "(--config.data.sampling).")
-    if global_batch_size < 1 or global_batch_size % process_count:
-      raise LmError(f"Global batch size {global_batch_size} is not a positive "
-                    f"multiple of the process count {process_count}; set "
-                    "--config.batch_size accordingly.")
-    if not 0 <= process_index < process_count:
-      raise LmError(f"process_index {process_index} is outside "
-                    f"[0, {process_count}).")
+    check_process_slice(global_batch_size, process_index, process_count)
     _check_length(stream, seq_len)
     self.stream = stream
     self.global_batch_size = global_batch_size

@@ -28,13 +28,11 @@ import dataclasses
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lm.data.packing import token_dtype
+from lm.data.packing import save_arrays, token_dtype
 from lm.data.sources import DocumentSource
 from lm.data.tokenizer import Tokenizer
 from lm.errors import LmError
@@ -230,27 +228,12 @@ def build_segment_stream(source: DocumentSource, tokenizer: Tokenizer, *,
 
 
 def save_segment_stream(stream: SegmentStream, path: str) -> None:
-  """Writes `stream` as `path/{tokens,seg_starts,doc_starts}.npy`, atomically.
-
-  The directory is written under a temporary name and renamed into place, so
-  readers see either nothing or the complete stream; an existing `path` is
-  replaced. Example: -> /tmp/c/segments-ab12/tokens.npy, ...
+  """Writes `stream` as `path/{tokens,seg_starts,doc_starts}.npy`, atomically
+  (see `packing.save_arrays`). Example: -> /tmp/c/segments-ab12/tokens.npy, ...
   """
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}-")
-  try:
-    np.save(os.path.join(tmp, _FILES[0]), np.asarray(stream.tokens))
-    np.save(os.path.join(tmp, _FILES[1]),
-            np.asarray(stream.seg_starts, np.int64))
-    np.save(os.path.join(tmp, _FILES[2]),
-            np.asarray(stream.doc_starts, np.int64))
-    if os.path.isdir(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  save_arrays(path, {"tokens": np.asarray(stream.tokens),
+                     "seg_starts": np.asarray(stream.seg_starts, np.int64),
+                     "doc_starts": np.asarray(stream.doc_starts, np.int64)})
 
 
 def load_segment_stream(path: str, mmap: bool = True) -> SegmentStream:

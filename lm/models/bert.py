@@ -37,12 +37,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm.errors import LmError
 from lm.models.attention import make_attention_mask
 from lm.models.config import ModelConfig
 from lm.models.heads import MlmHead, NspHead, Pooler
 from lm.models.layers import Embed, make_norm
-from lm.models.positional import LearnedPositions, sinusoidal_embedding
+from lm.models.positional import add_positions, default_positions
 from lm.models.transformer import EMBED_AXES, Encoder
 from lm.parallel import axes
 
@@ -112,23 +111,15 @@ class BertModel(nn.Module):
       "nsp_logits": float32 [B, 2]}`.
     """
     cfg = self.config
-    _, length = tokens.shape
     if positions is None:
-      if cfg.position == "learned" and length > cfg.max_len:
-        raise LmError(
-            f"sequence length {length} exceeds model.max_len={cfg.max_len}; "
-            "raise model.max_len or shorten the inputs.")
-      positions = jnp.broadcast_to(jnp.arange(length), tokens.shape)
+      positions = default_positions(cfg, tokens)
     if token_types is None:
       token_types = jnp.zeros_like(tokens)
     mask = make_attention_mask(segment_ids, causal=False)
 
     embed = Embed(cfg, name="token_embed")
     x = embed(tokens)  # [B, T, D]
-    if cfg.position == "learned":
-      x = x + LearnedPositions(cfg, name="position_embed")(positions)
-    elif cfg.position == "sinusoidal":
-      x = x + sinusoidal_embedding(positions, cfg.d_model).astype(x.dtype)
+    x = add_positions(cfg, x, positions)
     x = x + TokenTypeEmbed(cfg, name="type_embed")(token_types)
     x = make_norm(cfg, "embed_norm")(x)
     x = nn.Dropout(rate=cfg.dropout)(x, deterministic=deterministic)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm.errors import LmError
 from lm.models.config import ModelConfig
 from lm.parallel import axes
 
@@ -116,3 +117,31 @@ def apply_rope(x: jax.Array, positions: jax.Array,
   x1, x2 = jnp.split(xf, 2, axis=-1)  # [B, T, N, H/2] each
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)  # [B, T, N, H]
+
+
+def default_positions(cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
+  """`arange(T)` in every row of int `[B, T]` tokens.
+
+  Raises LmError when a learned position table is shorter than T.
+  """
+  length = tokens.shape[1]
+  if cfg.position == "learned" and length > cfg.max_len:
+    raise LmError(
+        f"sequence length {length} exceeds model.max_len={cfg.max_len}; "
+        "raise model.max_len or shorten the inputs.")
+  return jnp.broadcast_to(jnp.arange(length), tokens.shape)
+
+
+def add_positions(cfg: ModelConfig, x: jax.Array,
+                  positions: jax.Array) -> jax.Array:
+  """`x` `[B, T, D]` plus the learned or sinusoidal embedding of `positions`.
+
+  RoPE and "none" add nothing here (RoPE acts inside attention). The learned
+  table is created as `position_embed` in the calling module's scope, so call
+  this from inside a compact `__call__`.
+  """
+  if cfg.position == "learned":
+    return x + LearnedPositions(cfg, name="position_embed")(positions)
+  if cfg.position == "sinusoidal":
+    return x + sinusoidal_embedding(positions, cfg.d_model).astype(x.dtype)
+  return x

@@ -28,12 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.errors import LmError
 from lm.models.attention import MultiHeadAttention, make_attention_mask
 from lm.models.config import ModelConfig
 from lm.models.heads import lm_head
 from lm.models.layers import Embed, Mlp, make_norm
-from lm.models.positional import LearnedPositions, sinusoidal_embedding
+from lm.models.positional import add_positions, default_positions
 from lm.parallel import axes
 
 EMBED_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
@@ -230,13 +229,8 @@ class DecoderLM(nn.Module):
       `(logits, aux)`: float32 `[B, T, V]` logits and `{"hidden": [B, T, D]}`.
     """
     cfg = self.config
-    _, length = tokens.shape
     if positions is None:
-      if cfg.position == "learned" and length > cfg.max_len:
-        raise LmError(
-            f"sequence length {length} exceeds model.max_len={cfg.max_len}; "
-            "raise model.max_len or shorten the inputs.")
-      positions = jnp.broadcast_to(jnp.arange(length), tokens.shape)
+      positions = default_positions(cfg, tokens)
     if decode:
       mask = self._decode_mask(valid, tokens.shape)
     else:
@@ -245,10 +239,7 @@ class DecoderLM(nn.Module):
 
     embed = Embed(cfg, name="token_embed")
     x = embed(tokens)  # [B, T, D]
-    if cfg.position == "learned":
-      x = x + LearnedPositions(cfg, name="position_embed")(positions)
-    elif cfg.position == "sinusoidal":
-      x = x + sinusoidal_embedding(positions, cfg.d_model).astype(x.dtype)
+    x = add_positions(cfg, x, positions)
     x = nn.Dropout(rate=cfg.dropout)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, EMBED_AXES)
 

@@ -14,6 +14,7 @@ as BERT. With `nsp` off (RoBERTa-style) only the MLM term is trained.
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
@@ -74,6 +75,19 @@ def summarize(sums, nsp: bool = True) -> dict:
     out["nsp_loss"] = sums["nsp_loss_sum"] / n_ex
     out["nsp_accuracy"] = sums["nsp_correct"] / n_ex
   return out
+
+
+def majority_baseline(batches) -> float:
+  """Accuracy of always predicting the most frequent masked target.
+
+  The reference an MLM accuracy should beat, over the same `batches` (numpy
+  dicts from `MaskedLM.eval_batches`). Example: targets [5, 5, 7] -> 2/3.
+  """
+  counts = collections.Counter()
+  for batch in batches:
+    chosen = batch["masked_weights"] > 0
+    counts.update(batch["masked_targets"][chosen].tolist())
+  return max(counts.values()) / sum(counts.values()) if counts else 0.0
 
 
 class MaskedLM:

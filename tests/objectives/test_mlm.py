@@ -187,3 +187,13 @@ def test_bert_on_a_2x2x2_mesh_matches_one_device():
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-5),
                params, ref_params)
+
+
+def test_majority_baseline_counts_only_chosen_predictions():
+  from lm.objectives.mlm import majority_baseline
+  batches = [{"masked_targets": np.array([[5, 5, 9]]),
+              "masked_weights": np.array([[1, 1, 0]], np.float32)},
+             {"masked_targets": np.array([[7, 0, 0]]),
+              "masked_weights": np.array([[1, 0, 0]], np.float32)}]
+  assert majority_baseline(batches) == pytest.approx(2 / 3)
+  assert majority_baseline([]) == 0.0

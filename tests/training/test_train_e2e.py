@@ -11,7 +11,7 @@ from configs import quickstart
 from lm.errors import LmError
 from lm.training import loop
 from lm.training.checkpoint import Checkpointer
-from tests.training.corpus import write_corpus
+from tests.training.corpus import set_keys, write_corpus
 
 
 def tiny_config(train_uri, eval_uri, **overrides):
@@ -21,13 +21,7 @@ def tiny_config(train_uri, eval_uri, **overrides):
   c.data.tokenizer.vocab_size = 300
   c.sample.prompt = ""
   c.peak_tflops = 1.0
-  for k, v in overrides.items():
-    node = c
-    *parents, last = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[last] = v
-  return c
+  return set_keys(c, overrides)
 
 
 def read_metrics(workdir):

@@ -1,6 +1,5 @@
 """End to end: a tiny BERT learns masked LM + NSP through the one train loop."""
 
-import collections
 import json
 import math
 import os
@@ -11,8 +10,9 @@ import pytest
 from configs import bert_quickstart
 from launch import evaluate as evaluate_cli
 from lm.errors import LmError
+from lm.objectives.mlm import majority_baseline
 from lm.training import loop
-from tests.training.corpus import write_corpus
+from tests.training.corpus import set_keys, write_corpus
 
 
 def mlm_config(train_uri, eval_uri, **overrides):
@@ -21,23 +21,7 @@ def mlm_config(train_uri, eval_uri, **overrides):
   c.data.eval = eval_uri
   c.data.tokenizer.vocab_size = 300
   c.peak_tflops = 1.0
-  for k, v in overrides.items():
-    node = c
-    *parents, last = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[last] = v
-  return c
-
-
-def majority_baseline(run) -> float:
-  """Accuracy of always predicting the most frequent masked target."""
-  counts = collections.Counter()
-  for batch in run.objective.eval_batches(run.eval_data, run.config.batch_size,
-                                          None):
-    w = batch["masked_weights"] > 0
-    counts.update(batch["masked_targets"][w].tolist())
-  return max(counts.values()) / sum(counts.values())
+  return set_keys(c, overrides)
 
 
 def test_tiny_bert_beats_the_majority_baseline_on_held_out_files(tmp_path):
@@ -51,7 +35,8 @@ def test_tiny_bert_beats_the_majority_baseline_on_held_out_files(tmp_path):
   c.optimizer.warmup_steps = 30
   summary = loop.train(c, workdir)
   run = loop.prepare(c, workdir)
-  baseline = majority_baseline(run)
+  baseline = majority_baseline(
+      run.objective.eval_batches(run.eval_data, run.config.batch_size, None))
   assert summary["eval_mlm_accuracy"] > baseline + 0.2, (summary, baseline)
   # NSP on this corpus means matching B's returned name to A's argument; a
   # few hundred steps only start to learn it: below chance-level loss.
