@@ -63,10 +63,12 @@ def random_batch(objective, b: int, t: int, vocab: int, rng) -> dict:
 
 
 def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
-          seq_len: int | None):
+          seq_len: int | None, dropout: float | None = None):
   b, t = SHAPES.get(size, (8, 256))
   b, t = batch or b, seq_len or t
-  cfg = make_model_config(size, vocab_size=vocab, dtype=dtype)
+  overrides = {} if dropout is None else dict(dropout=dropout,
+                                              attention_dropout=dropout)
+  cfg = make_model_config(size, vocab_size=vocab, dtype=dtype, **overrides)
   model = build_model(cfg)
   config = base_config()
   config.objective = "mlm" if cfg.arch == "bert" else "causal"
@@ -91,7 +93,7 @@ def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
   dt = (time.perf_counter() - start) / steps
   n = count_params(state.params)
   fpt = objective.flops_per_token(cfg, n)
-  return dict(size=size, objective=objective.name, params=n, batch=b, seq=t, step_ms=1e3 * dt,
+  return dict(size=size, objective=objective.name, dropout=cfg.dropout, params=n, batch=b, seq=t, step_ms=1e3 * dt,
               tok_s=b * t / dt, tflops=fpt * b * t / dt / 1e12)
 
 
@@ -103,6 +105,9 @@ def main():
   p.add_argument("--vocab", type=int, default=2048)
   p.add_argument("--batch", type=int, default=None)
   p.add_argument("--seq_len", type=int, default=None)
+  p.add_argument("--dropout", type=float, default=None,
+                 help="dropout and attention dropout (default: the size's; "
+                 "BERT sizes use 0.1)")
   args = p.parse_args()
   dev = jax.devices()[0]
   peak = metrics_lib.measure_matmul_peak(2.0, dtype=args.dtype)
@@ -110,11 +115,12 @@ def main():
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "
         f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
-  print("| size | objective | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("| size | objective | dropout | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
-    r = bench(size, args.steps, args.dtype, args.vocab, args.batch, args.seq_len)
-    print(f"| {r['size']} | {r['objective']} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "
+    r = bench(size, args.steps, args.dtype, args.vocab, args.batch, args.seq_len,
+              args.dropout)
+    print(f"| {r['size']} | {r['objective']} | {r['dropout']:g} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "
           f"{r['step_ms']:.0f} | {r['tok_s']:,.0f} | {r['tflops']:.3f} | "
           f"{100 * r['tflops'] * 1e12 / peak:.1f}% |", flush=True)
 

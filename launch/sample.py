@@ -75,9 +75,9 @@ def main(argv):
     from lm.training.workdir import load_trained, read_resolved
     objective = read_resolved(_WORKDIR.value)["config"].get("objective", "causal")
     if objective != "causal":
-      raise LmError(f"{_WORKDIR.value} holds a {objective!r} model, which does "
-                    "not generate text; sample from a run trained with "
-                    "objective 'causal'.")
+      raise LmError(f"{_WORKDIR.value} holds a model trained with objective "
+                    f"{objective!r}, which does not generate text; sample "
+                    "from a run trained with objective 'causal'.")
     trained = load_trained(_WORKDIR.value, _STEP.value)
     outputs = generate_text(
         trained.model, trained.params, trained.tokenizer, trained.mesh, prompts,

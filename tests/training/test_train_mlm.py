@@ -9,6 +9,7 @@ import pytest
 
 from configs import bert_quickstart
 from launch import evaluate as evaluate_cli
+from tests.launch.test_sample_evaluate import cli
 from lm.errors import LmError
 from lm.objectives.mlm import majority_baseline
 from lm.training import loop
@@ -64,6 +65,13 @@ def test_resumed_mlm_run_is_bitwise_the_uninterrupted_run(tmp_path):
   resumed = loop.train(c, str(tmp_path / "split"))
   assert resumed["loss"] == whole["loss"]
   assert resumed["mlm_accuracy"] == whole["mlm_accuracy"]
+  # An encoder workdir cannot be sampled from: one sentence, exit 2.
+  out = cli("launch.sample", "--workdir", str(tmp_path / "whole"), "--prompt", "x")
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      f"error: {tmp_path / 'whole'} holds a model trained with objective "
+      "'mlm', which does not generate text; sample from a run trained with "
+      "objective 'causal'."]
 
 
 def test_mlm_with_a_decoder_size_fails_before_writing(tmp_path):
