@@ -16,19 +16,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lm.objectives.causal import summarize as causal_summarize
 from lm.parallel import sharding as sharding_lib
 from lm.training.state import TrainState
 
 
 
-def default_summarize(sums):
-  """Loss and accuracy per counted token, from an objective's sums."""
-  tokens = jnp.maximum(sums["tokens"], 1.0)
-  return {"loss": sums["loss_sum"] / tokens, "accuracy": sums["correct"] / tokens}
-
-
 def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
-               seed: int, accum_steps: int = 1, summarize=default_summarize):
+               seed: int, accum_steps: int = 1, summarize=causal_summarize):
   """One optimizer update. Randomness is `fold_in(key(seed), step)`.
 
   With `accum_steps` > 1 the global batch is split into that many
@@ -84,7 +79,7 @@ def eval_step(params, batch, *, model, objective):
 
 
 def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings,
-              accum_steps: int = 1, summarize=default_summarize):
+              accum_steps: int = 1, summarize=causal_summarize):
   """Returns (train_step, eval_step), each jitted once over `mesh`.
 
   The state is donated; every batch array is sharded over data+fsdp along
