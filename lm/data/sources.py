@@ -230,13 +230,21 @@ class ListSource(DocumentSource):
     return _hash([self.uri, self._key])
 
 
-def _read_jsonl(path: str, field: str) -> list[str]:
-  """The `field` of every object in the JSON-lines file `path` (blank lines
-  skipped).
+# JSON names of the Python types `json.loads` returns, for error messages.
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number",
+               bool: "boolean", type(None): "null"}
 
-  Example: lines '{"text": "a"}', '{"text": "b"}' -> ["a", "b"].
+
+def read_jsonl_records(
+    path: str, *, fix: str = "fix the file or use a 'text:' URI"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, object) for each non-blank line of the JSON-lines file
+  `path`; `fix` ends the error sentence for a line that is not valid JSON or
+  not a JSON object.
+
+  Example: lines '{"text": "a"}', '', '{"text": "b"}' ->
+  (1, {"text": "a"}), (3, {"text": "b"}).
   """
-  docs = []
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, start=1):
       if not line.strip():
@@ -245,17 +253,31 @@ def _read_jsonl(path: str, field: str) -> list[str]:
         obj = json.loads(line)
       except json.JSONDecodeError as e:
         raise LmError(f"{path} line {lineno} is not valid JSON ({e.msg}); "
-                      "fix the file or use a 'text:' URI.") from None
-      if not isinstance(obj, dict) or field not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise LmError(f"{path} line {lineno} has no field {field!r} (it has "
-                      f"{keys}); pick the field with --config.data.field.")
-      value = obj[field]
-      if not isinstance(value, str):
-        raise LmError(f"{path} line {lineno}: field {field!r} is a "
-                      f"{type(value).__name__}, not a string; pick a text "
-                      "field with --config.data.field.")
-      docs.append(value)
+                      f"{fix}.") from None
+      if not isinstance(obj, dict):
+        kind = _JSON_KINDS.get(type(obj), type(obj).__name__)
+        raise LmError(f"{path} line {lineno} is a JSON {kind}, not an object "
+                      f"with named fields; {fix}.")
+      yield lineno, obj
+
+
+def _read_jsonl(path: str, field: str) -> list[str]:
+  """The `field` of every object in the JSON-lines file `path` (blank lines
+  skipped).
+
+  Example: lines '{"text": "a"}', '{"text": "b"}' -> ["a", "b"].
+  """
+  docs = []
+  for lineno, obj in read_jsonl_records(path):
+    if field not in obj:
+      raise LmError(f"{path} line {lineno} has no field {field!r} (it has "
+                    f"{sorted(obj)}); pick the field with --config.data.field.")
+    value = obj[field]
+    if not isinstance(value, str):
+      raise LmError(f"{path} line {lineno}: field {field!r} is a "
+                    f"{type(value).__name__}, not a string; pick a text "
+                    "field with --config.data.field.")
+    docs.append(value)
   return docs
 
 

@@ -77,9 +77,14 @@ class BertModel(nn.Module):
 
   Attributes:
     config: a validated model config (normally `arch="bert"`).
+    heads: False builds the encoder alone (no pooler, MLM or NSP
+      parameters) and returns `(None, {"hidden": [B, T, D]})`: the backbone
+      that sentence encoders (`lm.models.embedder`) and fine-tuning heads
+      sit on, with the same parameter names as the full model.
   """
 
   config: ModelConfig
+  heads: bool = True
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *,
@@ -126,6 +131,8 @@ class BertModel(nn.Module):
     x = nn.with_logical_constraint(x, EMBED_AXES)
 
     hidden = Encoder(cfg, name="encoder")(x, positions, mask, deterministic)
+    if not self.heads:
+      return None, {"hidden": hidden}
     pooled = Pooler(cfg, name="pooler")(hidden)  # [B, D]
     nsp_logits = NspHead(cfg, name="nsp_head")(pooled)  # [B, 2]
     if masked_positions is None:

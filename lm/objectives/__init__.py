@@ -8,6 +8,9 @@ call it. `make_objective(config)` returns one of:
             documents, for the decoder and LSTM architectures.
   "mlm"     `MaskedLM` (lm.objectives.mlm): masked LM plus next-sentence
             prediction on `[CLS] A [SEP] B [SEP]` pairs, for BERT encoders.
+  "contrastive"  `Contrastive` (lm.objectives.contrastive): SimCSE / InfoNCE
+            sentence embeddings with global in-batch negatives, on any
+            backbone.
 
 Each has the same methods:
 
@@ -19,8 +22,16 @@ Each has the same methods:
       batches and hosts; works inside `jit` and on host numbers.
   check_model(model_cfg)
       LmError when the architecture cannot serve this objective.
+  build_model(model_cfg) -> module
+      The Flax module trained (`lm.models.build_model`, or a wrapper).
+  backbone_path
+      Where the pretrained backbone sits in the parameter tree (() = the
+      whole tree), for `config.init_from` (`lm.training.warm_start`).
+  open_source(uri, *, train) -> source
+      The data named by `uri` (`lm.data.sources`, or pairs), None for "".
   open_data(source, tokenizer, cache_dir, max_chars) -> data
-      The tokenized, disk-cached form of a corpus this objective reads.
+      The tokenized, disk-cached form of a corpus this objective reads; it
+      has `.tokens`, the flat token ids.
   train_batches(data, process_index, process_count) -> batches
       `.batch(step)` (this process's rows, a pure function of the step),
       `.epoch(step)` and `.state(step)`, as `lm.data.pipeline.TrainBatches`.
@@ -33,13 +44,32 @@ Each has the same methods:
       Training FLOPs per input token, for MFU.
   bert_specials
       Whether the tokenizer must reserve [CLS], [SEP] and [MASK].
+  evaluate(data, eval_fn, params, mesh, *, batch_size, max_batches) -> dict
+      Optional: metrics that are not sums over batches (retrieval); without
+      it `lm.training.loop.evaluate_data` sums `eval_fn` over the batches.
 """
 
 from __future__ import annotations
 
 from lm.errors import LmError
 
-OBJECTIVES = ("causal", "mlm")
+OBJECTIVES = ("causal", "mlm", "contrastive")
+
+
+def open_documents(config, uri: str):
+  """`lm.data.sources.open_source` of `uri` with the config's field and
+  TFDS data_dir; None for an empty URI."""
+  if not uri:
+    return None
+  from lm.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.open_source(uri, field=config.data.field,
+                             data_dir=config.data.data_dir or None)
+
+
+def build_backbone(model_cfg):
+  """The bare model of `model_cfg` (what causal and masked LM train)."""
+  from lm.models import build_model  # pylint: disable=g-import-not-at-top
+  return build_model(model_cfg)
 
 
 def make_objective(config):
@@ -50,5 +80,8 @@ def make_objective(config):
   if config.objective == "mlm":
     from lm.objectives.mlm import MaskedLM  # pylint: disable=g-import-not-at-top
     return MaskedLM(config)
+  if config.objective == "contrastive":
+    from lm.objectives.contrastive import Contrastive  # pylint: disable=g-import-not-at-top
+    return Contrastive(config)
   raise LmError(f"config.objective={config.objective!r} is not known; use one "
                 f"of {', '.join(repr(o) for o in OBJECTIVES)}.")

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from lm.data import packing, pipeline
 from lm.errors import LmError
+from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
 from lm.training import metrics as metrics_lib
 
@@ -55,6 +56,15 @@ class CausalLM:
     self.loss = functools.partial(causal_lm_loss,
                                   use_segments=config.data.segment_mask)
     self.summarize = summarize
+
+  backbone_path = ()
+
+  def build_model(self, model_cfg):
+    return build_backbone(model_cfg)
+
+  def open_source(self, uri: str, *, train: bool):
+    del train
+    return open_documents(self.config, uri)
 
   def check_model(self, model_cfg) -> None:
     if model_cfg.arch not in ("transformer", "lstm"):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from lm.data import masking, nsp as nsp_lib, segments as segments_lib
 from lm.errors import LmError
+from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
 from lm.training import metrics as metrics_lib
 
@@ -115,6 +116,15 @@ class MaskedLM:
     if not 0.0 <= m.short_seq_prob <= 1.0:
       raise LmError(f"config.mlm.short_seq_prob={m.short_seq_prob} is outside "
                     "[0, 1]; set it to a probability.")
+
+  backbone_path = ()
+
+  def build_model(self, model_cfg):
+    return build_backbone(model_cfg)
+
+  def open_source(self, uri: str, *, train: bool):
+    del train
+    return open_documents(self.config, uri)
 
   def check_model(self, model_cfg) -> None:
     if model_cfg.arch != "bert":

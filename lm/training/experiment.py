@@ -31,7 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
   c.async_checkpoints = True
   c.grad_accum_steps = 1     # microbatches per step (batch_size is split)
-  c.objective = "causal"     # causal | mlm (see lm.objectives)
+  c.objective = "causal"     # causal | mlm | contrastive (see lm.objectives)
+  c.init_from = ""           # workdir whose weights start the backbone
+                             # (step 0 only; lm.training.warm_start)
   c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
   c.progress_bar = True
 
@@ -68,6 +70,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.mlm.whole_word = False         # mask whole sentencepiece words
   c.mlm.max_predictions = 0        # per row; 0 = ceil(seq_len * mask_rate)
   c.mlm.short_seq_prob = 0.1       # rows given a shorter random length
+
+  # Sentence embeddings (objective "contrastive"; lm.objectives.contrastive).
+  c.contrastive = ml_collections.ConfigDict()
+  c.contrastive.mode = "unsupervised"   # unsupervised (SimCSE) | supervised
+  c.contrastive.texts = "lines"         # unsupervised sentences: lines | documents
+  c.contrastive.anchor_field = "anchor"      # jsonl / tfds pair fields
+  c.contrastive.positive_field = "positive"
+  c.contrastive.negative_field = ""          # hard negatives ("" = none)
+  c.contrastive.pooling = "cls"         # cls | mean | last
+  c.contrastive.projection = True       # tanh(dense) head, training only
+  c.contrastive.temperature = 0.05
+  c.contrastive.learn_temperature = False
+  c.contrastive.min_temperature = 0.01  # floor of a learned temperature
+  c.contrastive.symmetric = False       # also score positives -> anchors
+  c.contrastive.eval_candidates = 1000  # held-out pairs ranked in eval
+  c.contrastive.sts = ""                # scored pairs for Spearman ("" = none)
+  c.contrastive.sts_a_field = "text_a"
+  c.contrastive.sts_b_field = "text_b"
+  c.contrastive.sts_score_field = "score"
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.lr = 3e-4

@@ -22,15 +22,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from lm.data import pipeline, sources, tokenizer as tokenizer_lib
+from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import LmError
-from lm.models import build_model
 from lm.models.config import ModelConfig, make_model_config
 from lm.models.transformer import count_params
 from lm.objectives import make_objective
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
+from lm.training import warm_start
+from lm.training.workdir import read_resolved
 from lm.training.checkpoint import Checkpointer
 from lm.training.state import init_state, state_shardings
 
@@ -114,17 +115,28 @@ def prepare(config, workdir: str) -> Run:
   if config.batch_size % jax.process_count():
     raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
                   f"the {jax.process_count()} processes.")
-  data_dir = config.data.data_dir or None
-  train_src = sources.open_source(config.data.train, field=config.data.field,
-                                  data_dir=data_dir)
-  eval_src = (sources.open_source(config.data.eval, field=config.data.field,
-                                  data_dir=data_dir) if config.data.eval else None)
+  train_src = objective.open_source(config.data.train, train=True)
+  eval_src = objective.open_source(config.data.eval, train=False)
   # Model errors before anything is written.
   objective.check_model(resolve_model_config(config, vocab_size=1))
+  tok_cfg, source_run = config.data.tokenizer, None
+  if config.init_from:
+    # The run starts from another run's weights, so it reads that run's
+    # tokenizer unless one is named (which must then be the same).
+    source_run = read_resolved(config.init_from)
+    if not tok_cfg.path:
+      tok_cfg = ml_collections.ConfigDict(tok_cfg.to_dict())
+      tok_cfg.path = source_run["tokenizer"]["path"]
   os.makedirs(workdir, exist_ok=True)
-  tok = tokenizer_lib.load_or_train(config.data.tokenizer, workdir, train_src,
+  tok = tokenizer_lib.load_or_train(tok_cfg, workdir, train_src,
                                     bert_specials=objective.bert_specials)
   model_cfg = resolve_model_config(config, tok.vocab_size)
+  if source_run is not None:
+    if tok.fingerprint() != source_run["tokenizer"]["sha256"]:
+      raise LmError(f"data.tokenizer.path={tok.path} is not the tokenizer of "
+                    f"config.init_from={config.init_from}; leave "
+                    "data.tokenizer.path empty to use that run's.")
+    warm_start.check_model(source_run["model"], model_cfg, config.init_from)
   max_chars = config.data.max_chars or None
   cache = os.path.join(workdir, "data")
   train_data = objective.open_data(train_src, tok, cache, max_chars)
@@ -138,7 +150,7 @@ def prepare(config, workdir: str) -> Run:
       "batch": {**objective.data_settings(),
                 "train_tokens": int(len(train_data.tokens))},
   }
-  return Run(config, model_cfg, build_model(model_cfg), objective, tok,
+  return Run(config, model_cfg, objective.build_model(model_cfg), objective, tok,
              train_data, eval_data, mesh, rules, resolved)
 
 
@@ -157,14 +169,16 @@ def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,
   Every host reads its rows of each global batch; the per-batch sums are
   added up on the host and turned into metrics by `objective.summarize`.
   Returns `{"eval_<metric>": value}` plus `eval_tokens`, the counted tokens.
+  An objective with metrics beyond batch sums (retrieval) computes them in
+  its own `evaluate` with the same arguments.
   """
-  p, n = jax.process_index(), jax.process_count()
-  local = batch_size // n
-  bsharding = sharding_lib.batch_sharding(mesh)
+  if hasattr(objective, "evaluate"):
+    return objective.evaluate(data, eval_fn, params, mesh,
+                              batch_size=batch_size, max_batches=max_batches)
   totals = None
-  for batch in objective.eval_batches(data, batch_size, max_batches):
-    batch = {k: v[p * local:(p + 1) * local] for k, v in batch.items()}
-    out = jax.device_get(eval_fn(params, pipeline.to_global(batch, bsharding)))
+  for _, out in step_lib.eval_outputs(
+      eval_fn, params, mesh,
+      objective.eval_batches(data, batch_size, max_batches)):
     out = {k: np.float64(v) for k, v in out.items()}
     totals = out if totals is None else {k: totals[k] + out[k] for k in out}
   if totals is None:
@@ -199,6 +213,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, _, _ = init_state(run.model, tx, mesh, rules, c.seed, c.seq_len,
                              shardings=shardings)
     start = 0
+    if c.init_from:
+      state = state.replace(params=warm_start.start_from(
+          c.init_from, state.params, shardings.params, objective))
   if is_main:
     _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
 

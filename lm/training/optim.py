@@ -38,12 +38,15 @@ def learning_rate_schedule(opt_cfg, steps: int) -> optax.Schedule:
 
 
 def decay_mask(params, decay_norms_and_biases: bool = False):
-  """True for parameters that get weight decay: matrices, not norms or biases.
+  """True for parameters that get weight decay: matrices, not norms, biases
+  or scalars (a learned temperature).
 
   Example: {'mlp': {'wi': [D,F], 'bias': [F]}, 'ln': {'scale': [D]}}
   -> {'mlp': {'wi': True, 'bias': False}, 'ln': {'scale': False}}.
   """
-  def keep(path, _):
+  def keep(path, leaf):
+    if getattr(leaf, "ndim", 1) == 0:
+      return False
     if decay_norms_and_biases:
       return True
     names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]

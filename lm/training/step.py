@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lm.data.pipeline import to_global
 from lm.objectives.causal import summarize as causal_summarize
 from lm.parallel import sharding as sharding_lib
 from lm.training.state import TrainState
@@ -106,6 +107,21 @@ def jit_eval_step(model, objective, mesh, rules, params_shardings):
       in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
       out_shardings=sharding_lib.replicated(mesh))
   return _run_in_mesh(evaluate, mesh, rules)
+
+
+def eval_outputs(eval_fn, params, mesh, batches):
+  """Runs `eval_fn(params, batch)` over global numpy `batches`.
+
+  Every process passes its own rows of each batch; the (replicated) outputs
+  come back to the host. Yields `(batch, outputs)` with the whole global
+  batch, so callers can read per-row fields such as weights.
+  """
+  p, n = jax.process_index(), jax.process_count()
+  bsharding = sharding_lib.batch_sharding(mesh)
+  for batch in batches:
+    local = len(next(iter(batch.values()))) // n
+    rows = {k: v[p * local:(p + 1) * local] for k, v in batch.items()}
+    yield batch, jax.device_get(eval_fn(params, to_global(rows, bsharding)))
 
 
 def _run_in_mesh(fn, mesh, rules):

@@ -11,8 +11,8 @@ import ml_collections
 
 from lm.data.tokenizer import Tokenizer
 from lm.errors import LmError
-from lm.models import build_model
 from lm.models.config import ModelConfig
+from lm.objectives import make_objective
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import optim
@@ -74,7 +74,7 @@ def load_trained(workdir: str, step: int | None = None) -> Trained:
   # unless data.tokenizer.path named another file).
   tokenizer = Tokenizer.load(resolved.get("tokenizer", {}).get("path")
                              or os.path.join(workdir, "tokenizer.model"))
-  model = build_model(model_cfg)
+  model = make_objective(config).build_model(model_cfg)
   mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   rules = sharding_lib.logical_rules(config.mesh.get("rules") or ())
   tx, _ = optim.make_optimizer(config.optimizer, config.steps)

@@ -116,3 +116,25 @@ def test_sharded_global_batch_equals_single_device():
   per_shard = sum(float(loss(jnp.asarray(a[i:i + 2]), jnp.asarray(p[i:i + 2])))
                   for i in range(0, 16, 2))
   assert abs(per_shard - float(ref)) > 1.0
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_padding_rows_are_neither_scored_nor_negatives(symmetric):
+  rng = np.random.default_rng(3)
+  a = rng.normal(size=(5, 8)).astype(np.float32)
+  p = (a + 0.5 * rng.normal(size=(5, 8))).astype(np.float32)
+  neg = rng.normal(size=(5, 2, 8)).astype(np.float32)
+  valid = np.array([1, 0, 1, 1, 0], bool)
+  got = info_nce(jnp.asarray(a), jnp.asarray(p), 0.1, symmetric=symmetric,
+                 negatives=jnp.asarray(neg), valid=jnp.asarray(valid))
+  want = reference(a[valid], p[valid], 0.1, symmetric, neg[valid])
+  np.testing.assert_allclose(float(got[0]), want[0], rtol=1e-5)
+  assert float(got[1]) == want[1]
+  assert float(got[2]) == 3.0
+  # An all-padding batch gives zeros, and finite gradients.
+  none = jnp.zeros((5,), bool)
+  out = info_nce(jnp.asarray(a), jnp.asarray(p), 0.1, valid=none)
+  assert [float(x) for x in out] == [0.0, 0.0, 0.0]
+  g = jax.grad(lambda x: info_nce(x, jnp.asarray(p), 0.1, valid=none)[0])(
+      jnp.asarray(a))
+  assert np.all(np.isfinite(np.asarray(g)))
