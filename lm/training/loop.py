@@ -215,7 +215,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = 0
     if c.init_from:
       state = state.replace(params=warm_start.start_from(
-          c.init_from, state.params, shardings.params, objective))
+          c.init_from, state.params, shardings.params, run.objective))
   if is_main:
     _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
 
