@@ -1,0 +1,42 @@
+"""Embedding text files with a trained contrastive run (`launch.encode`)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from lm.errors import LmError
+
+
+def read_lines(path: str) -> list[str]:
+  """The lines of `path` without their line endings, or one sentence."""
+  if not os.path.isfile(path):
+    raise LmError(f"--input {path} does not exist; pass a text file with one "
+                  "text per line.")
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = f.read().splitlines()
+  if not lines:
+    raise LmError(f"--input {path} is empty; pass a text file with one text "
+                  "per line.")
+  return lines
+
+
+def encode_file(workdir: str, input_path: str, output_path: str,
+                step: int | None = None, batch_size: int = 64):
+  """Embeds every line of `input_path`; returns (array, written path)."""
+  from lm.objectives.contrastive import embed_texts  # pylint: disable=g-import-not-at-top
+  from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
+  if not output_path.endswith(".npy"):
+    raise LmError(f"--output {output_path} must end in .npy (it is written "
+                  "with numpy.save).")
+  out_dir = os.path.dirname(os.path.abspath(output_path))
+  if not os.path.isdir(out_dir):
+    raise LmError(f"the directory of --output {output_path} does not exist; "
+                  "create it first.")
+  texts = read_lines(input_path)
+  emb = embed_texts(load_trained(workdir, step), texts, batch_size=batch_size)
+  tmp = output_path[:-len(".npy")] + ".tmp.npy"
+  np.save(tmp, emb)
+  os.replace(tmp, output_path)
+  return emb, output_path
