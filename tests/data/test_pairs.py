@@ -236,6 +236,16 @@ def test_pystdlib_pairs_split_by_file(stdlib_pairs):
   assert open_pairs("pystdlib").positives == train.positives
 
 
+def test_pystdlib_held_out_pairs_share_no_text_with_training(stdlib_pairs):
+  train, val = stdlib_pairs
+  seen = set(train.anchors) | set(train.positives)
+  assert not seen & (set(val.anchors) | set(val.positives))
+  # The stdlib repeats some functions across files; those are the ones dropped.
+  everything = docstring_code_pairs(
+      sources._stdlib_files("validation"), "pystdlib:validation")
+  assert len(val) < len(everything)
+
+
 def test_pystdlib_pairs_look_like_docstring_and_code(stdlib_pairs):
   train, val = stdlib_pairs
   both = list(zip(train.anchors + val.anchors, train.positives + val.positives))
@@ -298,7 +308,7 @@ def test_jsonl_pairs_missing_field_names_file_line_field_and_keys(tmp_path):
     open_pairs(f"jsonl:{path}", fields=("q", "a"))
   msg = str(e.value)
   assert str(path) in msg and "line 2" in msg and "'a'" in msg
-  assert "['answer', 'q']" in msg and "config.contrastive.fields" in msg
+  assert "['answer', 'q']" in msg and "config.contrastive.anchor_field/positive_field" in msg
   assert "\n" not in msg
   with pytest.raises(LmError) as e:
     open_pairs(f"jsonl:{path}", fields=("q", "q"), negative_field="neg")
@@ -370,7 +380,7 @@ def test_scored_pairs_non_numeric_score(tmp_path, score):
     open_scored_pairs(f"jsonl:{path}")
   msg = str(e.value)
   assert "line 1" in msg and "field 'score'" in msg and "not a number" in msg
-  assert "config.contrastive.sts_fields" in msg
+  assert "config.contrastive.sts_a_field/sts_b_field/sts_score_field" in msg
 
 
 def test_scored_pairs_bad_fields(tmp_path):
