@@ -27,21 +27,8 @@ from configs import code_search  # noqa: E402
 from lm.data import pairs as pairs_lib  # noqa: E402
 from lm.objectives.contrastive import embed_texts  # noqa: E402
 from lm.tasks import retrieval  # noqa: E402
-from lm.training import loop, optim, step as step_lib  # noqa: E402
-from lm.training.state import init_state  # noqa: E402
+from lm.training import loop  # noqa: E402
 from lm.training.workdir import load_trained  # noqa: E402
-
-
-def untrained(config, workdir):
-  """Held-out metrics of the encoder as initialised (seed of the config)."""
-  run = loop.prepare(config, workdir)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.steps)
-  state, _, shardings = init_state(run.model, tx, run.mesh, run.rules,
-                                   config.seed, config.seq_len)
-  _, eval_fn = step_lib.jit_steps(run.model, run.objective.loss, tx, schedule,
-                                  config.seed, run.mesh, run.rules, shardings)
-  out = loop.evaluate(run, eval_fn, state.params, None)
-  return {k[len("eval_"):]: v for k, v in out.items()}
 
 
 def main():
@@ -72,7 +59,8 @@ def main():
     b = embed_texts(trained, code)
     rows = {
         "trained": retrieval.retrieval_metrics(a, b, ks=(1, 10)),
-        "untrained": untrained(c, os.path.join(tmp, "untrained")),
+        "untrained": {k[len("eval_"):]: v for k, v in loop.evaluate_untrained(
+            c, os.path.join(tmp, "untrained")).items()},
         "TF-IDF": retrieval.tfidf_baseline(queries, code, ks=(1, 10)),
     }
     print(f"code_search ({c.model.size}, {trained.step} steps of "

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from lm.data import packing
-from lm.data.pipeline import check_process_slice
+from lm.data.pipeline import EpochPermutations, check_process_slice
 from lm.errors import LmError
 
 
@@ -174,15 +174,7 @@ class ContrastiveBatches:
     self.lo = process_index * self.local
     self.seed = int(seed)
     self.row_args = dict(seq_len=seq_len, first=first, last=last, pad=pad)
-    self._perms: dict[int, np.ndarray] = {}
-
-  def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perms:
-      if len(self._perms) >= 2:
-        self._perms.pop(min(self._perms))
-      rng = np.random.default_rng([self.seed, epoch])
-      self._perms[epoch] = rng.permutation(self.n_items)
-    return self._perms[epoch]
+    self._perms = EpochPermutations(self.seed, self.n_items)
 
   def items(self, step: int) -> np.ndarray:
     """This process's item indices at `step`."""
@@ -192,7 +184,7 @@ class ContrastiveBatches:
     out = np.empty_like(g)
     for e in np.unique(epochs):
       sel = epochs == e
-      out[sel] = self._perm(int(e))[slots[sel]]
+      out[sel] = self._perms(int(e))[slots[sel]]
     return out
 
   def batch(self, step: int) -> dict[str, np.ndarray]:

@@ -355,22 +355,9 @@ def _open_jsonl_rows(uri: str, rest: str, columns: Sequence[_Field]
 def _open_tfds_rows(uri: str, rest: str, columns: Sequence[_Field],
                     data_dir: str | None) -> tuple[list[tuple], str, list]:
   """All rows of `tfds:NAME[/CONFIG][:SPLIT]`, the canonical URI and a key."""
-  name, _, split = rest.partition(":")
-  split = split or "train"
-  if not name:
-    raise LmError(f"Data URI {uri!r} names no TFDS dataset; write e.g. "
-                  "'tfds:snli:train'.")
-  import tensorflow_datasets as tfds  # lazy: only tfds: URIs need it
-  if data_dir:
-    data_dir = os.path.expanduser(data_dir)
-  try:
-    ds = tfds.data_source(name, split=split, data_dir=data_dir)
-  except Exception as e:  # pylint: disable=broad-except
-    raise sources.tfds_error(name, split, e) from None
+  ds, name, split = sources.open_tfds_split(uri, rest, data_dir,
+                                           example="snli")
   n = len(ds)
-  if n == 0:
-    raise LmError(f"TFDS split {split!r} of {name!r} has no examples; pick "
-                  "another split.")
   features = sorted(ds[0].keys())
   for col in columns:
     if col.name not in features:

@@ -53,6 +53,26 @@ def check_process_slice(global_batch_size: int, process_index: int,
                   f"[0, {process_count}).")
 
 
+class EpochPermutations:
+  """`perms(epoch)`: the order of `n` items in `epoch`,
+  `default_rng([seed, epoch]).permutation(n)`; the last two are cached.
+
+  Example: EpochPermutations(0, 4)(1) -> e.g. array([2, 0, 3, 1]).
+  """
+
+  def __init__(self, seed: int, n: int):
+    self.seed, self.n = int(seed), int(n)
+    self._cache: dict[int, np.ndarray] = {}
+
+  def __call__(self, epoch: int) -> np.ndarray:
+    if epoch not in self._cache:
+      if len(self._cache) >= 2:
+        self._cache.pop(min(self._cache))
+      rng = np.random.default_rng([self.seed, epoch])
+      self._cache[epoch] = rng.permutation(self.n)
+    return self._cache[epoch]
+
+
 class TrainBatches:
   """This process's rows of the global training batch, by step.
 
@@ -83,16 +103,11 @@ class TrainBatches:
     self.local_batch_size = global_batch_size // process_count
     self.n_tokens = len(stream)
     self.n_windows = max(1, (self.n_tokens - 1) // seq_len)
-    self._perms: dict[int, np.ndarray] = {}
+    self._perms = EpochPermutations(self.seed, self.n_windows)
 
   def _perm(self, epoch: int) -> np.ndarray:
-    """The window order of `epoch` (the last two used are cached)."""
-    if epoch not in self._perms:
-      if len(self._perms) >= 2:
-        self._perms.pop(min(self._perms))
-      rng = np.random.default_rng([self.seed, epoch])
-      self._perms[epoch] = rng.permutation(self.n_windows)
-    return self._perms[epoch]
+    """The window order of `epoch`."""
+    return self._perms(epoch)
 
   def _local_rows(self) -> slice:
     """This process's row range within a step's G rows."""

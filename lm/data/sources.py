@@ -362,14 +362,19 @@ def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
                  "pass its data_dir (--config.data.data_dir).")
 
 
-def _open_tfds(uri: str, rest: str, field: str,
-               data_dir: str | None) -> TfdsSource:
-  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`."""
+def open_tfds_split(uri: str, rest: str, data_dir: str | None,
+                    example: str = "imdb_reviews"):
+  """`(tfds.data_source, name, split)` of `tfds:NAME[/CONFIG][:SPLIT]`.
+
+  `rest` is the URI after `tfds:`; SPLIT defaults to `train`. A missing
+  name, an unknown or unprepared dataset and an empty split are LmErrors
+  (`example` is the dataset name suggested in the missing-name message).
+  """
   name, _, split = rest.partition(":")
   split = split or "train"
   if not name:
     raise LmError(f"Data URI {uri!r} names no TFDS dataset; write e.g. "
-                  "'tfds:imdb_reviews:train'.")
+                  f"'tfds:{example}:train'.")
   import tensorflow_datasets as tfds  # lazy: only tfds: URIs need it
   if data_dir:
     data_dir = os.path.expanduser(data_dir)
@@ -380,6 +385,13 @@ def _open_tfds(uri: str, rest: str, field: str,
   if len(ds) == 0:
     raise LmError(f"TFDS split {split!r} of {name!r} has no examples; pick "
                   "another split.")
+  return ds, name, split
+
+
+def _open_tfds(uri: str, rest: str, field: str,
+               data_dir: str | None) -> TfdsSource:
+  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`."""
+  ds, name, split = open_tfds_split(uri, rest, data_dir)
   features = sorted(ds[0].keys())
   if field not in features:
     raise LmError(f"TFDS dataset {name!r} has no feature {field!r}; "

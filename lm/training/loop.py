@@ -188,6 +188,18 @@ def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,
           "eval_tokens": float(totals["tokens"])}
 
 
+def evaluate_untrained(config, workdir: str) -> dict:
+  """The eval metrics of the model as `config.seed` initialises it: the
+  baseline that training is measured against (nothing is trained)."""
+  run = prepare(config, workdir)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.steps)
+  state, _, shardings = init_state(run.model, tx, run.mesh, run.rules,
+                                   config.seed, config.seq_len)
+  _, eval_fn = step_lib.jit_steps(run.model, run.objective.loss, tx, schedule,
+                                  config.seed, run.mesh, run.rules, shardings)
+  return evaluate(run, eval_fn, state.params, None)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) the experiment in `workdir`; returns final metrics."""
   run = prepare(config, workdir)

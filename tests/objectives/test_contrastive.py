@@ -1,9 +1,6 @@
 """The contrastive objective end to end: global negatives, SimCSE, pairs,
 learning on held-out pystdlib functions, and warm starts."""
 
-import dataclasses
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +15,7 @@ from lm.objectives.contrastive import contrastive_loss, embed_texts
 from lm.parallel.mesh import make_mesh
 from lm.parallel.sharding import batch_sharding
 from lm.tasks import retrieval
-from lm.training import loop, optim, step as step_lib, warm_start
+from lm.training import loop, optim, warm_start
 from lm.training.state import init_state
 from lm.training.workdir import load_trained
 from tests.training.corpus import set_keys
@@ -87,17 +84,6 @@ def test_simcse_views_differ_only_by_dropout():
   assert losses[0.3] > losses[0.0] + 1e-3, losses
 
 
-def _untrained_metrics(config, workdir):
-  """Held-out metrics of the freshly initialised encoder of `config`."""
-  run = loop.prepare(config, workdir)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.steps)
-  state, _, shardings = init_state(run.model, tx, run.mesh, run.rules,
-                                   config.seed, config.seq_len)
-  _, eval_fn = step_lib.jit_steps(run.model, run.objective.loss, tx, schedule,
-                                  config.seed, run.mesh, run.rules, shardings)
-  return loop.evaluate(run, eval_fn, state.params, None)
-
-
 def _code_search(**overrides):
   c = code_search.get_config("runlocal")
   return set_keys(c, {"seq_len": 64, "batch_size": 32, "steps": 200,
@@ -110,7 +96,7 @@ def _code_search(**overrides):
 
 def test_short_run_on_pystdlib_pairs_beats_the_untrained_encoder(tmp_path):
   c = _code_search()
-  before = _untrained_metrics(c, str(tmp_path / "untrained"))
+  before = loop.evaluate_untrained(c, str(tmp_path / "untrained"))
   after = loop.train(c, str(tmp_path / "run"))
   assert after["eval_candidates"] == 256
   # Measured: recall@1 0.07 -> 0.24, recall@10 0.27 -> 0.62 (256 candidates).
