@@ -196,11 +196,7 @@ class Contrastive:
     return EvalSources(held_out, sts)
 
   def open_data(self, source, tokenizer, cache_dir, max_chars):
-    if self.bert_specials:
-      first, last = tokenizer.cls_id, tokenizer.sep_id
-    else:
-      first, last = tokenizer.bos_id, tokenizer.eos_id
-    frame = dict(first=first, last=last, pad=tokenizer.pad_id)
+    frame = _frame(tokenizer, self.arch)
     if isinstance(source, EvalSources):
       return Tokenized(
           _pair_columns(source.pairs, tokenizer, cache_dir),
@@ -293,6 +289,16 @@ class Contrastive:
                                            self.config.seq_len, attn)
 
 
+def _frame(tokenizer, arch: str) -> dict:
+  """The ids around each row's text: [CLS] ... [SEP] for BERT, bos ... eos
+  otherwise, and the padding id."""
+  if arch == "bert":
+    return dict(first=tokenizer.cls_id, last=tokenizer.sep_id,
+                pad=tokenizer.pad_id)
+  return dict(first=tokenizer.bos_id, last=tokenizer.eos_id,
+              pad=tokenizer.pad_id)
+
+
 def _pair_columns(source, tokenizer, cache_dir):
   """Tokenized anchor / positive (/ negative) columns of a PairSource."""
   if source is None:
@@ -358,10 +364,7 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   batch_size = -(-batch_size // shards) * shards
   cols = pair_batches.columns_from_texts({"text": texts}, tok)
-  if trained.model_cfg.arch == "bert":
-    first, last = tok.cls_id, tok.sep_id
-  else:
-    first, last = tok.bos_id, tok.eos_id
+  frame = _frame(tok, trained.model_cfg.arch)
   model = trained.model
 
   def encode(params, tokens, mask):
@@ -376,8 +379,7 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
     index = np.arange(s, s + batch_size)
     index = np.where(index < len(texts), index, -1)
     tokens, mask = pair_batches.rows(cols, "text", index,
-                                     seq_len=config.seq_len, first=first,
-                                     last=last, pad=tok.pad_id)
+                                     seq_len=config.seq_len, **frame)
     emb = np.asarray(jax.device_get(fn(trained.params, tokens, mask)))
     out.append(emb[index >= 0])
   return np.concatenate(out).astype(np.float32)
