@@ -153,6 +153,33 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cached_arrays(key: Sequence, build, cache_dir: str, prefix: str
+                  ) -> dict[str, np.ndarray]:
+  """`build()` (a dict of arrays) cached under
+  `cache_dir/<prefix>-<hash of key>/` and memory-mapped.
+
+  `key` must change whenever the data or tokenizer do (their
+  fingerprints). Example: the first call builds and writes the arrays;
+  later calls only load them.
+  """
+  digest = hashlib.sha256(repr(list(key)).encode()).hexdigest()[:16]
+  path = os.path.join(cache_dir, f"{prefix}-{digest}")
+  if not os.path.isdir(path):
+    arrays = build()
+    try:
+      save_arrays(path, arrays)
+    except OSError:
+      if not os.path.isdir(path):  # not just another process winning the race
+        raise
+  try:
+    files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
+    return {f[:-4]: np.load(os.path.join(path, f), mmap_mode="r")
+            for f in files}
+  except (OSError, ValueError) as e:
+    raise LmError(f"Cached arrays {path} are unreadable ({e}); delete the "
+                  "directory so they are rebuilt.") from None
+
+
 def save_stream(stream: TokenStream, path: str) -> None:
   """Writes `stream` as a directory `path/` with tokens.npy and doc_starts.npy
   (atomically, see `save_arrays`). Example: save_stream(s,

@@ -19,8 +19,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from typing import Sequence
 
 import numpy as np
@@ -82,29 +80,18 @@ def cached_columns(key: Sequence, build, cache_dir: str) -> Columns:
   tokenizer fingerprints). Example: the first call tokenizes and writes the
   arrays; later calls only load them.
   """
-  digest = hashlib.sha256(repr(list(key)).encode()).hexdigest()[:16]
-  path = os.path.join(cache_dir, f"columns-{digest}")
-  if not os.path.isdir(path):
+  def arrays():
     cols = build()
-    arrays = {"tokens": cols.tokens}
-    arrays.update({f"starts.{k}": v for k, v in cols.starts.items()})
+    out = {"tokens": cols.tokens}
+    out.update({f"starts.{k}": v for k, v in cols.starts.items()})
     if cols.scores is not None:
-      arrays["scores"] = cols.scores
-    try:
-      packing.save_arrays(path, arrays)
-    except OSError:
-      if not os.path.isdir(path):  # not just another process winning the race
-        raise
-  try:
-    files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
-    loaded = {f[:-4]: np.load(os.path.join(path, f), mmap_mode="r")
-              for f in files}
-  except (OSError, ValueError) as e:
-    raise LmError(f"Tokenized columns {path} are unreadable ({e}); delete the "
-                  "directory so they are rebuilt.") from None
+      out["scores"] = cols.scores
+    return out
+
+  loaded = packing.cached_arrays(key, arrays, cache_dir, "columns")
   if "tokens" not in loaded:
-    raise LmError(f"Tokenized columns {path} are missing tokens.npy; delete "
-                  "the directory so they are rebuilt.")
+    raise LmError(f"Tokenized columns under {cache_dir} are missing "
+                  "tokens.npy; delete the directory so they are rebuilt.")
   starts = {k[len("starts."):]: np.asarray(v) for k, v in loaded.items()
             if k.startswith("starts.")}
   scores = loaded.get("scores")
@@ -180,12 +167,7 @@ class ContrastiveBatches:
     """This process's item indices at `step`."""
     g = step * self.global_batch_size + np.arange(
         self.lo, self.lo + self.local, dtype=np.int64)
-    epochs, slots = np.divmod(g, self.n_items)
-    out = np.empty_like(g)
-    for e in np.unique(epochs):
-      sel = epochs == e
-      out[sel] = self._perms(int(e))[slots[sel]]
-    return out
+    return self._perms.take(g)
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     items = self.items(step)

@@ -72,6 +72,19 @@ class EpochPermutations:
       self._cache[epoch] = rng.permutation(self.n)
     return self._cache[epoch]
 
+  def take(self, g: np.ndarray) -> np.ndarray:
+    """The items at global positions `g` of the endless shuffled sequence
+    perm_0, perm_1, ...: position g is `perm_{g // n}[g % n]`.
+
+    Example: n = 4, g = [3, 4] -> [perm_0[3], perm_1[0]].
+    """
+    epochs, slots = np.divmod(np.asarray(g, np.int64), self.n)
+    out = np.empty_like(epochs)
+    for e in np.unique(epochs):
+      sel = epochs == e
+      out[sel] = self(int(e))[slots[sel]]
+    return out
+
 
 class TrainBatches:
   """This process's rows of the global training batch, by step.
@@ -105,10 +118,6 @@ class TrainBatches:
     self.n_windows = max(1, (self.n_tokens - 1) // seq_len)
     self._perms = EpochPermutations(self.seed, self.n_windows)
 
-  def _perm(self, epoch: int) -> np.ndarray:
-    """The window order of `epoch`."""
-    return self._perms(epoch)
-
   def _local_rows(self) -> slice:
     """This process's row range within a step's G rows."""
     lo = self.process_index * self.local_batch_size
@@ -128,12 +137,7 @@ class TrainBatches:
       return rng.integers(0, high, size=self.global_batch_size)[rows]
     g = step * self.global_batch_size + np.arange(
         self.global_batch_size, dtype=np.int64)[rows]
-    epochs, slots = np.divmod(g, self.n_windows)
-    windows = np.empty_like(g)
-    for e in np.unique(epochs):
-      sel = epochs == e
-      windows[sel] = self._perm(int(e))[slots[sel]]
-    return windows * self.seq_len
+    return self._perms.take(g) * self.seq_len
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's [L, seq_len] rows of step `step` (see `make_rows`)."""
@@ -161,6 +165,78 @@ class TrainBatches:
         "seq_len": int(self.seq_len),
         "global_batch_size": int(self.global_batch_size),
     }
+
+
+class RowBatches:
+  """This process's rows of each step's global batch, drawn from fixed
+  example arrays (fine-tuning: one tokenized example per row).
+
+  `arrays` maps names to arrays with one row per example (`[N, ...]`).
+  Rows are shuffled once per epoch (`EpochPermutations`) and taken G at a
+  time; each batch also holds `weights` float32 `[L]` (all 1).
+
+  Example: 10 examples, G = 4: step 0 takes perm_0[0:4], step 2 takes
+  perm_0[8:10] and perm_1[0:2]; with 2 processes, process 1 gets rows 2-3
+  of each step.
+  """
+
+  def __init__(self, arrays: dict[str, np.ndarray], *, global_batch_size: int,
+               seed: int, process_index: int = 0, process_count: int = 1):
+    check_process_slice(global_batch_size, process_index, process_count)
+    self.arrays = arrays
+    self.n_items = len(next(iter(arrays.values())))
+    if self.n_items < global_batch_size:
+      raise LmError(f"the training data has {self.n_items} examples, fewer "
+                    f"than config.batch_size={global_batch_size}; use more "
+                    "data or a smaller batch.")
+    self.global_batch_size = global_batch_size
+    self.local = global_batch_size // process_count
+    self.lo = process_index * self.local
+    self.seed = int(seed)
+    self._perms = EpochPermutations(self.seed, self.n_items)
+
+  def items(self, step: int) -> np.ndarray:
+    """This process's example indices at `step`."""
+    g = step * self.global_batch_size + np.arange(
+        self.lo, self.lo + self.local, dtype=np.int64)
+    return self._perms.take(g)
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    index = self.items(step)
+    batch = {k: np.asarray(v[index]) for k, v in self.arrays.items()}
+    batch["weights"] = np.ones((len(index),), np.float32)
+    return batch
+
+  def epoch(self, step: int) -> float:
+    return step * self.global_batch_size / self.n_items
+
+  def state(self, step: int) -> dict:
+    return {"step": int(step), "epoch": float(self.epoch(step)),
+            "seed": self.seed, "items": int(self.n_items),
+            "global_batch_size": int(self.global_batch_size)}
+
+
+def row_eval_batches(arrays: dict[str, np.ndarray], *, batch_size: int,
+                     limit: int | None = None) -> Iterator[dict]:
+  """Rows 0 .. limit-1 of `arrays` in order, `batch_size` at a time, with
+  `weights` (1) and `index` (the row number); the last batch is filled with
+  copies of its first row, of weight 0 and index -1.
+
+  Example: 5 rows, batch_size 4 -> two batches, the second with weights
+  [1, 0, 0, 0] and index [4, -1, -1, -1].
+  """
+  if batch_size < 1:
+    raise LmError(f"Eval batch size must be positive, got {batch_size}.")
+  n = len(next(iter(arrays.values())))
+  limit = n if limit is None else min(limit, n)
+  for s in range(0, limit, batch_size):
+    index = np.arange(s, s + batch_size)
+    real = index < limit
+    rows = np.where(real, index, s)
+    batch = {k: np.asarray(v[rows]) for k, v in arrays.items()}
+    batch["weights"] = real.astype(np.float32)
+    batch["index"] = np.where(real, index, -1).astype(np.int32)
+    yield batch
 
 
 def eval_batches(stream: TokenStream, *, batch_size: int, seq_len: int,

@@ -192,6 +192,29 @@ class Tokenizer:
     return self._sp.encode(list(texts), out_type=int,
                            num_threads=os.cpu_count() or 1)
 
+  def encode_with_offsets(self, texts: Sequence[str]
+                          ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`(ids, starts, ends)` per text: int32 token ids and the character
+    span `text[starts[i]:ends[i]]` each token covers (empty for the leading
+    bytes of a character split into byte pieces).
+
+    Example: "a bc" -> e.g. ids of ["a", "▁bc"], starts [0, 1], ends [1, 4]
+    (the piece "▁bc" covers the space before "bc").
+    """
+    if not texts:
+      return []
+    protos = self._sp.encode(list(texts), return_type="proto",
+                             num_threads=os.cpu_count() or 1)
+    out = []
+    for proto in protos:
+      ids = np.fromiter((p.id for p in proto.pieces), np.int32,
+                        len(proto.pieces))
+      lens = np.fromiter((len(p.surface) for p in proto.pieces), np.int64,
+                         len(proto.pieces))
+      ends = np.cumsum(lens)
+      out.append((ids, ends - lens, ends))
+    return out
+
   def decode(self, ids: Iterable[int]) -> str:
     """Text of `ids`; pad, bos, eos, [CLS], [SEP] and [MASK] ids are dropped.
 

@@ -81,10 +81,14 @@ class BertModel(nn.Module):
       parameters) and returns `(None, {"hidden": [B, T, D]})`: the backbone
       that sentence encoders (`lm.models.embedder`) and fine-tuning heads
       sit on, with the same parameter names as the full model.
+    pooler: with `heads=False`, keep the pooler (its pretrained weights)
+      and return `{"hidden", "pooled"}`: the backbone of a classifier over
+      BERT's pooled output (`lm.models.task_model`).
   """
 
   config: ModelConfig
   heads: bool = True
+  pooler: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *,
@@ -131,9 +135,11 @@ class BertModel(nn.Module):
     x = nn.with_logical_constraint(x, EMBED_AXES)
 
     hidden = Encoder(cfg, name="encoder")(x, positions, mask, deterministic)
-    if not self.heads:
+    if not self.heads and not self.pooler:
       return None, {"hidden": hidden}
     pooled = Pooler(cfg, name="pooler")(hidden)  # [B, D]
+    if not self.heads:
+      return None, {"hidden": hidden, "pooled": pooled}
     nsp_logits = NspHead(cfg, name="nsp_head")(pooled)  # [B, 2]
     if masked_positions is None:
       selected = hidden  # [B, T, D]

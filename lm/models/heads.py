@@ -1,11 +1,12 @@
 """Output heads shared by the model families.
 
 `lm_head` is the next-token head of `DecoderLM`; `Pooler`, `MlmHead` and
-`NspHead` are BERT's pooler and pretraining heads (`lm.models.bert`).
-Logits are always float32.
+`NspHead` are BERT's pooler and pretraining heads (`lm.models.bert`);
+`TaskHead` is the fine-tuning head (classes per row, tags per token, or
+start/end per token; `lm.models.task_model`). Logits are always float32.
 
 Legend: B batch, T length (or P gathered positions), D model width, E output
-width of a D -> D dense (E = D), V vocabulary, C next-sentence classes (2).
+width of a D -> D dense (E = D), V vocabulary, C classes (2 next-sentence classes; task labels; 2 span ends).
 """
 
 from __future__ import annotations
@@ -137,3 +138,30 @@ class NspHead(nn.Module):
                   bias_dims=1, init_std=cfg.init_std,
                   dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
                   out_dtype=jnp.float32, name="dense")(pooled)  # [B, 2]
+
+
+class TaskHead(nn.Module):
+  """Dropout, then a dense `D -> C` with bias: a fine-tuning head.
+
+  Works on pooled rows `[B, D] -> [B, C]` (sequence classification) and on
+  every token `[B, T, D] -> [B, T, C]` (tagging; QA start/end with C = 2).
+  Parameters: `dense/kernel [D, C]` (embed, None), `dense/bias [C]`.
+
+  Attributes:
+    config: model config (its `dropout` rate is the head's).
+    num_classes: C.
+  """
+
+  config: ModelConfig
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    """Float32 logits `[..., C]` from `x` `[B, D]` or `[B, T, D]`."""
+    cfg = self.config
+    x = nn.Dropout(rate=cfg.dropout)(x, deterministic=deterministic)
+    equation = "BD,DC->BC" if x.ndim == 2 else "BTD,DC->BTC"
+    return Einsum(equation, (cfg.d_model, self.num_classes),
+                  (axes.EMBED, None), bias_dims=1, init_std=cfg.init_std,
+                  dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                  out_dtype=jnp.float32, name="dense")(x)

@@ -53,7 +53,8 @@ from __future__ import annotations
 
 from lm.errors import LmError
 
-OBJECTIVES = ("causal", "mlm", "contrastive")
+OBJECTIVES = ("causal", "mlm", "contrastive", "classification", "tagging",
+              "qa")
 
 
 def open_documents(config, uri: str):
@@ -72,8 +73,16 @@ def build_backbone(model_cfg):
   return build_model(model_cfg)
 
 
-def make_objective(config):
-  """The objective `config.objective` names, bound to the experiment config."""
+def make_objective(config, labels=None):
+  """The objective `config.objective` names, bound to the experiment config.
+
+  The fine-tuning tasks ("classification", "tagging", "qa"; `lm.tasks`)
+  follow the same contract; `labels` is the label vocabulary of a trained
+  task run (None: read it from the training data).
+  """
+  if config.objective in ("classification", "tagging", "qa"):
+    from lm.tasks import make_task  # pylint: disable=g-import-not-at-top
+    return make_task(config, labels)
   if config.objective == "causal":
     from lm.objectives.causal import CausalLM  # pylint: disable=g-import-not-at-top
     return CausalLM(config)

@@ -274,19 +274,9 @@ class Contrastive:
     """K · (6·N + attention) per token of a batch row, K = texts encoded
     per row (2, or 3 with hard negatives); N leaves out the lookup tables
     and any LM head the pooled embedding never reaches."""
-    d, v = model_cfg.d_model, model_cfg.vocab_size
-    n = n_params - v * d
-    if not model_cfg.tie_embeddings and model_cfg.arch != "bert":
-      n -= v * d                  # the decoder's unused output kernel
-    if model_cfg.arch == "bert":
-      n -= model_cfg.type_vocab_size * d
-    if model_cfg.arch != "lstm" and model_cfg.position == "learned":
-      n -= model_cfg.max_len * d
-    attn = (model_cfg.num_heads * model_cfg.head_size
-            if model_cfg.arch != "lstm" else 0)
     k = 3 if (not self.unsupervised and self.config.contrastive.negative_field) else 2
-    return k * metrics_lib.flops_per_token(n, model_cfg.num_layers,
-                                           self.config.seq_len, attn)
+    return k * metrics_lib.encoder_flops_per_token(model_cfg, n_params,
+                                                   self.config.seq_len)
 
 
 def _frame(tokenizer, arch: str) -> dict:

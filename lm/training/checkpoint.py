@@ -1,7 +1,8 @@
 """Orbax checkpoints: train state, data position and resolved config together.
 
 Layout: `WORKDIR/checkpoints/<step>/{state,data,config}`. Saves are async;
-the manager keeps the latest `keep` steps plus the best one by eval loss.
+the manager keeps the latest `keep` steps plus the best one by an eval
+metric (eval loss for pretraining, the task's main metric for fine-tuning).
 Restores take the target shardings, so a checkpoint lands on whatever mesh
 the current run uses.
 """
@@ -17,20 +18,29 @@ import orbax.checkpoint as ocp
 from lm.errors import LmError
 
 class Checkpointer:
+  """Checkpoints of one workdir.
 
-  def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True):
+  Keeps the latest `keep` steps plus the best one by `best_metric` (an
+  eval metric name such as "eval_loss" or "eval_accuracy"; `best_mode`
+  "min" or "max").
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True,
+               best_metric: str = "eval_loss", best_mode: str = "min"):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.best_metric, self.best_mode = best_metric, best_mode
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(n=keep),
         ocp.checkpoint_managers.BestN(
-            get_metric_fn=lambda m: m["eval_loss"], reverse=True, n=1,
+            get_metric_fn=lambda m: m[best_metric],
+            reverse=best_mode == "min", n=1,
             keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=async_save,
         # best_fn makes Orbax write each step's metrics, so the best step is
         # still known after a restart; retention is the policy above.
-        best_fn=lambda m: m["eval_loss"], best_mode="min",
+        best_fn=lambda m: m[best_metric], best_mode=best_mode,
         create=True)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
@@ -45,17 +55,21 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def best_step(self) -> int | None:
-    """The kept step with the lowest eval loss (None if none has one)."""
+    """The kept step with the best `best_metric` (None if none has it)."""
     scored = []
     for step in self.manager.all_steps():
       m = self.manager.metrics(step)
-      if m and "eval_loss" in m:
-        scored.append((float(m["eval_loss"]), step))
+      if m and self.best_metric in m:
+        value = float(m[self.best_metric])
+        scored.append((value if self.best_mode == "min" else -value, step))
     return min(scored)[1] if scored else None
 
   def save(self, step: int, state, data_state: dict, config: dict,
-           eval_loss: float | None = None, force: bool = False) -> bool:
-    metrics = None if eval_loss is None else {"eval_loss": float(eval_loss)}
+           metrics: dict | None = None, force: bool = False) -> bool:
+    """Saves `step`; `metrics` (eval metrics of this step, or None) rank it
+    for the best-checkpoint policy when they hold `best_metric`."""
+    metrics = ({k: float(v) for k, v in metrics.items()}
+               if metrics and self.best_metric in metrics else None)
     return self.manager.save(
         step,
         args=ocp.args.Composite(

@@ -31,9 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
   c.async_checkpoints = True
   c.grad_accum_steps = 1     # microbatches per step (batch_size is split)
-  c.objective = "causal"     # causal | mlm | contrastive (see lm.objectives)
-  c.init_from = ""           # workdir whose weights start the backbone
-                             # (step 0 only; lm.training.warm_start)
+  c.objective = "causal"     # causal | mlm | contrastive | classification |
+                             # tagging | qa (see lm.objectives, lm.tasks)
+  c.init_from = ""           # workdir (or WORKDIR/checkpoints/STEP) whose
+                             # weights start the backbone (step 0 only;
+                             # lm.training.warm_start)
   c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
   c.progress_bar = True
 
@@ -90,6 +92,26 @@ def base_config() -> ml_collections.ConfigDict:
   c.contrastive.sts_b_field = "text_b"
   c.contrastive.sts_score_field = "score"
 
+  # Fine-tuning (objective "classification", "tagging" or "qa"; lm.tasks).
+  # Fields name the columns of the data (jsonl/csv/tsv/tfds); conll: files
+  # always give tokens and tags.
+  c.task = ml_collections.ConfigDict()
+  c.task.text_field = "text"        # classification text; tagging: the words
+  c.task.text_b_field = ""          # second text of a pair ("" = single text)
+  c.task.label_field = "label"      # the class; tagging: the tag list
+  c.task.question_field = "question"  # qa
+  c.task.context_field = "context"
+  c.task.answers_field = "answers"
+  c.task.id_field = "id"
+  c.task.pooling = "auto"           # classification: auto (BERT's pooler,
+                                    # 'last' for decoders) | pooler | cls |
+                                    # mean | last
+  c.task.class_weights = ""         # "balanced" or "label=weight,..." ("" = 1)
+  c.task.metric = ""                # best-checkpoint metric ("" = the task's)
+  c.task.doc_stride = 128           # qa: tokens between window starts
+  c.task.max_question_len = 64      # qa: question tokens kept
+  c.task.max_answer_len = 30        # qa: longest predicted span, in tokens
+
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.lr = 3e-4
   c.optimizer.warmup_steps = 100
@@ -102,6 +124,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.1
   c.optimizer.decay_norms_and_biases = False
   c.optimizer.clip_norm = 1.0       # 0 = no clipping
+  # Runs with a head over a backbone (tasks, contrastive): per-part rates.
+  c.optimizer.head_lr = 0.0         # peak rate of the head (0 = lr)
+  c.optimizer.layer_decay = 1.0     # layer l of L gets lr * decay^(L - l)
+  c.optimizer.freeze_backbone = False  # train the head only (linear probe)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1

@@ -123,7 +123,7 @@ def prepare(config, workdir: str) -> Run:
   if config.init_from:
     # The run starts from another run's weights, so it reads that run's
     # tokenizer unless one is named (which must then be the same).
-    source_run = read_resolved(config.init_from)
+    source_run = read_resolved(warm_start.split_source(config.init_from)[0])
     if not tok_cfg.path:
       tok_cfg = ml_collections.ConfigDict(tok_cfg.to_dict())
       tok_cfg.path = source_run["tokenizer"]["path"]
@@ -152,6 +152,14 @@ def prepare(config, workdir: str) -> Run:
   }
   return Run(config, model_cfg, objective.build_model(model_cfg), objective, tok,
              train_data, eval_data, mesh, rules, resolved)
+
+
+def make_run_optimizer(run: Run):
+  """`optim.make_optimizer` for the run's config, objective and model."""
+  return optim.make_optimizer(
+      run.config.optimizer, run.config.steps,
+      backbone_path=tuple(getattr(run.objective, "backbone_path", ())),
+      num_layers=run.model_cfg.num_layers)
 
 
 def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
@@ -192,7 +200,7 @@ def evaluate_untrained(config, workdir: str) -> dict:
   """The eval metrics of the model as `config.seed` initialises it: the
   baseline that training is measured against (nothing is trained)."""
   run = prepare(config, workdir)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.steps)
+  tx, schedule = make_run_optimizer(run)
   state, _, shardings = init_state(run.model, tx, run.mesh, run.rules,
                                    config.seed, config.seq_len)
   _, eval_fn = step_lib.jit_steps(run.model, run.objective.loss, tx, schedule,
@@ -205,10 +213,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run = prepare(config, workdir)
   c, mesh, rules = run.config, run.mesh, run.rules
   is_main = jax.process_index() == 0
-  tx, schedule = optim.make_optimizer(c.optimizer, c.steps)
+  tx, schedule = make_run_optimizer(run)
 
+  best_metric, best_mode = getattr(run.objective, "best_metric",
+                                   ("eval_loss", "min"))
   ckpt = Checkpointer(workdir, keep=c.keep_checkpoints,
-                      async_save=c.async_checkpoints)
+                      async_save=c.async_checkpoints, best_metric=best_metric,
+                      best_mode=best_mode)
   latest = ckpt.latest_step()
   if latest is not None:
     _check_resume(ckpt.read_config(latest), run.resolved, workdir)
@@ -322,7 +333,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           eval_seconds += time.perf_counter() - eval_start
       if save_now:
         ckpt.save(done, state, batches.state(done), run.resolved,
-                  eval_loss=eval_metrics.get("eval_loss"), force=stop_now)
+                  metrics=eval_metrics, force=stop_now)
         last_good = done
       if stop_now:
         break

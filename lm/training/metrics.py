@@ -23,6 +23,23 @@ def flops_per_token(num_matmul_params: int, num_layers: int, seq_len: int,
   return 6.0 * num_matmul_params + 12.0 * num_layers * seq_len * attn_width
 
 
+def encoder_flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
+  """`flops_per_token` of a backbone whose hidden states feed a small head
+  (sentence embeddings, fine-tuning): N leaves out the lookup tables and
+  any LM head that never runs."""
+  d, v = model_cfg.d_model, model_cfg.vocab_size
+  n = n_params - v * d
+  if not model_cfg.tie_embeddings and model_cfg.arch != "bert":
+    n -= v * d                  # the decoder's unused output kernel
+  if model_cfg.arch == "bert":
+    n -= model_cfg.type_vocab_size * d
+  if model_cfg.arch != "lstm" and model_cfg.position == "learned":
+    n -= model_cfg.max_len * d
+  attn = (model_cfg.num_heads * model_cfg.head_size
+          if model_cfg.arch != "lstm" else 0)
+  return flops_per_token(n, model_cfg.num_layers, seq_len, attn)
+
+
 def measure_matmul_peak(seconds: float = 1.0, n: int | None = None,
                         dtype: str = "float32") -> float:
   """FLOP/s of one n×n matmul on the default device, best of repeated runs.

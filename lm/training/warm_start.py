@@ -1,7 +1,9 @@
 """Starting a run from another run's weights (`config.init_from`).
 
-`config.init_from` names the workdir of a trained run (masked LM, causal or
-contrastive). At step 0 its latest parameters replace the new model's
+`config.init_from` names the workdir of a trained run (masked LM, causal,
+contrastive or a fine-tuned task), or one of its checkpoints
+(`WORKDIR/checkpoints/STEP`). At step 0 its latest (or that step's)
+parameters replace the new model's
 backbone, the subtree at `objective.backbone_path`; everything else (a
 projection head, a new task head, the optimizer state) starts fresh. A
 resumed run ignores `init_from`: its own checkpoint already holds the
@@ -21,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 
@@ -29,6 +32,20 @@ from lm.errors import LmError
 # Model fields a run may change against its init_from source.
 FREE_FIELDS = frozenset({"dropout", "attention_dropout", "remat", "dtype",
                          "attention_impl"})
+
+
+def split_source(init_from: str) -> tuple[str, int | None]:
+  """`(workdir, step)` of `config.init_from`: a workdir (its latest step,
+  None) or one of its checkpoints, `WORKDIR/checkpoints/STEP`.
+
+  Example: "runs/bert/checkpoints/300" -> ("runs/bert", 300);
+  "runs/bert" -> ("runs/bert", None).
+  """
+  path = os.path.normpath(init_from)
+  parent, last = os.path.split(path)
+  if last.isdigit() and os.path.basename(parent) == "checkpoints":
+    return os.path.dirname(parent), int(last)
+  return init_from, None
 
 
 def check_model(source_model: dict, model_cfg, workdir: str) -> None:
@@ -68,6 +85,10 @@ def graft(params, shardings, source_params, backbone_path: tuple, workdir: str):
 
   def take(path, leaf, sharding):
     name = _path_name(path)
+    if name not in flat_source and name.startswith("pooler/"):
+      raise LmError(f"config.init_from={workdir} has no pretrained BERT "
+                    "pooler (only masked-LM runs train one); set "
+                    "config.task.pooling to 'cls' or 'mean'.")
     if name not in flat_source:
       raise LmError(f"config.init_from={workdir} has no parameter {name!r} "
                     "that this model's backbone needs; initialise from a run "
@@ -92,11 +113,13 @@ def graft(params, shardings, source_params, backbone_path: tuple, workdir: str):
 
 
 def start_from(workdir: str, params, shardings, objective):
-  """`params` with the backbone of `workdir`'s latest checkpoint grafted in
-  at `objective.backbone_path` (see `graft`)."""
+  """`params` with the backbone of `workdir`'s latest checkpoint (or the
+  checkpoint `workdir` names, see `split_source`) grafted in at
+  `objective.backbone_path` (see `graft`)."""
   from lm.objectives import make_objective  # pylint: disable=g-import-not-at-top
   from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
-  source = load_trained(workdir)
+  source_dir, step = split_source(workdir)
+  source = load_trained(source_dir, step)
   tree = source.params
   for key in make_objective(source.config).backbone_path:
     tree = tree[key]

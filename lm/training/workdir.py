@@ -32,6 +32,7 @@ class Trained:
   state_shardings: object
   mesh: jax.sharding.Mesh
   rules: tuple
+  objective: object = None
 
 
 def read_resolved(workdir: str) -> dict:
@@ -51,35 +52,45 @@ def read_resolved(workdir: str) -> dict:
                   "restore it from the checkpoint or re-run training.") from None
 
 
-def load_trained(workdir: str, step: int | None = None) -> Trained:
-  """Config, tokenizer, model and the params of `step` (default: latest)."""
+def load_trained(workdir: str, step: int | None = None, *,
+                 best: bool = False) -> Trained:
+  """Config, tokenizer, model and the params of `step` (default: latest;
+  with `best`, the kept step with the best eval metric, when one has
+  been evaluated)."""
   resolved = read_resolved(workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
                   "reach its first checkpoint_every step.")
-  ckpt = Checkpointer(workdir)
+  config = ml_collections.ConfigDict(resolved["config"])
+  objective = make_objective(config,
+                             labels=resolved.get("batch", {}).get("labels"))
+  best_metric, best_mode = getattr(objective, "best_metric",
+                                   ("eval_loss", "min"))
+  ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode)
   steps = ckpt.all_steps()
   if not steps:
     raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
                   "reach its first checkpoint_every step.")
   if step is None:
-    step = steps[-1]
+    step = (ckpt.best_step() if best else None) or steps[-1]
   elif step not in steps:
     raise LmError(f"checkpoint step {step} does not exist in {ckpt_dir}; "
                   f"available steps: {', '.join(map(str, steps))}.")
-  config = ml_collections.ConfigDict(resolved["config"])
   model_cfg = ModelConfig(**resolved["model"])
   # The tokenizer the run used: its recorded path (the workdir's own copy
   # unless data.tokenizer.path named another file).
   tokenizer = Tokenizer.load(resolved.get("tokenizer", {}).get("path")
                              or os.path.join(workdir, "tokenizer.model"))
-  model = make_objective(config).build_model(model_cfg)
+  model = objective.build_model(model_cfg)
   mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   rules = sharding_lib.logical_rules(config.mesh.get("rules") or ())
-  tx, _ = optim.make_optimizer(config.optimizer, config.steps)
+  tx, _ = optim.make_optimizer(
+      config.optimizer, config.steps,
+      backbone_path=tuple(getattr(objective, "backbone_path", ())),
+      num_layers=model_cfg.num_layers)
   abstract, shardings = state_shardings(model, tx, mesh, rules, config.seq_len)
   state, _ = ckpt.restore(step, abstract, shardings)
   ckpt.close()
   return Trained(workdir, step, config, model_cfg, model, tokenizer,
-                 state.params, shardings, mesh, rules)
+                 state.params, shardings, mesh, rules, objective)

@@ -11,7 +11,8 @@ def test_keeps_latest_n_and_the_best_by_eval_loss(tmp_path):
   losses = {1: 3.0, 2: 1.0, 3: 2.5, 4: None, 5: 2.8, 6: None}
   for step, loss in losses.items():
     ckpt.save(step, jax.tree.map(lambda x: x + step, state), {"step": step},
-              {"model": {}}, eval_loss=loss)
+              {"model": {}},
+              metrics=None if loss is None else {"eval_loss": loss})
   ckpt.wait()
   assert ckpt.all_steps() == [2, 5, 6]      # best (2) + latest two
   assert ckpt.best_step() == 2
@@ -23,9 +24,23 @@ def test_keeps_latest_n_and_the_best_by_eval_loss(tmp_path):
   # a new manager (a restarted run) still knows which step is best
   again = Checkpointer(str(tmp_path), keep=2)
   assert again.best_step() == 2
-  again.save(7, state, {"step": 7}, {}, eval_loss=2.0)
+  again.save(7, state, {"step": 7}, {}, metrics={"eval_loss": 2.0})
   again.wait()
   assert again.all_steps() == [2, 6, 7]
+
+
+def test_keeps_the_best_by_a_metric_to_maximise(tmp_path):
+  ckpt = Checkpointer(str(tmp_path), keep=1, async_save=False,
+                      best_metric="eval_accuracy", best_mode="max")
+  state = {"w": jnp.zeros(2)}
+  for step, acc in {1: 0.5, 2: 0.9, 3: 0.7, 4: 0.6}.items():
+    ckpt.save(step, state, {"step": step}, {},
+              metrics={"eval_accuracy": acc, "eval_loss": -acc})
+  # metrics without the best metric do not rank a step
+  ckpt.save(5, state, {"step": 5}, {}, metrics={"eval_loss": 0.0})
+  assert ckpt.all_steps() == [2, 5]         # best accuracy (2) + latest
+  assert ckpt.best_step() == 2
+  ckpt.close()
 
 
 def test_restore_places_arrays_with_target_shardings(tmp_path):
