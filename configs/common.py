@@ -6,15 +6,24 @@ from lm.errors import LmError
 from lm.training.experiment import base_config  # noqa: F401  (re-exported)
 
 
-def parse_arg(arg: str | None, **defaults) -> dict:
+def parse_arg(arg: str | None, positional: str | None = None,
+              **defaults) -> dict:
   """Parses `key=value,key2=value2` (or a bare flag `runlocal`) into a dict.
+
+  With `positional`, a part that is neither `key=value` nor a known flag is
+  the value of that key (fine-tuning configs take the backbone workdir so).
 
   >>> parse_arg("runlocal,steps=10", runlocal=False, steps=100)
   {'runlocal': True, 'steps': 10}
+  >>> parse_arg("runs/bert,runlocal", "init_from", init_from="", runlocal=False)
+  {'init_from': 'runs/bert', 'runlocal': True}
   """
   out = dict(defaults)
   for part in filter(None, (arg or "").split(",")):
     key, sep, value = part.partition("=")
+    if positional and not sep and key not in defaults:
+      out[positional] = part
+      continue
     if key not in defaults:
       raise LmError(f"config argument {key!r} is not known; valid arguments "
                     f"are {', '.join(sorted(defaults))}.")
@@ -24,3 +33,25 @@ def parse_arg(arg: str | None, **defaults) -> dict:
       kind = type(defaults[key])
       out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
   return out
+
+
+def from_backbone(c, workdir: str) -> None:
+  """Starts `c` from the pretraining run in `workdir`: `c.init_from`, and
+  the model size and architecture overrides that run used (read from its
+  `config.json` when the workdir is there; otherwise `c.model` stays and
+  the run checks the two models match when it starts)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from lm.training.warm_start import FREE_FIELDS, split_source  # pylint: disable=g-import-not-at-top
+  c.init_from = workdir
+  path = os.path.join(split_source(workdir)[0], "config.json")
+  if not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      model = json.load(f)["config"]["model"]
+  except (OSError, ValueError, KeyError):
+    return      # the run's own checks name the problem when it starts
+  for key, value in model.items():
+    if key not in FREE_FIELDS and value is not None and key in c.model:
+      c.model[key] = value

@@ -5,12 +5,15 @@ total loss, MLM loss and accuracy over the masked predictions, and NSP
 accuracy; contrastive runs recall@1, recall@10 and MRR of each held-out
 anchor's positive among all candidates, the in-batch loss and accuracy, and
 the Spearman correlation of cosine similarity with gold scores when scored
-pairs are given (the run's contrastive.sts, or --sts).
+pairs are given (the run's contrastive.sts, or --sts). Fine-tuned runs
+report their task's metrics: accuracy, macro-F1 and MCC (classification),
+entity precision/recall/F1 (tagging), exact match and F1 (qa).
 
   python -m launch.evaluate --workdir runs/quickstart
   python -m launch.evaluate --workdir DIR --data text:held_out/*.txt --step 500
   python -m launch.evaluate --workdir runs/code_search --data pystdlib:validation
   python -m launch.evaluate --workdir DIR --sts jsonl:sts.jsonl  # text_a, text_b, score
+  python -m launch.evaluate --workdir runs/sst2 --data tsv:sst2/test.tsv --best
 
 Uses the run's eval split unless --data names another source; prints the
 metrics and writes them to WORKDIR/eval/<data>-step<N>.json.
@@ -31,18 +34,20 @@ _DATA = flags.DEFINE_string("data", None, "Data URI (default: the run's data.eva
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "Batches to evaluate (0 = all).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per batch (0 = the run's batch_size).")
+_BEST = flags.DEFINE_bool("best", False, "Use the best checkpoint by the run's "
+                          "eval metric (default: the latest).")
 _STS = flags.DEFINE_string("sts", None, "Contrastive runs: scored pairs for "
                            "Spearman (default: the run's contrastive.sts).")
 
 
 def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = None,
                      max_batches: int = 0, batch_size: int = 0,
-                     sts: str | None = None) -> dict:
+                     sts: str | None = None, best: bool = False) -> dict:
   from lm.errors import LmError
   from lm.objectives import make_objective
   from lm.training import loop, step as step_lib
   from lm.training.workdir import load_trained
-  trained = load_trained(workdir, step)
+  trained = load_trained(workdir, step, best=best)
   c = trained.config
   uri = data or c.data.eval
   if sts is not None:
@@ -51,7 +56,8 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
                     f"{c.objective!r} run; drop --sts.")
     c.contrastive.sts = sts
     uri = data or ""       # only what was asked for
-  objective = make_objective(c)
+  objective = make_objective(c, labels=getattr(trained.objective, "labels",
+                                               None))
   source = objective.open_source(uri, train=False)
   if source is None:
     raise LmError(f"the run in {workdir} has no data.eval; name a source with --data.")
@@ -88,12 +94,14 @@ def main(argv):
   common.quiet_logs()
   with common.user_errors():
     r = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value,
-                         _MAX_BATCHES.value, _BATCH.value, _STS.value)
+                         _MAX_BATCHES.value, _BATCH.value, _STS.value,
+                         _BEST.value)
   skip = ("data", "step", "objective", "tokens", "path")
   shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.items()
                     if k not in skip)
-  counted = {"mlm": "masked predictions",
-             "contrastive": "pairs"}.get(r["objective"], "tokens")
+  counted = {"mlm": "masked predictions", "contrastive": "pairs",
+             "classification": "examples", "tagging": "scored pieces",
+             "qa": "windows"}.get(r["objective"], "tokens")
   print(f"step {r['step']} on {r['data']}: {shown} over {r['tokens']:,} "
         f"{counted} -> {r['path']}", flush=True)
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -272,7 +271,7 @@ def _read_csv(path: str, wanted: dict[str, tuple[str, str]],
         for role, (name, kind) in wanted.items():
           if cells[name] is None:
             raise LmError(f"{where} has fewer cells than the {len(header)} "
-                          f"columns of its header; fix the row.")
+                          "columns of its header; fix the row.")
           row[role] = _field_value(cells[name], kind, role, name, where,
                                    split=True)
         rows.append((row, where))
@@ -334,17 +333,6 @@ def _open_files(uri: str, scheme: str, rest: str,
 # --- TFDS ---------------------------------------------------------------------
 
 
-def _register_tfds_builders() -> None:
-  """Imports TFDS's text and QA builders (glue, conll2003): TFDS stops
-  registering its older builders at the first package that fails to import
-  (e.g. `nearest_neighbors` without h5py), before `text`."""
-  for package in ("text", "question_answering"):
-    try:
-      importlib.import_module(f"tensorflow_datasets.{package}")
-    except ImportError:
-      pass
-
-
 def _class_names(ds: Any, field: str, kind: str) -> list[str] | None:
   """The ClassLabel names of `field` (per element for "tags"), or None."""
   features = getattr(getattr(ds, "dataset_info", None), "features", None)
@@ -361,7 +349,6 @@ def _class_names(ds: Any, field: str, kind: str) -> list[str] | None:
 def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
                data_dir: str | None):
   """All rows of a TFDS split, its canonical URI, label names and a key."""
-  _register_tfds_builders()
   ds, name, split = sources.open_tfds_split(uri, rest, data_dir,
                                             example="glue/sst2")
   features = sorted(ds[0].keys())

@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import glob
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -362,6 +363,17 @@ def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
                  "pass its data_dir (--config.data.data_dir).")
 
 
+def _register_tfds_builders() -> None:
+  """Imports TFDS's text and QA builders (glue, conll2003, squad): TFDS
+  stops registering its older builders at the first package that fails to
+  import (e.g. `nearest_neighbors` without h5py), before `text`."""
+  for package in ("text", "question_answering"):
+    try:
+      importlib.import_module(f"tensorflow_datasets.{package}")
+    except ImportError:
+      pass
+
+
 def open_tfds_split(uri: str, rest: str, data_dir: str | None,
                     example: str = "imdb_reviews"):
   """`(tfds.data_source, name, split)` of `tfds:NAME[/CONFIG][:SPLIT]`.
@@ -376,6 +388,7 @@ def open_tfds_split(uri: str, rest: str, data_dir: str | None,
     raise LmError(f"Data URI {uri!r} names no TFDS dataset; write e.g. "
                   f"'tfds:{example}:train'.")
   import tensorflow_datasets as tfds  # lazy: only tfds: URIs need it
+  _register_tfds_builders()
   if data_dir:
     data_dir = os.path.expanduser(data_dir)
   try:

@@ -1,0 +1,57 @@
+"""Fine-tune a pretrained encoder on IMDb movie-review sentiment.
+
+  python -m launch.train --config configs/finetune_imdb.py:runs/bert_base \\
+      --workdir runs/imdb
+  python -m launch.evaluate --workdir runs/imdb --data tfds:imdb_reviews:test --best
+  python -m launch.predict --workdir runs/imdb --input reviews.txt --output preds.jsonl
+
+The argument is the pretraining workdir (or WORKDIR/checkpoints/STEP): its
+backbone, model size and tokenizer start the run. TFDS `imdb_reviews`:
+90% of train to train, the other 10% to pick the best checkpoint, and the
+test split to report (`launch.evaluate --data tfds:imdb_reviews:test`).
+Reviews are long, so rows keep their first 512 pieces. `:runlocal` is the
+tiny variant the tests use.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, "init_from", init_from="", runlocal=False)
+  c = common.base_config()
+  c.objective = "classification"
+  c.model.size = "bert_base"
+  c.seq_len = 512
+  c.batch_size = 32
+  c.steps = 2100              # ~3 epochs of 22.5k reviews
+  c.log_every = 50
+  c.eval_every = 300
+  c.eval_steps = 0
+  c.checkpoint_every = 300
+  c.keep_checkpoints = 1
+  c.data.train = "tfds:imdb_reviews:train[:90%]"
+  c.data.eval = "tfds:imdb_reviews:train[90%:]"
+  c.task.text_field = "text"
+  c.task.label_field = "label"
+  c.optimizer.lr = 2e-5
+  c.optimizer.warmup_steps = 200
+  c.optimizer.schedule = "linear"
+  c.optimizer.min_lr_ratio = 0.0
+  c.optimizer.b2 = 0.999
+  c.optimizer.weight_decay = 0.01
+  if args["init_from"]:
+    common.from_backbone(c, args["init_from"])
+  if args["runlocal"]:
+    if not args["init_from"]:
+      c.model.size = "bert_tiny"
+    c.seq_len = 64
+    c.batch_size = 8
+    c.steps = 4
+    c.log_every = 2
+    c.eval_every = 2
+    c.checkpoint_every = 2
+    c.data.tokenizer.vocab_size = 512
+    c.optimizer.lr = 1e-3
+    c.optimizer.warmup_steps = 1
+    c.progress_bar = False
+  return c

@@ -1,0 +1,63 @@
+"""Fine-tune a pretrained encoder on SST-2 sentiment (GLUE), BERT-style.
+
+  python -m launch.train --config configs/finetune_sst2.py:runs/bert_base \\
+      --workdir runs/sst2
+  python -m launch.evaluate --workdir runs/sst2 --best
+  python -m launch.predict --workdir runs/sst2 --text "a gripping, funny film"
+
+The argument is the pretraining workdir (or one of its checkpoints,
+WORKDIR/checkpoints/STEP): its backbone, model size and tokenizer start the
+run; the classifier over BERT's pooled output starts fresh. Data: TFDS
+`glue/sst2` (train; validation picks the best checkpoint), or
+`data=DIR` for a directory with `train.tsv` and `dev.tsv` (header
+`sentence<TAB>label`), e.g. `configs/finetune_sst2.py:runs/bert,data=sst2`.
+Without an argument the model trains from scratch. `:runlocal` is the tiny
+variant the tests use.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, "init_from", init_from="", data="",
+                          runlocal=False)
+  c = common.base_config()
+  c.objective = "classification"
+  c.model.size = "bert_base"
+  c.seq_len = 128
+  c.batch_size = 32
+  c.steps = 6000              # ~3 epochs of 67k sentences
+  c.log_every = 50
+  c.eval_every = 500
+  c.eval_steps = 0            # the whole validation split
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 1      # plus the best by eval accuracy
+  c.data.train = "tfds:glue/sst2:train"
+  c.data.eval = "tfds:glue/sst2:validation"
+  if args["data"]:
+    c.data.train = f"tsv:{args['data']}/train.tsv"
+    c.data.eval = f"tsv:{args['data']}/dev.tsv"
+  c.task.text_field = "sentence"
+  c.task.label_field = "label"
+  c.optimizer.lr = 2e-5
+  c.optimizer.warmup_steps = 600
+  c.optimizer.schedule = "linear"
+  c.optimizer.min_lr_ratio = 0.0
+  c.optimizer.b2 = 0.999
+  c.optimizer.weight_decay = 0.01
+  if args["init_from"]:
+    common.from_backbone(c, args["init_from"])
+  if args["runlocal"]:
+    if not args["init_from"]:
+      c.model.size = "bert_tiny"
+    c.seq_len = 32
+    c.batch_size = 8
+    c.steps = 4
+    c.log_every = 2
+    c.eval_every = 2
+    c.checkpoint_every = 2
+    c.data.tokenizer.vocab_size = 512
+    c.optimizer.lr = 1e-3
+    c.optimizer.warmup_steps = 1
+    c.progress_bar = False
+  return c

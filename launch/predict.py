@@ -1,0 +1,86 @@
+"""Print (and optionally save) the predictions of a fine-tuned run.
+
+  python -m launch.predict --workdir runs/sst2 --text "a gripping, funny film"
+  python -m launch.predict --workdir runs/mrpc --text "He left." --text_b "He went away."
+  python -m launch.predict --workdir runs/conll --text "John Smith lives in Paris"
+  python -m launch.predict --workdir runs/squad --text "Where does he live?" \\
+      --context "John Smith lives in Paris."
+  python -m launch.predict --workdir runs/sst2 --input reviews.txt --output preds.jsonl
+
+Classification prints the label and its probability; tagging the entities
+with their character spans; QA the answer with its score. --input is a
+.jsonl file with the run's field names, or one text per line; --output
+writes one JSON object per input. Uses the best checkpoint by the task's
+metric (or the latest, when none was evaluated) unless --step names one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import flags
+
+from launch import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a fine-tuned run.")
+_INPUT = flags.DEFINE_string("input", None, "A .jsonl file with the run's "
+                             "fields, or a text file with one text per line.")
+_TEXT = flags.DEFINE_string("text", None, "One text (the question, for QA).")
+_TEXT_B = flags.DEFINE_string("text_b", None, "The second text of a pair.")
+_CONTEXT = flags.DEFINE_string("context", None, "QA: the passage to answer from.")
+_OUTPUT = flags.DEFINE_string("output", None, "Write predictions as JSON lines here.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best).")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Inputs per forward pass.")
+
+
+def _line(task: str, text: str, p: dict) -> str:
+  if task == "classification":
+    return f"{p['label']}\t{p['probability']:.4f}\t{text}"
+  if task == "tagging":
+    ents = ", ".join(f"{e['type']} {e['text']!r} [{e['start']}:{e['end']}]"
+                     for e in p["entities"]) or "(no entities)"
+    return f"{ents}\t{text}"
+  return f"{p['answer']!r}\t{p['score']:.3f}\t[{p['start']}:{p['end']}]\t{text}"
+
+
+def main(argv):
+  del argv
+  if not _WORKDIR.value:
+    common.fail("--workdir is required: the directory of a fine-tuned run.")
+  if _TEXT_B.value is not None and _CONTEXT.value is not None:
+    common.fail("give --text_b (a text pair) or --context (QA), not both.")
+  common.quiet_logs()
+  with common.user_errors():
+    from lm.tasks.predict import predict, read_inputs
+    from lm.training.workdir import load_trained
+    trained = load_trained(_WORKDIR.value, _STEP.value, best=True)
+    second = _CONTEXT.value if _CONTEXT.value is not None else _TEXT_B.value
+    records = read_inputs(trained, path=_INPUT.value, text=_TEXT.value,
+                          text_b=second)
+    preds = predict(trained, records, batch_size=_BATCH.value)
+    task = trained.config.objective
+    first = "question" if task == "qa" else (
+        "tokens" if task == "tagging" else "text")
+    shown = [" ".join(t) if isinstance(t, list) else t
+             for t in records.columns[first]]
+    for text, p in zip(shown, preds):
+      print(_line(task, text, p), flush=True)
+    if _OUTPUT.value:
+      tmp = _OUTPUT.value + ".tmp"
+      try:
+        with open(tmp, "w", encoding="utf-8") as f:
+          for text, p in zip(shown, preds):
+            f.write(json.dumps({"input": text, **p}) + "\n")
+        os.replace(tmp, _OUTPUT.value)
+      except OSError as e:
+        from lm.errors import LmError
+        raise LmError(f"could not write --output {_OUTPUT.value} "
+                      f"({e.strerror}); pick a writable path.") from None
+    print(f"{len(preds)} predictions from step {trained.step} of "
+          f"{_WORKDIR.value}" + (f" -> {_OUTPUT.value}" if _OUTPUT.value
+                                 else ""), flush=True)
+
+
+if __name__ == "__main__":
+  common.run(main)

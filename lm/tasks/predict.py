@@ -1,0 +1,137 @@
+"""Predictions of a fine-tuned run on new inputs (`launch.predict`).
+
+`read_inputs(trained, path=..., text=..., text_b=...)` turns a file or a
+command-line text into `lm.data.records.Records` with the columns the run's
+task reads; `predict(trained, records)` runs the model and returns one dict
+per input:
+
+  classification  {"label", "probability", "probabilities"}
+  tagging         {"tags", "entities": [{"type", "text", "start", "end",
+                  "words"}]}  (character spans in the space-joined words)
+  qa              {"answer", "score", "start", "end"}  (character offsets
+                  into the context; score = start + end logit)
+
+Input files: `.jsonl` objects with the run's field names (config.task:
+text_field / text_b_field, question_field / context_field), or any other
+file with one text per line (classification: the text; tagging: words
+separated by whitespace). QA needs a question and a context, so a JSONL
+file or `--text` with `--context`.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from lm.data import pipeline
+from lm.data import records as records_lib
+from lm.errors import LmError
+
+_TASKS = ("classification", "tagging", "qa")
+
+
+def _task(trained):
+  if trained.config.objective not in _TASKS:
+    raise LmError(f"{trained.workdir} holds a {trained.config.objective!r} "
+                  "run; predictions come from a fine-tuned run (objective "
+                  f"{', '.join(repr(t) for t in _TASKS)}).")
+  return trained.objective
+
+
+def _input_fields(task) -> dict:
+  """The task's fields without labels or answers."""
+  return {role: spec for role, spec in task.fields().items()
+          if role not in ("label", "tags", "answers")}
+
+
+def read_inputs(trained, *, path: str | None = None, text: str | None = None,
+                text_b: str | None = None) -> records_lib.Records:
+  """Records to predict on, from `path` or from `text` (and `text_b`: the
+  pair's second text, or the context of a QA question).
+
+  Example: read_inputs(t, text="a fine film") -> Records with
+  columns {"text": ["a fine film"]} (classification).
+  """
+  task = _task(trained)
+  if (path is None) == (text is None):
+    raise LmError("give exactly one of --input (a file) and --text.")
+  if text is not None:
+    return _from_text(task, text, text_b)
+  if path.endswith(".jsonl"):
+    if text_b is not None:
+      raise LmError("--text_b goes with --text; a JSONL --input holds both "
+                    "texts in its fields.")
+    return records_lib.open_records(f"jsonl:{path}", _input_fields(task))
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = [l.rstrip("\n") for l in f]
+  except OSError as e:
+    raise LmError(f"could not read --input {path} ({e.strerror}); check the "
+                  "path.") from None
+  lines = [l for l in lines if l.strip()]
+  if not lines:
+    raise LmError(f"--input {path} has no non-blank lines; write one text "
+                  "per line.")
+  if task.name == "qa" or "text_b" in task.fields():
+    raise LmError(f"a {task.name} run reads two texts per input, so --input "
+                  "must be a .jsonl file with the run's field names "
+                  f"({', '.join(f for f, _ in _input_fields(task).values())}).")
+  if task.name == "tagging":
+    return records_lib.Records(path, {"tokens": [l.split() for l in lines]})
+  return records_lib.Records(path, {"text": lines})
+
+
+def _from_text(task, text: str, text_b: str | None) -> records_lib.Records:
+  fields = task.fields()
+  if task.name == "qa":
+    if text_b is None:
+      raise LmError("a qa run needs the question as --text and the passage "
+                    "as --context.")
+    return records_lib.Records("--text", {"question": [text],
+                                          "context": [text_b]})
+  if ("text_b" in fields) != (text_b is not None):
+    need = "needs" if "text_b" in fields else "takes no"
+    raise LmError(f"this run {need} a second text (--text_b); its task reads "
+                  f"{'pairs' if 'text_b' in fields else 'single texts'}.")
+  if task.name == "tagging":
+    return records_lib.Records("--text", {"tokens": [text.split()]})
+  columns = {"text": [text]}
+  if text_b is not None:
+    columns["text_b"] = [text_b]
+  return records_lib.Records("--text", columns)
+
+
+def predict(trained, records, *, batch_size: int = 32) -> list[dict]:
+  """One prediction dict per record (see the module docstring), from the
+  run's model without dropout."""
+  from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from lm.training.step import _run_in_mesh  # pylint: disable=g-import-not-at-top
+  task = _task(trained)
+  if batch_size < 1:
+    raise LmError(f"batch size must be positive, got {batch_size}.")
+  if len(records) == 0:
+    raise LmError("there is nothing to predict; give at least one input.")
+  tok, mesh, model = trained.tokenizer, trained.mesh, trained.model
+  arrays = task.make_rows(records, tok, with_labels=False)
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  batch_size = -(-batch_size // shards) * shards
+  keys = [k for k in ("tokens", "token_types", "mask") if k in arrays]
+
+  def forward(params, batch):
+    kwargs = {"token_types": batch["token_types"]} if "token_types" in batch else {}
+    return model.apply({"params": params}, batch["tokens"],
+                       segment_ids=batch["mask"], **kwargs)
+
+  bs = sharding_lib.batch_sharding(mesh)
+  fn = _run_in_mesh(jax.jit(
+      forward, in_shardings=(trained.state_shardings.params, bs),
+      out_shardings=sharding_lib.replicated(mesh)), mesh, trained.rules)
+  parts = []
+  for batch in pipeline.row_eval_batches({k: arrays[k] for k in keys},
+                                         batch_size=batch_size):
+    real = batch.pop("weights") > 0
+    batch.pop("index")
+    out = jax.device_get(fn(trained.params, batch))
+    parts.append({k: np.asarray(v)[real] for k, v in out.items()})
+  outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return task.predictions(records, outputs, arrays, tok)
