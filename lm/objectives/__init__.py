@@ -11,6 +11,8 @@ call it. `make_objective(config)` returns one of:
   "contrastive"  `Contrastive` (lm.objectives.contrastive): SimCSE / InfoNCE
             sentence embeddings with global in-batch negatives, on any
             backbone.
+  "classification", "tagging", "qa"  the fine-tuning tasks of `lm.tasks`,
+            on the same contract.
 
 Each has the same methods:
 
@@ -47,6 +49,9 @@ Each has the same methods:
   evaluate(data, eval_fn, params, mesh, *, batch_size, max_batches) -> dict
       Optional: metrics that are not sums over batches (retrieval); without
       it `lm.training.loop.evaluate_data` sums `eval_fn` over the batches.
+  best_metric
+      Optional: `(eval metric, "min" | "max")` that picks the checkpoint
+      kept as best; `("eval_loss", "min")` without it.
 """
 
 from __future__ import annotations
