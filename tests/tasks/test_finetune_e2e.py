@@ -211,3 +211,39 @@ def test_mock_conll_and_squad_fail_in_one_sentence(tmp_path):
     with tfds.testing.mock_data(num_examples=4):
       with pytest.raises(LmError, match=match):
         loop.prepare(config.get_config("runlocal"), str(tmp_path / match))
+
+
+@pytest.mark.parametrize("kind", ["causal", "contrastive"])
+def test_fine_tune_from_causal_and_contrastive_runs(tmp_path, kind):
+  from configs import quickstart, simcse_quickstart
+  corpus = write_corpus(tmp_path / "corpus", n_docs=30)
+  mod = quickstart if kind == "causal" else simcse_quickstart
+  src = set_keys(mod.get_config("runlocal"), {
+      "steps": 2, "checkpoint_every": 2, "eval_every": 100, "log_every": 1,
+      "data.train": f"text:{corpus}", "data.eval": "",
+      "data.tokenizer.vocab_size": 300})
+  if kind == "causal":
+    src.sample.prompt = ""
+  loop.train(src, str(tmp_path / kind))
+  train = data.write_pairs_tsv(tmp_path / "train.tsv", 64)
+  c = set_keys(finetune_sst2.get_config(f"{tmp_path / kind},runlocal"), {
+      "data.train": f"tsv:{train}", "data.eval": f"tsv:{train}",
+      "task.text_field": "review", "steps": 2, "eval_every": 2,
+      "checkpoint_every": 2})
+  assert c.model.size == src.model.size
+  if kind == "contrastive":
+    # SimCSE trains no pooler, so BERT's default pooling cannot start.
+    with pytest.raises(LmError, match="has no pretrained BERT pooler"):
+      loop.train(c, str(tmp_path / "no_pooler"))
+    c.task.pooling = "mean"
+  out = loop.train(c, str(tmp_path / "tuned"))
+  assert out["step"] == 2 and 0.0 <= out["eval_accuracy"] <= 1.0
+  tuned = load_trained(str(tmp_path / "tuned"))
+  source = load_trained(str(tmp_path / kind))
+  backbone = source.params if kind == "causal" else source.params["backbone"]
+  # Fine-tuning moved the weights; the backbone's names and shapes are the
+  # source's, and decoders pool their last real token.
+  assert {n: v.shape for n, v in _leaves(tuned.params["backbone"]).items()} == {
+      n: v.shape for n, v in _leaves(backbone).items()}
+  if kind == "causal":
+    assert tuned.model.pooling == "last"
