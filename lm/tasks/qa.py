@@ -4,8 +4,9 @@ Each example is a question, a context and its answers (text and character
 offset). Rows are `[CLS] question [SEP] context window [SEP]` (token types 0
 then 1; `bos ... eos ... eos` for decoders). The question keeps its first
 `max_question_len` pieces; a context longer than the room left is cut into
-windows that start every `doc_stride` pieces, until one reaches its end, so
-every piece is in at least one window. A window's targets are the pieces
+windows that start every `doc_stride` pieces (or every window length, when
+that is shorter), until one reaches its end, so every piece is in at least
+one window. A window's targets are the pieces
 holding the first answer's first and last characters, or position 0 when
 the answer is not wholly inside it (as BERT trains on SQuAD).
 
@@ -37,10 +38,11 @@ _NEG = -1e9
 
 def windows(n: int, room: int, stride: int) -> list[tuple[int, int]]:
   """`[start, end)` piece ranges of a context of `n` pieces: `room` pieces
-  each, starting every `stride`, the last one reaching the end.
+  each, starting every `stride` (at most `room`, so no piece is skipped),
+  the last one reaching the end.
 
   Example: n 10, room 4, stride 3 -> [(0, 4), (3, 7), (6, 10)];
-  n 0 -> [(0, 0)].
+  stride 5 -> [(0, 4), (4, 8), (8, 10)]; n 0 -> [(0, 0)].
   """
   out, s = [], 0
   while True:
@@ -48,7 +50,7 @@ def windows(n: int, room: int, stride: int) -> list[tuple[int, int]]:
     out.append((s, e))
     if e >= n:
       return out
-    s += stride
+    s += min(stride, room)
 
 
 def answer_pieces(starts: np.ndarray, ends: np.ndarray, char_start: int,

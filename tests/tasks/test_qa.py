@@ -87,22 +87,15 @@ def test_windows_cover_every_piece_once_stride_fits(n, room, stride):
   assert covered == set(range(n)) and got[-1][1] == n
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "windows() with stride > room skips pieces and may add an empty last "
-    "window: windows(10, 3, 5) == [(0, 3), (5, 8), (10, 10)], so pieces 3, "
-    "4, 8, 9 are in no window, contrary to the module docstring"))
 def test_windows_stride_larger_than_room_still_covers_every_piece():
+  # The stride is capped at the window length: no gaps, no empty window.
   got = windows(10, 3, 5)
+  assert got == [(0, 3), (3, 6), (6, 9), (9, 10)]
   covered = set()
   for s, e in got:
     assert s < e, f"empty window {(s, e)} in {got}"
     covered |= set(range(s, e))
   assert covered == set(range(10)), got
-
-
-def test_windows_stride_larger_than_room_current_output():
-  # What the code does today (see the xfail above): gaps and an empty window.
-  assert windows(10, 3, 5) == [(0, 3), (5, 8), (10, 10)]
 
 
 # --- answer_pieces ------------------------------------------------------------
@@ -230,11 +223,6 @@ def test_make_rows_windows_and_targets(tok):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "make_rows with config.task.doc_stride larger than the room for context "
-    "(seq_len - question - 3) leaves pieces out of every window: seq_len 16, "
-    "4 question pieces, doc_stride 12 gives windows (0, 9), (12, 17) of a "
-    "17-piece context, so pieces 9-11 are never seen"))
 def test_make_rows_stride_larger_than_room_covers_every_piece(tok):
   rows = _task(stride=12).make_rows(_records([LONG], ["Mary"]), tok)
   ids = tok.encode(LONG)
