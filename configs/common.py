@@ -55,3 +55,37 @@ def from_backbone(c, workdir: str) -> None:
   for key, value in model.items():
     if key not in FREE_FIELDS and value is not None and key in c.model:
       c.model[key] = value
+
+
+def fine_tune(c, args: dict, *, lr: float, warmup_steps: int,
+              eval_every: int) -> None:
+  """What the fine-tuning configs share: BERT's fine-tuning AdamW (linear
+  decay to 0, b2 0.999, weight decay 0.01), evaluation on the whole eval
+  split every `eval_every` steps with the best checkpoint kept, the backbone
+  of `args["init_from"]`, and the tiny `runlocal` variant (bert_tiny from
+  scratch unless a backbone is given)."""
+  c.eval_every = eval_every
+  c.eval_steps = 0            # the whole eval split
+  c.checkpoint_every = eval_every
+  c.keep_checkpoints = 1      # plus the best by the task's metric
+  c.log_every = 50
+  c.optimizer.lr = lr
+  c.optimizer.warmup_steps = warmup_steps
+  c.optimizer.schedule = "linear"
+  c.optimizer.min_lr_ratio = 0.0
+  c.optimizer.b2 = 0.999
+  c.optimizer.weight_decay = 0.01
+  if args["init_from"]:
+    from_backbone(c, args["init_from"])
+  if args["runlocal"]:
+    if not args["init_from"]:
+      c.model.size = "bert_tiny"
+    c.batch_size = 8
+    c.steps = 4
+    c.log_every = 2
+    c.eval_every = 2
+    c.checkpoint_every = 2
+    c.data.tokenizer.vocab_size = 512
+    c.optimizer.lr = 1e-3
+    c.optimizer.warmup_steps = 1
+    c.progress_bar = False

@@ -26,11 +26,6 @@ def get_config(arg=None):
   c.seq_len = 128
   c.batch_size = 32
   c.steps = 1400              # ~3 epochs of 14k sentences
-  c.log_every = 50
-  c.eval_every = 200
-  c.eval_steps = 0
-  c.checkpoint_every = 200
-  c.keep_checkpoints = 1
   c.data.train = "tfds:conll2003:train"
   c.data.eval = "tfds:conll2003:dev"
   if args["data"]:
@@ -38,25 +33,7 @@ def get_config(arg=None):
     c.data.eval = f"conll:{args['data']}/valid.txt"
   c.task.text_field = "tokens"
   c.task.label_field = "ner"
-  c.optimizer.lr = 5e-5
-  c.optimizer.warmup_steps = 140
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
-  if args["init_from"]:
-    common.from_backbone(c, args["init_from"])
+  common.fine_tune(c, args, lr=5e-5, warmup_steps=140, eval_every=200)
   if args["runlocal"]:
-    if not args["init_from"]:
-      c.model.size = "bert_tiny"
     c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.data.tokenizer.vocab_size = 512
-    c.optimizer.lr = 1e-3
-    c.optimizer.warmup_steps = 1
-    c.progress_bar = False
   return c

@@ -24,34 +24,11 @@ def get_config(arg=None):
   c.seq_len = 512
   c.batch_size = 32
   c.steps = 2100              # ~3 epochs of 22.5k reviews
-  c.log_every = 50
-  c.eval_every = 300
-  c.eval_steps = 0
-  c.checkpoint_every = 300
-  c.keep_checkpoints = 1
   c.data.train = "tfds:imdb_reviews:train[:90%]"
   c.data.eval = "tfds:imdb_reviews:train[90%:]"
   c.task.text_field = "text"
   c.task.label_field = "label"
-  c.optimizer.lr = 2e-5
-  c.optimizer.warmup_steps = 200
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
-  if args["init_from"]:
-    common.from_backbone(c, args["init_from"])
+  common.fine_tune(c, args, lr=2e-5, warmup_steps=200, eval_every=300)
   if args["runlocal"]:
-    if not args["init_from"]:
-      c.model.size = "bert_tiny"
     c.seq_len = 64
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.data.tokenizer.vocab_size = 512
-    c.optimizer.lr = 1e-3
-    c.optimizer.warmup_steps = 1
-    c.progress_bar = False
   return c

@@ -27,11 +27,6 @@ def get_config(arg=None):
   c.seq_len = 384
   c.batch_size = 32
   c.steps = 5500              # ~2 epochs of 88k questions
-  c.log_every = 50
-  c.eval_every = 1000
-  c.eval_steps = 0
-  c.checkpoint_every = 1000
-  c.keep_checkpoints = 1
   c.data.train = "tfds:squad:train"
   c.data.eval = "tfds:squad:validation"
   if args["data"]:
@@ -40,28 +35,10 @@ def get_config(arg=None):
   c.task.doc_stride = 128
   c.task.max_question_len = 64
   c.task.max_answer_len = 30
-  c.optimizer.lr = 5e-5
-  c.optimizer.warmup_steps = 550
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
-  if args["init_from"]:
-    common.from_backbone(c, args["init_from"])
+  common.fine_tune(c, args, lr=5e-5, warmup_steps=550, eval_every=1000)
   if args["runlocal"]:
-    if not args["init_from"]:
-      c.model.size = "bert_tiny"
     c.seq_len = 48
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
     c.task.doc_stride = 8
     c.task.max_question_len = 16
     c.task.max_answer_len = 8
-    c.data.tokenizer.vocab_size = 512
-    c.optimizer.lr = 1e-3
-    c.optimizer.warmup_steps = 1
-    c.progress_bar = False
   return c

@@ -27,11 +27,6 @@ def get_config(arg=None):
   c.seq_len = 128
   c.batch_size = 32
   c.steps = 6000              # ~3 epochs of 67k sentences
-  c.log_every = 50
-  c.eval_every = 500
-  c.eval_steps = 0            # the whole validation split
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 1      # plus the best by eval accuracy
   c.data.train = "tfds:glue/sst2:train"
   c.data.eval = "tfds:glue/sst2:validation"
   if args["data"]:
@@ -39,25 +34,7 @@ def get_config(arg=None):
     c.data.eval = f"tsv:{args['data']}/dev.tsv"
   c.task.text_field = "sentence"
   c.task.label_field = "label"
-  c.optimizer.lr = 2e-5
-  c.optimizer.warmup_steps = 600
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
-  if args["init_from"]:
-    common.from_backbone(c, args["init_from"])
+  common.fine_tune(c, args, lr=2e-5, warmup_steps=600, eval_every=500)
   if args["runlocal"]:
-    if not args["init_from"]:
-      c.model.size = "bert_tiny"
     c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.data.tokenizer.vocab_size = 512
-    c.optimizer.lr = 1e-3
-    c.optimizer.warmup_steps = 1
-    c.progress_bar = False
   return c

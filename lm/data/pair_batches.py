@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from lm.data import packing
-from lm.data.pipeline import EpochPermutations, check_process_slice
+from lm.data.pipeline import ShuffledItems
 from lm.errors import LmError
 
 
@@ -126,12 +126,12 @@ def rows(cols: Columns, column: str, index: np.ndarray, *, seq_len: int,
   return out, mask
 
 
-class ContrastiveBatches:
+class ContrastiveBatches(ShuffledItems):
   """This process's rows of each step's global batch, a pure function of
   the step.
 
-  Items are shuffled once per epoch (`default_rng([seed, epoch])`) and taken
-  G at a time. An item is row i of every column in `columns` (pairs), or,
+  Items are shuffled once per epoch and taken G at a time
+  (`lm.data.pipeline.ShuffledItems`). An item is row i of every column in `columns` (pairs), or,
   with `flatten=True`, one text of any column (unsupervised SimCSE reads
   every text of every column as one sentence, under the name "anchor").
 
@@ -143,7 +143,6 @@ class ContrastiveBatches:
                global_batch_size: int, seq_len: int, seed: int, first: int,
                last: int, pad: int, flatten: bool = False,
                process_index: int = 0, process_count: int = 1):
-    check_process_slice(global_batch_size, process_index, process_count)
     missing = [c for c in columns if c not in cols.starts]
     if missing:
       raise LmError(f"the training data has no {missing[0]!r} column (it has "
@@ -151,23 +150,11 @@ class ContrastiveBatches:
     self.cols, self.columns = cols, list(columns)
     self.flatten = flatten
     self.n_rows = len(cols)
-    self.n_items = self.n_rows * (len(self.columns) if flatten else 1)
-    if self.n_items < global_batch_size:
-      raise LmError(f"the training data has {self.n_items} items, fewer than "
-                    f"config.batch_size={global_batch_size}; use more data or "
-                    "a smaller batch.")
-    self.global_batch_size = global_batch_size
-    self.local = global_batch_size // process_count
-    self.lo = process_index * self.local
-    self.seed = int(seed)
+    super().__init__(self.n_rows * (len(self.columns) if flatten else 1),
+                     global_batch_size=global_batch_size, seed=seed,
+                     process_index=process_index, process_count=process_count,
+                     what="items")
     self.row_args = dict(seq_len=seq_len, first=first, last=last, pad=pad)
-    self._perms = EpochPermutations(self.seed, self.n_items)
-
-  def items(self, step: int) -> np.ndarray:
-    """This process's item indices at `step`."""
-    g = step * self.global_batch_size + np.arange(
-        self.lo, self.lo + self.local, dtype=np.int64)
-    return self._perms.take(g)
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     items = self.items(step)
@@ -187,14 +174,6 @@ class ContrastiveBatches:
       batch[name], batch[name + "_mask"] = rows(self.cols, name, items,
                                                 **self.row_args)
     return batch
-
-  def epoch(self, step: int) -> float:
-    return step * self.global_batch_size / self.n_items
-
-  def state(self, step: int) -> dict:
-    return {"step": int(step), "epoch": float(self.epoch(step)),
-            "seed": self.seed, "items": int(self.n_items),
-            "global_batch_size": int(self.global_batch_size)}
 
 
 def eval_batches(cols: Columns, columns: Sequence[str], *, batch_size: int,

@@ -167,28 +167,25 @@ class TrainBatches:
     }
 
 
-class RowBatches:
-  """This process's rows of each step's global batch, drawn from fixed
-  example arrays (fine-tuning: one tokenized example per row).
+class ShuffledItems:
+  """This process's share of each step's global batch of `n_items` items,
+  a pure function of the step: items are shuffled once per epoch
+  (`EpochPermutations`) and taken G at a time.
 
-  `arrays` maps names to arrays with one row per example (`[N, ...]`).
-  Rows are shuffled once per epoch (`EpochPermutations`) and taken G at a
-  time; each batch also holds `weights` float32 `[L]` (all 1).
-
-  Example: 10 examples, G = 4: step 0 takes perm_0[0:4], step 2 takes
-  perm_0[8:10] and perm_1[0:2]; with 2 processes, process 1 gets rows 2-3
-  of each step.
+  Example: 10 items, G = 4: step 0 takes perm_0[0:4], step 2 takes
+  perm_0[8:10] and perm_1[0:2]; with 2 processes, process 1 gets the last
+  two of each step's four.
   """
 
-  def __init__(self, arrays: dict[str, np.ndarray], *, global_batch_size: int,
-               seed: int, process_index: int = 0, process_count: int = 1):
+  def __init__(self, n_items: int, *, global_batch_size: int, seed: int,
+               process_index: int = 0, process_count: int = 1,
+               what: str = "examples"):
     check_process_slice(global_batch_size, process_index, process_count)
-    self.arrays = arrays
-    self.n_items = len(next(iter(arrays.values())))
-    if self.n_items < global_batch_size:
-      raise LmError(f"the training data has {self.n_items} examples, fewer "
-                    f"than config.batch_size={global_batch_size}; use more "
-                    "data or a smaller batch.")
+    if n_items < global_batch_size:
+      raise LmError(f"the training data has {n_items} {what}, fewer than "
+                    f"config.batch_size={global_batch_size}; use more data or "
+                    "a smaller batch.")
+    self.n_items = int(n_items)
     self.global_batch_size = global_batch_size
     self.local = global_batch_size // process_count
     self.lo = process_index * self.local
@@ -196,16 +193,10 @@ class RowBatches:
     self._perms = EpochPermutations(self.seed, self.n_items)
 
   def items(self, step: int) -> np.ndarray:
-    """This process's example indices at `step`."""
+    """This process's item indices at `step`."""
     g = step * self.global_batch_size + np.arange(
         self.lo, self.lo + self.local, dtype=np.int64)
     return self._perms.take(g)
-
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    index = self.items(step)
-    batch = {k: np.asarray(v[index]) for k, v in self.arrays.items()}
-    batch["weights"] = np.ones((len(index),), np.float32)
-    return batch
 
   def epoch(self, step: int) -> float:
     return step * self.global_batch_size / self.n_items
@@ -214,6 +205,29 @@ class RowBatches:
     return {"step": int(step), "epoch": float(self.epoch(step)),
             "seed": self.seed, "items": int(self.n_items),
             "global_batch_size": int(self.global_batch_size)}
+
+
+class RowBatches(ShuffledItems):
+  """Batches of fixed example arrays (fine-tuning: one tokenized example per
+  row), shuffled per epoch as `ShuffledItems`.
+
+  `arrays` maps names to arrays with one row per example (`[N, ...]`); each
+  batch holds this process's rows of every array plus `weights` float32
+  `[L]` (all 1).
+  """
+
+  def __init__(self, arrays: dict[str, np.ndarray], *, global_batch_size: int,
+               seed: int, process_index: int = 0, process_count: int = 1):
+    super().__init__(len(next(iter(arrays.values()))),
+                     global_batch_size=global_batch_size, seed=seed,
+                     process_index=process_index, process_count=process_count)
+    self.arrays = arrays
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    index = self.items(step)
+    batch = {k: np.asarray(v[index]) for k, v in self.arrays.items()}
+    batch["weights"] = np.ones((len(index),), np.float32)
+    return batch
 
 
 def row_eval_batches(arrays: dict[str, np.ndarray], *, batch_size: int,
