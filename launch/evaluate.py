@@ -56,7 +56,7 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
                     f"{c.objective!r} run; drop --sts.")
     c.contrastive.sts = sts
     uri = data or ""       # only what was asked for
-  objective = make_objective(c, labels=getattr(trained.objective, "labels",
+  objective = make_objective(c, stored=getattr(trained.objective, "stored",
                                                None))
   source = objective.open_source(uri, train=False)
   if source is None:

@@ -78,16 +78,17 @@ def build_backbone(model_cfg):
   return build_model(model_cfg)
 
 
-def make_objective(config, labels=None):
+def make_objective(config, stored=None):
   """The objective `config.objective` names, bound to the experiment config.
 
   The fine-tuning tasks ("classification", "tagging", "qa"; `lm.tasks`)
-  follow the same contract; `labels` is the label vocabulary of a trained
-  task run (None: read it from the training data).
+  follow the same contract; `stored` is a trained task run's stored data
+  settings (`config.json`'s `batch`: its label vocabulary and label
+  counts), None when they come from the training data.
   """
   if config.objective in ("classification", "tagging", "qa"):
     from lm.tasks import make_task  # pylint: disable=g-import-not-at-top
-    return make_task(config, labels)
+    return make_task(config, stored)
   if config.objective == "causal":
     from lm.objectives.causal import CausalLM  # pylint: disable=g-import-not-at-top
     return CausalLM(config)

@@ -21,14 +21,15 @@ from __future__ import annotations
 TASKS = ("classification", "tagging", "qa")
 
 
-def make_task(config, labels=None):
-  """The task `config.objective` names; `labels` is a trained run's label
-  vocabulary (None: read from the training data)."""
+def make_task(config, stored=None):
+  """The task `config.objective` names; `stored` is a trained run's stored
+  data settings (its labels and label counts; None: read from the training
+  data)."""
   if config.objective == "classification":
     from lm.tasks.classification import Classification  # pylint: disable=g-import-not-at-top
-    return Classification(config, labels)
+    return Classification(config, stored)
   if config.objective == "tagging":
     from lm.tasks.token_classification import Tagging  # pylint: disable=g-import-not-at-top
-    return Tagging(config, labels)
+    return Tagging(config, stored)
   from lm.tasks.qa import QuestionAnswering  # pylint: disable=g-import-not-at-top
-  return QuestionAnswering(config, labels)
+  return QuestionAnswering(config, stored)

@@ -80,10 +80,18 @@ class Classification(finetune.Task):
   metrics = ("accuracy", "macro_f1", "mcc")
   train_keys = ("tokens", "token_types", "mask", "label")
 
-  def __init__(self, config, labels=None):
-    super().__init__(config, labels)
+  def __init__(self, config, stored=None):
+    super().__init__(config, stored)
     self.class_weights = None
-    self._weighted = False
+    self.label_counts = None
+    if stored and stored.get("label_counts") is not None:
+      self._set_weights(np.asarray(stored["label_counts"], np.int64))
+
+  def _set_weights(self, counts: np.ndarray) -> None:
+    """Class weights from the training split's label `counts`."""
+    self.label_counts = counts
+    self.class_weights = finetune.parse_class_weights(
+        self.config.task.class_weights, self.labels, counts)
 
   def pooling(self) -> str:
     from lm.models.task_model import check_pooling  # pylint: disable=g-import-not-at-top
@@ -124,13 +132,15 @@ class Classification(finetune.Task):
 
   def open_data(self, source, tokenizer, cache_dir, max_chars):
     data = super().open_data(source, tokenizer, cache_dir, max_chars)
-    if not self._weighted:   # the first split opened is the training split
-      self._weighted = True
-      counts = np.bincount(np.asarray(data.arrays["label"]),
-                           minlength=len(self.labels))
-      self.class_weights = finetune.parse_class_weights(
-          self.config.task.class_weights, self.labels, counts)
+    if self.label_counts is None:   # the training split (opened first)
+      self._set_weights(np.bincount(np.asarray(data.arrays["label"]),
+                                    minlength=len(self.labels)))
     return data
+
+  def data_settings(self) -> dict:
+    counts = None if self.label_counts is None else [
+        int(n) for n in self.label_counts]
+    return {**super().data_settings(), "label_counts": counts}
 
   # --- objective --------------------------------------------------------------
 

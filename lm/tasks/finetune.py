@@ -120,7 +120,10 @@ def label_ids(values: Sequence[str], labels: Sequence[str], uri: str
 class Task:
   """The objective contract (`lm.objectives`) for fine-tuning.
 
-  Subclasses set `name`, `main_metric`, `metrics` (those `evaluate`
+  `stored` is a trained run's `data_settings()` as its `config.json` holds
+  them (evaluation and prediction: the labels and their training counts
+  come from there, not from the data opened). Subclasses set `name`,
+  `main_metric`, `metrics` (those `evaluate`
   reports, without the `eval_` prefix), `train_keys` (the arrays a training
   batch carries) and implement `fields`, `read_labels`, `make_rows`, `loss`,
   `summarize` and `evaluate`.
@@ -132,14 +135,16 @@ class Task:
   train_keys: tuple[str, ...] = ()
   backbone_path = ("backbone",)
 
-  def __init__(self, config, labels: Sequence[str] | None = None):
+  def __init__(self, config, stored: dict | None = None):
     from lm.models.config import make_model_config  # pylint: disable=g-import-not-at-top
     from lm.training import experiment  # pylint: disable=g-import-not-at-top
     self.config = config
     overrides = {**experiment.model_overrides(config), "vocab_size": 1}
     self.arch = make_model_config(config.model.size, **overrides).arch
     self.bert_specials = self.arch == "bert"
-    self.labels = None if labels is None else [str(l) for l in labels]
+    self.stored = stored      # a trained run's data settings, or None
+    labels = (stored or {}).get("labels")
+    self.labels = [str(l) for l in labels] if labels else None
     metric = config.task.metric or self.main_metric
     if metric not in self.metrics:
       raise LmError(f"config.task.metric={metric!r} is not a {self.name} "

@@ -93,8 +93,8 @@ class QuestionAnswering(finetune.Task):
   metrics = ("f1", "exact_match")
   train_keys = ("tokens", "token_types", "mask", "start", "end")
 
-  def __init__(self, config, labels=None):
-    super().__init__(config, ["start", "end"] if labels is None else labels)
+  def __init__(self, config, stored=None):
+    super().__init__(config, {**(stored or {}), "labels": ["start", "end"]})
     t = config.task
     for key in ("doc_stride", "max_question_len", "max_answer_len"):
       if int(t[key]) < 1:

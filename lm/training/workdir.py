@@ -63,8 +63,7 @@ def load_trained(workdir: str, step: int | None = None, *,
     raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
                   "reach its first checkpoint_every step.")
   config = ml_collections.ConfigDict(resolved["config"])
-  objective = make_objective(config,
-                             labels=resolved.get("batch", {}).get("labels"))
+  objective = make_objective(config, stored=resolved.get("batch"))
   best_metric, best_mode = getattr(objective, "best_metric",
                                    ("eval_loss", "min"))
   ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode)

@@ -63,6 +63,7 @@ def pairs_run(tmp_path_factory):
       "data.train": f"tsv:{train}", "data.eval": f"tsv:{dev}",
       "task.text_field": "premise", "task.text_b_field": "review",
       "task.pooling": "mean", "data.tokenizer.vocab_size": 300,
+      "task.class_weights": "balanced",
       "steps": 40, "eval_every": 20, "checkpoint_every": 20,
       "batch_size": 16, "log_every": 10})
   workdir = str(tmp / "run")
@@ -76,6 +77,13 @@ def test_pair_classifier_learns_and_predicts(pairs_run):
   assert read_resolved(workdir)["batch"]["labels"] == ["no", "yes"]
   r = evaluate_workdir(workdir, best=True)
   assert r["accuracy"] >= 0.9 and r["examples"] == 48
+  # Balanced class weights come from the training labels, stored with the
+  # run: evaluating again gives the logged loss, and a one-class file works.
+  again = evaluate_workdir(workdir, step=40)
+  assert again["loss"] == pytest.approx(out["eval_loss"], rel=1e-5)
+  one = tmp / "yes.tsv"
+  one.write_text("premise\treview\tlabel\nthe plot\tgreat fine movie\tyes\n")
+  assert evaluate_workdir(workdir, data=f"tsv:{one}")["examples"] == 1
   p = cli("launch.predict", "--workdir", workdir, "--text", "the plot",
           "--text_b", "great superb movie")
   assert p.returncode == 0, p.stderr
