@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out (work in progress: GPT-2 import).
+"""Hugging Face checkpoints in and out (so far: GPT-2 and BERT import).
 
 `load_hf_dir(path)` reads a local Hugging Face model directory
 (`config.json` + `model.safetensors`, or sharded safetensors with
@@ -17,6 +17,21 @@ GPT-2 (`GPT2LMHeadModel`) mapping, per layer i (HF Conv1D weights are
   transformer.h.i.ln_2.*            -> decoder/layers/mlp_norm
   transformer.h.i.mlp.c_fc.*        -> mlp/wi [D, F];  mlp.c_proj.* -> mlp/wo [F, D]
   transformer.ln_f.*                -> decoder/final_norm
+
+BERT (`BertModel`, `BertForMaskedLM`, `BertForPreTraining`, with or without
+the `bert.` prefix; nn.Linear weights are `[out, in]` and are transposed):
+
+  embeddings.{word,position,token_type}_embeddings -> token/position/type_embed
+  embeddings.LayerNorm              -> embed_norm
+  encoder.layer.i.attention.self.{query,key,value} -> attention q/k/v
+  encoder.layer.i.attention.output.dense / LayerNorm -> attention/out, attention_norm
+  encoder.layer.i.intermediate.dense / output.dense  -> mlp/wi, mlp/wo
+  encoder.layer.i.output.LayerNorm  -> mlp_norm (post-LN)
+  pooler.dense                      -> pooler/dense
+  cls.predictions.transform.{dense,LayerNorm}, cls.predictions.bias -> mlm_head
+  cls.seq_relationship              -> nsp_head/dense
+Heads the checkpoint lacks (a bare `BertModel` has no MLM or NSP head) are
+missing from the returned tree; `missing_heads` lists them.
 """
 
 from __future__ import annotations
@@ -111,6 +126,99 @@ def gpt2_params(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
                                      "bias": get("ln_f.bias")}}}
 
 
+def bert_config(hf: dict) -> ModelConfig:
+  """Our `ModelConfig` for a BERT `config.json`."""
+  act = hf.get("hidden_act", "gelu")
+  if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+    raise LmError(f"BERT hidden_act {act!r} is not supported; only GELU "
+                  "(exact or tanh) models import.")
+  return make_model_config(
+      "bert_base", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+      num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+      d_ff=hf["intermediate_size"], max_len=hf["max_position_embeddings"],
+      type_vocab_size=hf.get("type_vocab_size", 2),
+      norm_eps=hf.get("layer_norm_eps", 1e-12),
+      gelu_approximate=act != "gelu")
+
+
+def bert_params(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
+  """Our (scanned) BertModel parameters from a BERT state dict."""
+  d, n, l = cfg.d_model, cfg.num_heads, cfg.num_layers
+  h = d // n
+  prefix = "bert." if "bert.embeddings.word_embeddings.weight" in state else ""
+
+  def get(name, root=None):
+    key = (prefix if root is None else root) + name
+    if key not in state:
+      raise LmError(f"the checkpoint has no tensor {key!r}; is it a BERT "
+                    "model?")
+    return np.asarray(state[key], np.float32)
+
+  def linear(name, root=None):          # nn.Linear [out, in] -> [in, out]
+    return get(name + ".weight", root).T, get(name + ".bias", root)
+
+  def stack(fn):
+    return np.stack([fn(i) for i in range(l)])
+
+  def layer(i, name):
+    return f"encoder.layer.{i}.{name}"
+
+  attention = {}
+  for which in ("query", "key", "value"):
+    attention[which] = {
+        "kernel": stack(lambda i, w=which: linear(
+            layer(i, f"attention.self.{w}"))[0].reshape(d, n, h)),
+        "bias": stack(lambda i, w=which: linear(
+            layer(i, f"attention.self.{w}"))[1].reshape(n, h))}
+  attention["out"] = {
+      "kernel": stack(lambda i: linear(
+          layer(i, "attention.output.dense"))[0].reshape(n, h, d)),
+      "bias": stack(lambda i: linear(layer(i, "attention.output.dense"))[1])}
+
+  def norm(name):
+    return {"scale": get(name + ".weight"), "bias": get(name + ".bias")}
+
+  def stacked_norm(name):
+    return {"scale": stack(lambda i: get(layer(i, name) + ".weight")),
+            "bias": stack(lambda i: get(layer(i, name) + ".bias"))}
+
+  layers = {
+      "attention": attention,
+      "attention_norm": stacked_norm("attention.output.LayerNorm"),
+      "mlp_norm": stacked_norm("output.LayerNorm"),
+      "mlp": {"wi": {"kernel": stack(lambda i: linear(layer(i, "intermediate.dense"))[0]),
+                     "bias": stack(lambda i: linear(layer(i, "intermediate.dense"))[1])},
+              "wo": {"kernel": stack(lambda i: linear(layer(i, "output.dense"))[0]),
+                     "bias": stack(lambda i: linear(layer(i, "output.dense"))[1])}},
+  }
+  params = {
+      "token_embed": {"embedding": get("embeddings.word_embeddings.weight")},
+      "position_embed": {
+          "embedding": get("embeddings.position_embeddings.weight")},
+      "type_embed": {
+          "embedding": get("embeddings.token_type_embeddings.weight")},
+      "embed_norm": norm("embeddings.LayerNorm"),
+      "encoder": {"layers": layers},
+  }
+  if prefix + "pooler.dense.weight" in state:
+    k, b = linear("pooler.dense")
+    params["pooler"] = {"dense": {"kernel": k, "bias": b}}
+  if "cls.predictions.transform.dense.weight" in state:
+    k, b = linear("cls.predictions.transform.dense", "")
+    bias = state.get("cls.predictions.bias",
+                     state.get("cls.predictions.decoder.bias"))
+    params["mlm_head"] = {
+        "transform": {"kernel": k, "bias": b},
+        "transform_norm": {
+            "scale": get("cls.predictions.transform.LayerNorm.weight", ""),
+            "bias": get("cls.predictions.transform.LayerNorm.bias", "")},
+        "bias": np.asarray(bias, np.float32)}
+  if "cls.seq_relationship.weight" in state:
+    k, b = linear("cls.seq_relationship", "")
+    params["nsp_head"] = {"dense": {"kernel": k, "bias": b}}
+  return params
+
+
 def load_hf_dir(path: str) -> tuple[ModelConfig, dict]:
   """`(model config, params)` of the Hugging Face model directory `path`."""
   config_path = os.path.join(path, "config.json")
@@ -120,8 +228,11 @@ def load_hf_dir(path: str) -> tuple[ModelConfig, dict]:
   with open(config_path) as f:
     hf = json.load(f)
   kind = hf.get("model_type")
-  if kind != "gpt2":
-    raise LmError(f"{path} holds a {kind!r} model; importing supports "
-                  "'gpt2' so far.")
-  cfg = gpt2_config(hf)
-  return cfg, gpt2_params(read_state(path), cfg)
+  if kind == "gpt2":
+    cfg = gpt2_config(hf)
+    return cfg, gpt2_params(read_state(path), cfg)
+  if kind == "bert":
+    cfg = bert_config(hf)
+    return cfg, bert_params(read_state(path), cfg)
+  raise LmError(f"{path} holds a {kind!r} model; importing supports "
+                "'gpt2' and 'bert' so far.")

@@ -34,3 +34,21 @@ def test_pickle_checkpoints_and_other_models_are_refused(tmp_path):
   (tmp_path / "config.json").write_text('{"model_type": "t5"}')
   with pytest.raises(LmError, match="holds a 't5' model"):
     load_hf_dir(str(tmp_path))
+
+
+def test_greedy_generation_matches_transformers_generate(tmp_path):
+  from lm.generation.decode import Decoder
+  torch.manual_seed(1)
+  hf_cfg = transformers.GPT2Config(vocab_size=97, n_positions=40, n_embd=32,
+                                   n_layer=2, n_head=4)
+  ref = transformers.GPT2LMHeadModel(hf_cfg).eval()
+  ref.save_pretrained(tmp_path, safe_serialization=True)
+  cfg, params = load_hf_dir(str(tmp_path))
+  prompt = [5, 17, 42, 8]
+  with torch.no_grad():
+    want = ref.generate(torch.tensor([prompt]), max_new_tokens=20,
+                        do_sample=False, pad_token_id=0,
+                        eos_token_id=None)[0, len(prompt):].tolist()
+  got = Decoder(build_model(cfg)).generate(params, [prompt],
+                                           max_new_tokens=20, max_len=40)
+  assert got.tokens[0] == want
