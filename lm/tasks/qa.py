@@ -225,15 +225,15 @@ class QuestionAnswering(finetune.Task):
     return best
 
   def evaluate(self, data, eval_fn, params, mesh, *, batch_size: int,
-               max_batches: int | None, tokenizer=None) -> dict:
+               max_batches: int | None) -> dict:
     """SQuAD exact match and F1 of the decoded answers, window loss."""
     totals, kept = self.eval_sums(data, eval_fn, params, mesh,
                                   batch_size=batch_size,
                                   max_batches=max_batches,
                                   keep=("start_logits", "end_logits"))
-    tok = tokenizer or self.tokenizer
     best = self.decode(data.records, data.arrays, kept["index"],
-                       kept["start_logits"], kept["end_logits"], tok)
+                       kept["start_logits"], kept["end_logits"],
+                       self.tokenizer)
     ids = _ids(data.records)
     answers = data.records.columns["answers"]
     preds = {ids[e]: v["answer"] for e, v in best.items()}
