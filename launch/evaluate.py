@@ -50,6 +50,7 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   trained = load_trained(workdir, step, best=best)
   c = trained.config
   uri = data or c.data.eval
+  c.data.eval = uri       # what the objective reads (imported runs: no train)
   if sts is not None:
     if c.objective != "contrastive":
       raise LmError(f"--sts scores sentence embeddings, but {workdir} holds a "

@@ -8,8 +8,9 @@ padded to a fixed `max_predictions` so batches have static shapes.
 
 Whole-word masking picks whole words instead of single pieces. A word is a
 word-start token and the maskable non-start tokens after it. Word starts
-come from `word_start_table` (pieces beginning with "▁", plus stand-alone
-pieces: "\\n", "\\t", whitespace-only pieces and specials) and `word_starts`,
+come from `word_start_table` (for SentencePiece, pieces beginning with "▁",
+plus stand-alone pieces: "\\n", "\\t", whitespace-only pieces and specials;
+the tokenizer's `word_style` picks the rule, see there) and `word_starts`,
 which also starts a word after a stand-alone piece; since these tokenizers use
 `add_dummy_prefix=False`, the first token of each maskable run (after [CLS],
 [SEP] or another non-maskable token) starts a word as well.
@@ -30,6 +31,10 @@ from lm.errors import LmError
 
 WORD_PREFIX = "\u2581"  # "▁", SentencePiece's whitespace marker
 STANDALONE_PIECES = ("\n", "\t")
+# Byte-level BPE (GPT-2) writes byte b < 33 as chr(256 + b): "Ġ" is a space.
+BYTE_LEVEL_SPACE = "\u0120"
+BYTE_LEVEL_WHITESPACE = frozenset(chr(256 + b) for b in (9, 10, 11, 12, 13, 32))
+DEFAULT_SUBWORD_PREFIX = "##"
 
 
 def check_rates(mask_rate: float, mask_token_rate: float,
@@ -50,18 +55,43 @@ def check_rates(mask_rate: float, mask_token_rate: float,
                   "lower one of them (BERT uses 0.8 and 0.1).")
 
 
+def _piece_rules(tokenizer):
+  """(stands_alone, begins_word) predicates on pieces for the tokenizer's
+  `word_style` ("sentencepiece" when it has none).
+
+  Example: "wordpiece" -> (never, not piece.startswith("##")).
+  """
+  style = getattr(tokenizer, "word_style", "sentencepiece")
+  if style == "sentencepiece":
+    return ((lambda p: p in STANDALONE_PIECES
+             or bool(p and not p.strip(WORD_PREFIX))),
+            lambda p: p.startswith(WORD_PREFIX))
+  if style == "bytelevel":
+    return ((lambda p: bool(p) and all(c in BYTE_LEVEL_WHITESPACE for c in p)),
+            lambda p: p.startswith(BYTE_LEVEL_SPACE))
+  if style == "wordpiece":
+    prefix = (getattr(tokenizer, "subword_prefix", "")
+              or DEFAULT_SUBWORD_PREFIX)
+    return (lambda p: False), (lambda p: not p.startswith(prefix))
+  if style == "token":
+    return (lambda p: False), (lambda p: True)
+  raise LmError(f"Tokenizer word_style {style!r} is unknown; whole-word "
+                "masking reads 'sentencepiece', 'wordpiece', 'bytelevel' or "
+                "'token' (or set --config.mlm.whole_word=False).")
+
+
 def _tables(tokenizer) -> tuple[np.ndarray, np.ndarray]:
   """(starts, standalone) bool [V] tables; see `word_start_table`."""
   n = tokenizer.vocab_size
   specials = set(tokenizer.special_ids)
+  stands_alone, begins_word = _piece_rules(tokenizer)
   starts = np.zeros(n, bool)
   alone = np.zeros(n, bool)
   for i in range(n):
     piece = tokenizer.id_to_piece(i)
-    if (i in specials or piece in STANDALONE_PIECES
-        or (piece and not piece.strip(WORD_PREFIX))):
+    if i in specials or stands_alone(piece):
       alone[i] = starts[i] = True
-    elif piece.startswith(WORD_PREFIX):
+    elif begins_word(piece):
       starts[i] = True
   return starts, alone
 
@@ -69,12 +99,23 @@ def _tables(tokenizer) -> tuple[np.ndarray, np.ndarray]:
 def word_start_table(tokenizer) -> np.ndarray:
   """bool [V]: True for ids that begin a word.
 
-  A piece begins a word when it starts with "▁" (SentencePiece's space) or
-  stands alone: "\\n", "\\t", whitespace-only pieces ("▁▁▁▁", indentation)
-  and the special ids (`tokenizer.special_ids`: pad, unk, bos, eos, [CLS],
-  [SEP], [MASK]). Byte pieces and pieces without "▁" continue the word
-  before them. Example: pieces ["[PAD]", ..., "\\n", "▁def", "ine",
-  "<0xE6>"] -> [True, ..., True, True, False, False].
+  The rule follows `tokenizer.word_style` ("sentencepiece" when absent); in
+  every style the special ids (`tokenizer.special_ids`: pad, unk, bos, eos,
+  [CLS], [SEP], [MASK]) stand alone and so begin a word.
+
+  * "sentencepiece": a piece begins a word when it starts with "▁"
+    (SentencePiece's space) or stands alone: "\\n", "\\t" and
+    whitespace-only pieces ("▁▁▁▁", indentation). Byte pieces and pieces
+    without "▁" continue the word before them. Example: pieces ["[PAD]",
+    ..., "\\n", "▁def", "ine", "<0xE6>"] -> [True, ..., True, True, False,
+    False].
+  * "bytelevel" (GPT-2): pieces starting with "Ġ" (a space) begin words;
+    whitespace-only pieces ("Ċ", "ĠĠĠ") stand alone. Example: ["Ġdef",
+    "ine", "ĊĠĠĠ"] -> [True, False, True].
+  * "wordpiece" (BERT): pieces starting with `tokenizer.subword_prefix`
+    ("##") continue a word, every other piece begins one. Example:
+    ["un", "##believ", "##able", "!"] -> [True, False, False, True].
+  * "token": every piece is a word of its own.
   """
   return _tables(tokenizer)[0]
 

@@ -28,6 +28,10 @@ and decode to nothing. Read the ids from `Tokenizer.cls_id`, `sep_id`,
 `mask_id` rather than hard-coding them. Without `bert_specials` the model is
 byte-identical to one trained before the option existed.
 
+`load_tokenizer` also opens a Hugging Face `tokenizer.json` (an imported
+model's own tokenizer) as an `lm.data.hf_tokenizer.HfTokenizer`, which has
+this class's interface; `load_or_train` uses it for an explicit path.
+
 Example:
   tok = train_tokenizer(docs, "/tmp/tok.model", vocab_size=512)
   tok.encode("def f():\\n    pass")  # -> e.g. [301, 87, 95, 4, 262, 340]
@@ -49,6 +53,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from lm.data.hf_tokenizer import HfTokenizer
 from lm.errors import LmError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -74,6 +79,8 @@ class Tokenizer:
     tok.encode("hi\\n")                          # -> e.g. [411, 4]
     tok.decode([tok.bos_id, 411, 4, tok.eos_id])  # -> "hi\\n"
   """
+
+  kind = "sentencepiece"
 
   def __init__(self, processor: spm.SentencePieceProcessor, path: str):
     self._sp = processor
@@ -102,7 +109,8 @@ class Tokenizer:
     if not os.path.isfile(path):
       raise LmError(f"Tokenizer file {path} does not exist; set "
                     "--config.data.tokenizer.path to a SentencePiece .model "
-                    "file or to '' to train one.")
+                    "file, a Hugging Face tokenizer.json, or '' to train "
+                    "one.")
     sp = spm.SentencePieceProcessor()
     try:
       sp.Load(path)
@@ -110,7 +118,8 @@ class Tokenizer:
       reason = (str(e).strip() or "unreadable").splitlines()[0]
       raise LmError(f"Tokenizer file {path} is not a valid SentencePiece model "
                     f"({reason}); point --config.data.tokenizer.path at a "
-                    ".model file or delete it to retrain.") from None
+                    ".model file or a tokenizer.json, or delete it to "
+                    "retrain.") from None
     return cls(sp, path)
 
   @property
@@ -168,6 +177,12 @@ class Tokenizer:
     ids = (self.pad_id, self.unk_id, self.bos_id, self.eos_id, self._cls_id,
            self._sep_id, self._mask_id)
     return sorted({int(i) for i in ids if i is not None and i >= 0})
+
+  @property
+  def word_style(self) -> str:
+    """How pieces mark word starts: always "sentencepiece" (pieces starting
+    with "▁" begin words; see `lm.data.masking.word_start_table`)."""
+    return "sentencepiece"
 
   @property
   def processor(self) -> spm.SentencePieceProcessor:
@@ -396,11 +411,25 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
   return Tokenizer.load(path)
 
 
+def load_tokenizer(path: str) -> Tokenizer | HfTokenizer:
+  """A tokenizer file of either kind: a Hugging Face `tokenizer.json` (any
+  path ending in ".json") or a SentencePiece `.model` (anything else).
+
+  Example: load_tokenizer("bert/tokenizer.json") -> HfTokenizer(...);
+  load_tokenizer("run/tokenizer.model") -> Tokenizer(...).
+  """
+  if path.lower().endswith(".json"):
+    return HfTokenizer.load(path)
+  return Tokenizer.load(path)
+
+
 def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
-                  bert_specials: bool = False) -> Tokenizer:
+                  bert_specials: bool = False) -> Tokenizer | HfTokenizer:
   """The run's tokenizer: an explicit file, the workdir's, or a new one.
 
-  1. `tok_cfg.path` set -> load it (missing or corrupt -> LmError naming it).
+  1. `tok_cfg.path` set -> load it with `load_tokenizer`, so a
+     `tokenizer.json` gives an `HfTokenizer` (missing or corrupt -> LmError
+     naming it).
   2. else `workdir/tokenizer.model` exists -> load it (a resumed run reuses
      the tokenizer it started with, never retrains).
   3. else train on the documents of `source`, in order, up to
@@ -415,8 +444,8 @@ def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
   -> Tokenizer("/tmp/run/tokenizer.model", vocab_size=4096).
   """
   if getattr(tok_cfg, "path", ""):
-    return _check_specials(Tokenizer.load(os.path.expanduser(tok_cfg.path)),
-                           bert_specials)
+    path = os.path.expanduser(tok_cfg.path)
+    return _check_specials(load_tokenizer(path), bert_specials)
   if workdir is None:
     workdir = tempfile.mkdtemp(prefix="lm-tokenizer-")
   path = os.path.join(workdir, "tokenizer.model")
@@ -430,10 +459,15 @@ def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
       bert_specials=bert_specials)
 
 
-def _check_specials(tok: Tokenizer, bert_specials: bool) -> Tokenizer:
+def _check_specials(tok: Tokenizer | HfTokenizer,
+                    bert_specials: bool) -> Tokenizer | HfTokenizer:
   """`tok`, or LmError when `bert_specials` asks for pieces it lacks."""
   if bert_specials and not tok.has_bert_specials:
+    fix = ("name cls_token, sep_token and mask_token in a "
+           "tokenizer_config.json beside it, or "
+           if getattr(tok, "kind", "") == "hf" else "")
     raise LmError(f"Tokenizer {tok.path} has no [CLS]/[SEP]/[MASK] pieces, "
-                  "which masked-LM training needs; train a new one by leaving "
-                  "--config.data.tokenizer.path empty in a new workdir.")
+                  f"which masked-LM training needs; {fix}train a new one by "
+                  "leaving --config.data.tokenizer.path empty in a new "
+                  "workdir.")
   return tok

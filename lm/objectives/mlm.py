@@ -105,8 +105,9 @@ class MaskedLM:
     self.summarize = functools.partial(summarize, nsp=self.nsp)
     self.documents = m.documents
     if m.documents == "auto":
-      self.documents = ("blank_lines" if config.data.train.startswith("text:")
-                        else "source")
+      # By the training data (imported runs have none: their eval data).
+      uri = config.data.train or config.data.eval
+      self.documents = "blank_lines" if uri.startswith("text:") else "source"
     # Bad mlm settings stop the run before anything is written.
     segments_lib.check_modes(self.documents, m.segments)
     masking.check_rates(m.mask_rate, m.mask_token_rate, m.random_token_rate)

@@ -145,8 +145,8 @@ def prepare(config, workdir: str) -> Run:
   resolved = {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(model_cfg),
-      "tokenizer": {"path": tok.path, "vocab_size": tok.vocab_size,
-                    "sha256": tok.fingerprint()},
+      "tokenizer": {"path": tok.path, "kind": tok.kind,
+                    "vocab_size": tok.vocab_size, "sha256": tok.fingerprint()},
       "batch": {**objective.data_settings(),
                 "train_tokens": int(len(train_data.tokens))},
   }

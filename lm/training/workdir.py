@@ -9,7 +9,7 @@ import os
 import jax
 import ml_collections
 
-from lm.data.tokenizer import Tokenizer
+from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
 from lm.models.config import ModelConfig
 from lm.objectives import make_objective
@@ -78,8 +78,9 @@ def load_trained(workdir: str, step: int | None = None, *,
                   f"available steps: {', '.join(map(str, steps))}.")
   model_cfg = ModelConfig(**resolved["model"])
   # The tokenizer the run used: its recorded path (the workdir's own copy
-  # unless data.tokenizer.path named another file).
-  tokenizer = Tokenizer.load(resolved.get("tokenizer", {}).get("path")
+  # unless data.tokenizer.path named another file; a tokenizer.json for
+  # imported Hugging Face models).
+  tokenizer = load_tokenizer(resolved.get("tokenizer", {}).get("path")
                              or os.path.join(workdir, "tokenizer.model"))
   model = objective.build_model(model_cfg)
   mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})

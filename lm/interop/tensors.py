@@ -1,0 +1,122 @@
+"""Safetensors state dicts in and out, with one-sentence errors.
+
+`read_state(dir)` reads every tensor of a Hugging Face model directory
+(`model.safetensors`, or the shards a `model.safetensors.index.json`
+names); `write_state(dir, state)` writes `model.safetensors`. Pickled
+`pytorch_model.bin` files are never opened.
+
+`Tensors` wraps a state dict for the per-architecture mappings
+(`lm.interop.gpt2`, `bert`, `llama`): `get(name, shape)` returns the tensor
+as float32 and names the tensor when it is missing or has another shape
+than `config.json` implies.
+
+Example:
+  t = Tensors(read_state("gpt2"), "gpt2", kind="GPT-2", prefix="transformer.")
+  t.get("wte.weight", (50257, 768)).shape   # (50257, 768)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from lm.errors import LmError
+
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+def read_state(path: str) -> dict[str, np.ndarray]:
+  """Every tensor of the safetensors file(s) in the directory `path`."""
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  single = os.path.join(path, WEIGHTS)
+  index = os.path.join(path, INDEX)
+  if os.path.isfile(single):
+    files = [WEIGHTS]
+  elif os.path.isfile(index):
+    try:
+      with open(index) as f:
+        files = sorted(set(json.load(f)["weight_map"].values()))
+    except (ValueError, KeyError, AttributeError):
+      raise LmError(f"{index} is not a safetensors index (no JSON "
+                    "'weight_map'); re-save the model with transformers' "
+                    "save_pretrained.") from None
+  elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+    raise LmError(f"{path} holds pytorch_model.bin, which would have to be "
+                  "unpickled; convert it to safetensors first (load it with "
+                  "transformers and call save_pretrained(dir, "
+                  "safe_serialization=True)).")
+  else:
+    raise LmError(f"{path} has no {WEIGHTS} (or sharded {INDEX}); point "
+                  "--hf_dir at a Hugging Face model directory.")
+  state = {}
+  for name in files:
+    file = os.path.join(path, name)
+    if not os.path.isfile(file):
+      raise LmError(f"{index} names the shard {name}, which is not in {path}; "
+                    "copy every shard of the model there.")
+    try:
+      state.update(load_file(file))
+    except (SafetensorError, OSError) as e:
+      raise LmError(f"{file} is not a readable safetensors file ({e}); "
+                    "download or save it again.") from None
+  return state
+
+
+def write_state(path: str, state: dict[str, np.ndarray]) -> str:
+  """Writes `state` to `path/model.safetensors` (atomically); returns it."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  os.makedirs(path, exist_ok=True)
+  target = os.path.join(path, WEIGHTS)
+  tmp = target + ".tmp"
+  save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp,
+            metadata={"format": "pt"})
+  os.replace(tmp, target)
+  return target
+
+
+class Tensors:
+  """A state dict read by name, with shape checks.
+
+  Attributes:
+    state: name -> array, as `read_state` returns it.
+    source: the directory it came from (for error messages).
+    kind: the model family, e.g. "GPT-2" (for error messages).
+    prefix: prepended to every name `get` and `has` are given (e.g.
+      "bert." for a `BertForPreTraining` checkpoint).
+  """
+
+  def __init__(self, state: dict[str, np.ndarray], source: str, *, kind: str,
+               prefix: str = ""):
+    self.state, self.source, self.kind, self.prefix = state, source, kind, prefix
+
+  def has(self, name: str, *, root: bool = False) -> bool:
+    """Whether the tensor exists (`root`: `name` without the prefix)."""
+    return (name if root else self.prefix + name) in self.state
+
+  def get(self, name: str, shape: Sequence[int], *,
+          root: bool = False) -> np.ndarray:
+    """The tensor `prefix + name` (`root`: `name` alone) as float32.
+
+    Raises LmError when it is missing or its shape is not `shape`.
+    """
+    key = name if root else self.prefix + name
+    if key not in self.state:
+      raise LmError(f"{self.source} has no tensor {key!r}, which a {self.kind} "
+                    "model with this config.json needs; the weights are "
+                    "incomplete or belong to another model.")
+    value = self.state[key]
+    if tuple(value.shape) != tuple(shape):
+      raise LmError(f"{self.source}: tensor {key!r} has shape "
+                    f"{tuple(value.shape)} but config.json implies "
+                    f"{tuple(shape)}; the weights and config.json disagree.")
+    return np.asarray(value, np.float32)
+
+
+def stack(fn, n: int) -> np.ndarray:
+  """`[fn(0), ..., fn(n - 1)]` stacked on a new leading (layer) axis."""
+  return np.stack([fn(i) for i in range(n)])

@@ -1,0 +1,288 @@
+"""Hugging Face model directories <-> `lm` workdirs (`launch.import_hf`,
+`launch.export_hf`).
+
+`import_hf(hf_dir, workdir)` writes a workdir as a training run would:
+`config.json` (the experiment config, model, tokenizer and data settings)
+and an Orbax checkpoint at step 0, so `launch.sample`, `launch.evaluate`,
+`launch.encode`, `launch.predict` and `config.init_from` (fine-tuning) read
+it like any run. The run's objective follows the checkpoint: "causal"
+(GPT-2, Llama), "mlm" (BERT; NSP is on when the checkpoint has the NSP
+head), "classification" (`BertForSequenceClassification`, with its label
+names), or "contrastive" when asked (a sentence encoder over the
+backbone: `launch.encode` then embeds with `pooling`).
+
+The model keeps its own tokenizer: `tokenizer.json` (read with the
+`tokenizers` package; `tokenizer_config.json` and `special_tokens_map.json`
+come along for the special tokens) or else the SentencePiece
+`tokenizer.model` it ships. Either is copied into the workdir, and
+`config.json` records its path and kind ("hf" or "sentencepiece").
+
+`export_hf(workdir, out_dir)` writes the run's weights as a directory
+`transformers` loads (see `lm.interop.hf.write_hf_dir`), with the
+tokenizer files beside them.
+
+Example:
+  import_hf("hf/bert-base-uncased", "runs/bert-base-uncased")
+  export_hf("runs/imdb", "hf/imdb-classifier", best=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+
+from lm.errors import LmError
+from lm.interop import hf as hf_lib
+from lm.interop.tensors import INDEX, WEIGHTS
+
+OBJECTIVES = ("causal", "mlm", "classification", "contrastive")
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json",
+                      "special_tokens_map.json")
+_BASE_SIZE = {"transformer": "small", "bert": "bert_base"}
+
+
+@dataclasses.dataclass
+class Imported:
+  """What `import_hf` wrote."""
+  workdir: str
+  model: hf_lib.HfModel
+  objective: str
+  tokenizer_path: str
+  tokenizer_kind: str
+  initialised: tuple[str, ...]   # parameters the checkpoint lacked
+  n_params: int
+
+
+def _copy_tokenizer(hf_dir: str, workdir: str, tokenizer: str | None
+                    ) -> tuple[str, str]:
+  """Copies the model's tokenizer (`tokenizer`, or the one in `hf_dir`)
+  into `workdir`; returns (path, kind)."""
+  if tokenizer and not os.path.isfile(tokenizer):
+    raise LmError(f"--tokenizer {tokenizer} does not exist; name a "
+                  "tokenizer.json or a SentencePiece .model file.")
+  path = tokenizer
+  for name in ("tokenizer.json", "tokenizer.model"):
+    if path is None and os.path.isfile(os.path.join(hf_dir, name)):
+      path = os.path.join(hf_dir, name)
+  if path is None:
+    raise LmError(f"{hf_dir} has no tokenizer.json or tokenizer.model; put "
+                  "the model's tokenizer there or name it with --tokenizer.")
+  if not path.endswith(".json"):
+    target = os.path.join(workdir, "tokenizer.model")
+    shutil.copyfile(path, target)
+    return target, "sentencepiece"
+  out = os.path.join(workdir, "tokenizer")
+  os.makedirs(out, exist_ok=True)
+  shutil.copyfile(path, os.path.join(out, HF_TOKENIZER_FILES[0]))
+  for name in HF_TOKENIZER_FILES[1:]:   # the special tokens, when present
+    beside = os.path.join(os.path.dirname(path), name)
+    if os.path.isfile(beside):
+      shutil.copyfile(beside, os.path.join(out, name))
+  return os.path.join(out, HF_TOKENIZER_FILES[0]), "hf"
+
+
+def _default_pooling(hf_dir: str, arch: str) -> str:
+  """A sentence-transformers directory's pooling (`1_Pooling/config.json`),
+  else "cls" for BERT and "last" for decoders."""
+  path = os.path.join(hf_dir, "1_Pooling", "config.json")
+  if os.path.isfile(path):
+    with open(path) as f:
+      modes = json.load(f)
+    if modes.get("pooling_mode_mean_tokens"):
+      return "mean"
+    if modes.get("pooling_mode_lasttoken"):
+      return "last"
+    if modes.get("pooling_mode_cls_token"):
+      return "cls"
+  return "cls" if arch == "bert" else "last"
+
+
+def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
+                       seq_len: int, pooling: str):
+  """The experiment config of the imported run (no data sources)."""
+  from lm.training import experiment  # pylint: disable=g-import-not-at-top
+  c = experiment.base_config()
+  c.objective = objective
+  c.data.train = ""
+  c.data.eval = ""
+  c.data.tokenizer.path = tok_path
+  c.seq_len = seq_len
+  c.model.size = _BASE_SIZE[m.config.arch]
+  for key, value in dataclasses.asdict(m.config).items():
+    c.model[key] = value
+  if objective == "mlm":
+    c.mlm.nsp = "nsp_head" in m.params
+  if objective == "classification":
+    c.task.pooling = "pooler"
+  if objective == "contrastive":
+    c.contrastive.pooling = pooling
+    c.contrastive.projection = False
+  return c
+
+
+def _params_for(m: hf_lib.HfModel, objective: str) -> dict:
+  """The checkpoint's tree for the objective's model."""
+  if objective == "contrastive":
+    if m.objective == "classification":
+      backbone = dict(m.params["backbone"])
+    else:
+      backbone = dict(m.params)
+    for head in ("pooler", "mlm_head", "nsp_head"):
+      backbone.pop(head, None)
+    return {"backbone": backbone}
+  return m.params
+
+
+def _merge(init, imported, prefix=""):
+  """`imported` over `init` (same tree); returns (tree, paths only in init).
+
+  A leaf whose shape differs is an LmError (the mapping and our model
+  disagree)."""
+  out, fresh = {}, []
+  for key, value in init.items():
+    name = f"{prefix}{key}"
+    if key not in imported:
+      out[key] = value
+      fresh.append(name)
+    elif isinstance(value, dict):
+      out[key], more = _merge(value, imported[key], name + "/")
+      fresh += more
+    else:
+      got = np.asarray(imported[key])
+      if got.shape != tuple(value.shape):
+        raise LmError(f"imported parameter {name} is {got.shape} but the "
+                      f"model has {tuple(value.shape)}; the checkpoint's "
+                      "config.json does not describe its weights.")
+      out[key] = got.astype(value.dtype)
+  extra = sorted(set(imported) - set(init))
+  if extra:
+    raise LmError(f"the checkpoint has parameters {prefix}{extra[0]} that the "
+                  "model does not; its config.json does not describe its "
+                  "weights.")
+  return out, fresh
+
+
+def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
+              pooling: str | None = None, seq_len: int | None = None,
+              tokenizer: str | None = None, seed: int = 0) -> Imported:
+  """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lm.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
+  from lm.models.transformer import count_params  # pylint: disable=g-import-not-at-top
+  from lm.objectives import make_objective  # pylint: disable=g-import-not-at-top
+  from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from lm.parallel.mesh import make_mesh  # pylint: disable=g-import-not-at-top
+  from lm.training import optim  # pylint: disable=g-import-not-at-top
+  from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  from lm.training.state import init_state  # pylint: disable=g-import-not-at-top
+
+  if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
+      os.path.join(workdir, "checkpoints")):
+    raise LmError(f"{workdir} already holds a run; import into a new "
+                  "--workdir.")
+  m = hf_lib.read_hf_dir(hf_dir)
+  objective = objective or m.objective
+  if objective not in OBJECTIVES:
+    raise LmError(f"--objective={objective!r} is not one of "
+                  f"{', '.join(OBJECTIVES)}.")
+  allowed = {"causal": ("causal",), "mlm": ("mlm", "contrastive"),
+             "classification": ("classification", "contrastive")}[m.objective]
+  if objective not in allowed:
+    raise LmError(f"a {m.architecture} imports as {' or '.join(allowed)}, "
+                  f"not {objective!r}; drop --objective or pick one of those.")
+  if pooling and objective != "contrastive":
+    raise LmError("--pooling applies to --objective=contrastive only.")
+  pooling = pooling or _default_pooling(hf_dir, m.config.arch)
+  seq_len = seq_len or min(m.config.max_len, 512 if m.config.arch == "bert"
+                           else 1024)
+  if m.config.position == "learned" and seq_len > m.config.max_len:
+    raise LmError(f"--seq_len={seq_len} exceeds the model's "
+                  f"{m.config.max_len} positions; lower it.")
+
+  os.makedirs(workdir, exist_ok=True)
+  tok_path, tok_kind = _copy_tokenizer(hf_dir, workdir, tokenizer)
+  tok = load_tokenizer(tok_path)
+  if tok.vocab_size > m.config.vocab_size:
+    raise LmError(f"the tokenizer {tok_path} has {tok.vocab_size} tokens but "
+                  f"the model only {m.config.vocab_size} embeddings; import "
+                  "the tokenizer that came with the model.")
+  config = _experiment_config(m, objective, tok_path, seq_len, pooling)
+  stored = {"labels": m.labels} if m.labels else None
+  obj = make_objective(config, stored=stored)
+  obj.check_model(m.config)
+  if objective == "mlm" and not tok.has_bert_specials:
+    raise LmError(f"the tokenizer {tok_path} has no [CLS]/[SEP]/[MASK] "
+                  "tokens, which a BERT run needs; import the tokenizer "
+                  "that came with the model.")
+  model = obj.build_model(m.config)
+  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  rules = sharding_lib.logical_rules(config.mesh.rules)
+  tx, _ = optim.make_optimizer(
+      config.optimizer, config.steps,
+      backbone_path=tuple(getattr(obj, "backbone_path", ())),
+      num_layers=m.config.num_layers)
+  state, _, shardings = init_state(model, tx, mesh, rules, seed, seq_len)
+  params, fresh = _merge(jax.device_get(state.params), _params_for(m, objective))
+  params = jax.device_put(params, shardings.params)
+  with jax.set_mesh(mesh):
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+  state = state.replace(params=params, opt_state=opt_state)
+  resolved = {
+      "config": json.loads(config.to_json_best_effort()),
+      "model": dataclasses.asdict(m.config),
+      "tokenizer": {"path": tok_path, "kind": tok_kind,
+                    "vocab_size": tok.vocab_size, "sha256": tok.fingerprint()},
+      "batch": obj.data_settings(),
+      "imported_from": {"hf_dir": os.path.abspath(hf_dir),
+                        "architecture": m.architecture,
+                        "initialised": sorted(fresh)},
+  }
+  best_metric, best_mode = getattr(obj, "best_metric", ("eval_loss", "min"))
+  ckpt = Checkpointer(workdir, keep=1, async_save=False,
+                      best_metric=best_metric, best_mode=best_mode)
+  ckpt.save(0, state, {"step": 0}, resolved, force=True)
+  ckpt.wait()
+  ckpt.close()
+  target = os.path.join(workdir, "config.json")
+  with open(target + ".tmp", "w") as f:
+    json.dump(resolved, f, indent=2, sort_keys=True)
+  os.replace(target + ".tmp", target)
+  return Imported(workdir, m, objective, tok_path, tok_kind, tuple(fresh),
+                  count_params(params))
+
+
+def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
+              best: bool = False) -> list[str]:
+  """Writes the run in `workdir` as a Hugging Face model directory."""
+  from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
+  for name in ("config.json", INDEX, WEIGHTS):
+    if os.path.exists(os.path.join(out_dir, name)):
+      raise LmError(f"{out_dir} already holds a model ({name}); export into "
+                    "a new directory.")
+  trained = load_trained(workdir, step, best=best)
+  c, tok = trained.config, trained.tokenizer
+  labels = getattr(trained.objective, "labels", None)
+  extra = {}
+  for key, value in (("pad_token_id", tok.pad_id), ("bos_token_id", tok.bos_id),
+                     ("eos_token_id", tok.eos_id)):
+    if value is not None and value >= 0:
+      extra[key] = int(value)
+  written = hf_lib.write_hf_dir(out_dir, trained.model_cfg, trained.params,
+                                objective=c.objective, labels=labels,
+                                extra=extra)
+  if getattr(tok, "kind", "sentencepiece") == "hf":
+    source = os.path.dirname(tok.path)
+    names = [n for n in HF_TOKENIZER_FILES
+             if os.path.isfile(os.path.join(source, n))]
+  else:
+    source, names = os.path.dirname(tok.path), [os.path.basename(tok.path)]
+  for name in names:
+    target = os.path.join(out_dir, "tokenizer.model" if name.endswith(".model")
+                          else name)
+    shutil.copyfile(os.path.join(source, name), target)
+    written.append(target)
+  return written
