@@ -1,7 +1,9 @@
 """BERT <-> our `BertModel` (and `TaskModel` classifiers), both directions.
 
 Checkpoints: `BertModel`, `BertForMaskedLM`, `BertForPreTraining` (names
-with or without the `bert.` prefix) and `BertForSequenceClassification`.
+with or without the `bert.` prefix), and the task models
+`BertForSequenceClassification`, `BertForTokenClassification` and
+`BertForQuestionAnswering` (`TASK_HEADS`).
 HF nn.Linear weights are `[out, in]`; ours are `[in, out]` (transposed).
 Dimensions: D model width, N heads, H head width, F MLP width, L layers,
 V vocabulary, P positions, Y token types, C classes.
@@ -21,8 +23,8 @@ V vocabulary, P positions, Y token types, C classes.
   cls.predictions.transform.{dense,LayerNorm}, cls.predictions.bias <-> mlm_head
   cls.predictions.decoder.weight     (tied to the word embeddings: not stored)
   cls.seq_relationship              <-> nsp_head/dense            [D, 2]
-  classifier                        <-> head/dense [D, C] (TaskModel; the
-                                        encoder then lives under backbone/)
+  classifier / qa_outputs           <-> head/dense [D, C] / [D, 2] (TaskModel;
+                                        the encoder then lives under backbone/)
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ from lm.models.config import ModelConfig, make_model_config
 
 KIND = "BERT"
 HEADS = ("pooler", "mlm_head", "nsp_head")
+# Task checkpoints: architecture -> (our objective, HF head name, whether the
+# head reads the pooler).
+TASK_HEADS = {
+    "BertForSequenceClassification": ("classification", "classifier", True),
+    "BertForTokenClassification": ("tagging", "classifier", False),
+    "BertForQuestionAnswering": ("qa", "qa_outputs", False),
+}
 _LAYER = "encoder.layer.{}."
 # Our block parameter -> HF name under encoder.layer.i.
 _DENSE = {"wi": "intermediate.dense", "wo": "output.dense"}
@@ -124,18 +133,20 @@ def import_params(t: Tensors, cfg: ModelConfig) -> dict:
   return params
 
 
-def import_classifier(t: Tensors, cfg: ModelConfig, num_labels: int) -> dict:
-  """`BertForSequenceClassification` as our TaskModel tree
-  `{backbone: BertModel params with pooler, head: {dense}}`."""
+def import_task(t: Tensors, cfg: ModelConfig, architecture: str,
+                num_labels: int) -> dict:
+  """A `BertFor{Sequence,Token}Classification` or `BertForQuestionAnswering`
+  checkpoint as our TaskModel tree `{backbone, head: {dense}}` (the
+  backbone keeps the pooler only for sequence classification)."""
+  _, name, pooled = TASK_HEADS[architecture]
   backbone = import_params(t, cfg)
-  if "pooler" not in backbone:
+  if pooled and "pooler" not in backbone:
     raise LmError(f"{t.source} has no tensor {t.prefix}pooler.dense.weight, "
-                  "which BertForSequenceClassification reads; the weights "
-                  "are incomplete.")
-  for head in ("mlm_head", "nsp_head"):
+                  f"which {architecture} reads; the weights are incomplete.")
+  for head in HEADS if not pooled else HEADS[1:]:
     backbone.pop(head, None)
-  w = t.get("classifier.weight", (num_labels, cfg.d_model), root=True)
-  b = t.get("classifier.bias", (num_labels,), root=True)
+  w = t.get(name + ".weight", (num_labels, cfg.d_model), root=True)
+  b = t.get(name + ".bias", (num_labels,), root=True)
   return {"backbone": backbone, "head": {"dense": {"kernel": w.T, "bias": b}}}
 
 
@@ -217,10 +228,13 @@ def export_state(params: dict, cfg: ModelConfig, *,
   return {k: np.asarray(v, np.float32) for k, v in state.items()}
 
 
-def export_classifier(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
-  """The `BertForSequenceClassification` state dict of a TaskModel tree."""
+def export_task(params: dict, cfg: ModelConfig,
+                architecture: str) -> dict[str, np.ndarray]:
+  """The state dict of a TaskModel tree as `architecture` (a key of
+  `TASK_HEADS`)."""
+  _, name, _ = TASK_HEADS[architecture]
   state = export_state(params["backbone"], cfg)
   dense = params["head"]["dense"]
-  state["classifier.weight"] = np.asarray(dense["kernel"], np.float32).T
-  state["classifier.bias"] = np.asarray(dense["bias"], np.float32)
+  state[name + ".weight"] = np.asarray(dense["kernel"], np.float32).T
+  state[name + ".bias"] = np.asarray(dense["bias"], np.float32)
   return state

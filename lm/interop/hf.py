@@ -5,7 +5,9 @@
 `model.safetensors.index.json`) into an `HfModel`: our `ModelConfig`, our
 parameter tree, and the objective whose model holds that tree ("causal"
 for GPT-2 and Llama, "mlm" for BERT with or without heads,
-"classification" for `BertForSequenceClassification`, with its labels).
+"classification", "tagging" or "qa" for `BertForSequenceClassification`,
+`BertForTokenClassification` and `BertForQuestionAnswering`, with their
+label names).
 `write_hf_dir(path, ...)` is the inverse: a directory that `transformers`'
 `from_pretrained` loads. Only safetensors are read; a `pytorch_model.bin`
 is refused (it would need unpickling).
@@ -33,8 +35,11 @@ from lm.interop.tensors import Tensors, read_state, write_state
 from lm.models.config import ModelConfig
 
 MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES)
+# Our fine-tuning objective -> the transformers class it exports as.
+TASK_CLASSES = {objective: arch
+                for arch, (objective, _, _) in bert.TASK_HEADS.items()}
 BERT_ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining",
-                      "BertForSequenceClassification")
+                      *bert.TASK_HEADS)
 
 
 @dataclasses.dataclass
@@ -46,9 +51,9 @@ class HfModel:
     architecture: the transformers class, e.g. "BertForPreTraining".
     config: our model config.
     params: our parameter tree (float32 numpy): the bare model's, or for
-      "classification" a TaskModel tree `{backbone, head}`.
-    objective: "causal", "mlm" or "classification".
-    labels: classification label names, in class-id order.
+      fine-tuning objectives a TaskModel tree `{backbone, head}`.
+    objective: "causal", "mlm", "classification", "tagging" or "qa".
+    labels: class or tag names in id order (classification, tagging).
     missing: our BERT heads the checkpoint lacks ("pooler", "mlm_head",
       "nsp_head"); the importer initialises them.
     hf_config: the `config.json` it came from.
@@ -115,17 +120,21 @@ def read_hf_dir(path: str) -> HfModel:
     t = Tensors(state, path, kind=bert.KIND, prefix=bert.prefix(state))
     if arch is None:
       arch = ("BertForSequenceClassification" if "classifier.weight" in state
+              else "BertForQuestionAnswering" if "qa_outputs.weight" in state
               else "BertForPreTraining")
     if arch not in BERT_ARCHITECTURES:
       raise LmError(f"{path} holds a {arch}; BERT imports as "
                     f"{', '.join(BERT_ARCHITECTURES)}.")
-    if arch == "BertForSequenceClassification":
-      n = int(hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
+    if arch in bert.TASK_HEADS:
+      objective = bert.TASK_HEADS[arch][0]
+      n = 2 if objective == "qa" else int(
+          hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
       if hf.get("problem_type") == "regression" or n < 2:
         raise LmError(f"{path} is a regression head (num_labels={n}); only "
                       "classifiers with two or more labels import.")
-      return HfModel(kind, arch, cfg, bert.import_classifier(t, cfg, n),
-                     "classification", labels=_labels(hf, n), hf_config=hf)
+      labels = None if objective == "qa" else _labels(hf, n)
+      return HfModel(kind, arch, cfg, bert.import_task(t, cfg, arch, n),
+                     objective, labels=labels, hf_config=hf)
     params = bert.import_params(t, cfg)
     missing = tuple(h for h in bert.HEADS if h not in params)
     return HfModel(kind, arch, cfg, params, "mlm", missing=missing,
@@ -171,8 +180,9 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
   LlamaForCausalLM; "mlm" -> BertForPreTraining (MLM and NSP heads),
   BertForMaskedLM (MLM head only); "contrastive" (a BERT backbone) ->
   BertModel; "classification" (a BERT backbone with its pooler) ->
-  BertForSequenceClassification with `labels`. `extra` adds config.json
-  fields (special token ids).
+  BertForSequenceClassification, "tagging" -> BertForTokenClassification,
+  both with `labels`; "qa" -> BertForQuestionAnswering. `extra` adds
+  config.json fields (special token ids).
   """
   params = _numpy(params)
   kind = export_kind(cfg)
@@ -183,15 +193,17 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
     module = gpt2 if kind == "gpt2" else llama
     config = module.hf_config(cfg)
     state = module.export_state(params, cfg)
-  elif objective == "classification":
-    if "pooler" not in params.get("backbone", {}):
+  elif objective in TASK_CLASSES:
+    arch = TASK_CLASSES[objective]
+    if objective == "classification" and "pooler" not in params["backbone"]:
       raise LmError("BertForSequenceClassification reads the pooler, but this "
                     "classifier pools otherwise (task.pooling); only runs "
                     "with pooling 'pooler' export.")
-    config = bert.hf_config(cfg, "BertForSequenceClassification")
-    config["id2label"] = {str(i): l for i, l in enumerate(labels)}
-    config["label2id"] = {l: i for i, l in enumerate(labels)}
-    state = bert.export_classifier(params, cfg)
+    config = bert.hf_config(cfg, arch)
+    if labels:
+      config["id2label"] = {str(i): l for i, l in enumerate(labels)}
+      config["label2id"] = {l: i for i, l in enumerate(labels)}
+    state = bert.export_task(params, cfg, arch)
   elif objective == "mlm":
     arch = ("BertForPreTraining" if "nsp_head" in params
             else "BertForMaskedLM")
@@ -202,7 +214,8 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
     state = bert.export_state(params["backbone"], cfg, root="")
   else:
     raise LmError(f"a {objective!r} run has no Hugging Face class; export "
-                  "causal, mlm, contrastive or classification runs.")
+                  "causal, mlm, contrastive, classification, tagging or qa "
+                  "runs.")
   config.update(extra or {})
   config["torch_dtype"] = "float32"
   os.makedirs(path, exist_ok=True)

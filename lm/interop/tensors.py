@@ -93,10 +93,19 @@ class Tensors:
   def __init__(self, state: dict[str, np.ndarray], source: str, *, kind: str,
                prefix: str = ""):
     self.state, self.source, self.kind, self.prefix = state, source, kind, prefix
+    # Current name -> the name older checkpoints use for it (BERT's original
+    # release calls LayerNorm parameters gamma and beta).
+    self._legacy = {}
+    for key in state:
+      for old, new in (("LayerNorm.gamma", "LayerNorm.weight"),
+                       ("LayerNorm.beta", "LayerNorm.bias")):
+        if key.endswith(old):
+          self._legacy[key[:-len(old)] + new] = key
 
   def has(self, name: str, *, root: bool = False) -> bool:
     """Whether the tensor exists (`root`: `name` without the prefix)."""
-    return (name if root else self.prefix + name) in self.state
+    key = name if root else self.prefix + name
+    return key in self.state or key in self._legacy
 
   def get(self, name: str, shape: Sequence[int], *,
           root: bool = False) -> np.ndarray:
@@ -105,6 +114,7 @@ class Tensors:
     Raises LmError when it is missing or its shape is not `shape`.
     """
     key = name if root else self.prefix + name
+    key = self._legacy.get(key, key) if key not in self.state else key
     if key not in self.state:
       raise LmError(f"{self.source} has no tensor {key!r}, which a {self.kind} "
                     "model with this config.json needs; the weights are "

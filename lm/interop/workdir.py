@@ -39,7 +39,8 @@ from lm.errors import LmError
 from lm.interop import hf as hf_lib
 from lm.interop.tensors import INDEX, WEIGHTS
 
-OBJECTIVES = ("causal", "mlm", "classification", "contrastive")
+OBJECTIVES = ("causal", "mlm", "classification", "tagging", "qa",
+              "contrastive")
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json",
                       "special_tokens_map.json")
 _BASE_SIZE = {"transformer": "small", "bert": "bert_base"}
@@ -127,10 +128,7 @@ def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
 def _params_for(m: hf_lib.HfModel, objective: str) -> dict:
   """The checkpoint's tree for the objective's model."""
   if objective == "contrastive":
-    if m.objective == "classification":
-      backbone = dict(m.params["backbone"])
-    else:
-      backbone = dict(m.params)
+    backbone = dict(m.params.get("backbone", m.params))
     for head in ("pooler", "mlm_head", "nsp_head"):
       backbone.pop(head, None)
     return {"backbone": backbone}
@@ -189,8 +187,8 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   if objective not in OBJECTIVES:
     raise LmError(f"--objective={objective!r} is not one of "
                   f"{', '.join(OBJECTIVES)}.")
-  allowed = {"causal": ("causal",), "mlm": ("mlm", "contrastive"),
-             "classification": ("classification", "contrastive")}[m.objective]
+  allowed = ((m.objective,) if m.objective == "causal"
+             else (m.objective, "contrastive"))
   if objective not in allowed:
     raise LmError(f"a {m.architecture} imports as {' or '.join(allowed)}, "
                   f"not {objective!r}; drop --objective or pick one of those.")

@@ -228,3 +228,70 @@ def test_import_and_export_refuse_bad_requests(tmp_path):
   with pytest.raises(LmError, match="no Hugging Face equivalent"):
     write_hf_dir(str(tmp_path / "lstm"), make_model_config(
         "lstm_tiny", vocab_size=16), {}, objective="causal")
+
+
+def test_llama_with_a_sentencepiece_model_imports_samples_and_exports(tmp_path):
+  from lm.data.tokenizer import train_tokenizer
+  from lm.generation.text import generate_text
+  hf = tmp_path / "hf"
+  tok = train_tokenizer(hf_dirs.SENTENCES, str(hf / "tokenizer.model"),
+                        vocab_size=300)
+  torch.manual_seed(6)
+  ref = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+      max_position_embeddings=64, initializer_range=0.2,
+      bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
+      pad_token_id=tok.pad_id)).eval()
+  ref.save_pretrained(hf, safe_serialization=True)
+  r = import_hf(str(hf), str(tmp_path / "run"))
+  assert (r.objective, r.tokenizer_kind) == ("causal", "sentencepiece")
+  trained = load_trained(str(tmp_path / "run"))
+  assert trained.model_cfg.kv_heads == 2
+  ids = [tok.bos_id] + tok.encode("the film")
+  got, = generate_text(trained.model, trained.params, trained.tokenizer,
+                       trained.mesh, ["the film"], temperature=0.0,
+                       max_new_tokens=10)
+  with torch.no_grad():
+    want = ref.generate(torch.tensor([ids]), max_new_tokens=10,
+                        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                        do_sample=False, eos_token_id=None)[0, len(ids):]
+  assert got.ids == want.tolist()
+  written = export_hf(str(tmp_path / "run"), str(tmp_path / "out"))
+  assert str(tmp_path / "out" / "tokenizer.model") in written
+  back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+  assert type(back).__name__ == "LlamaForCausalLM"
+  assert back.config.eos_token_id == tok.eos_id
+  assert hf_dirs.differing_tensors(ref, back) == []
+
+
+@pytest.mark.parametrize("cls,objective,labels", [
+    (transformers.BertForTokenClassification, "tagging",
+     ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]),
+    (transformers.BertForQuestionAnswering, "qa", None),
+])
+def test_bert_tagger_and_qa_models_import_and_round_trip(tmp_path, cls,
+                                                         objective, labels):
+  kw = {"id2label": dict(enumerate(labels))} if labels else {}
+  ref = hf_dirs.bert_dir(tmp_path / "hf", cls, seed=7, **kw)
+  r = import_hf(str(tmp_path / "hf"), str(tmp_path / "run"), seq_len=32)
+  assert r.objective == objective and r.initialised == ()
+  trained = load_trained(str(tmp_path / "run"))
+  if labels:
+    assert trained.objective.labels == labels
+  tok = trained.tokenizer
+  ids = np.array([[tok.cls_id, *tok.encode("the story was moving , and "
+                                           "very funny"), tok.sep_id]])
+  out = trained.model.apply({"params": trained.params}, ids,
+                            token_types=np.zeros_like(ids),
+                            segment_ids=np.ones_like(ids))
+  with torch.no_grad():
+    want = ref(torch.tensor(ids))
+  if objective == "qa":
+    for key in ("start_logits", "end_logits"):
+      assert np.abs(np.asarray(out[key]) - getattr(want, key).numpy()).max() < 1e-4
+  else:
+    assert np.abs(np.asarray(out["logits"]) - want.logits.numpy()).max() < 1e-4
+  export_hf(str(tmp_path / "run"), str(tmp_path / "out"))
+  back = cls.from_pretrained(tmp_path / "out")
+  assert hf_dirs.differing_tensors(ref, back) == []
