@@ -94,6 +94,7 @@ def main():
   parser.add_argument("--quick", action="store_true")
   args = parser.parse_args()
   transformers.logging.set_verbosity_error()
+  transformers.logging.disable_progress_bar()
   rows = []
   with tempfile.TemporaryDirectory() as root:
     for name, cls, cfg in models(args.quick):

@@ -8,8 +8,9 @@ Writes `config.json`, `model.safetensors` and the run's tokenizer files
 `tokenizer.model`) for `transformers`' `from_pretrained`: causal runs as
 `GPT2LMHeadModel` or `LlamaForCausalLM` (by the model's shape), masked-LM
 runs as `BertForPreTraining` / `BertForMaskedLM`, contrastive BERT runs as
-`BertModel` and BERT classifiers (pooling 'pooler') as
-`BertForSequenceClassification`.
+`BertModel`, BERT classifiers (pooling 'pooler') as
+`BertForSequenceClassification`, taggers as `BertForTokenClassification`
+and QA runs as `BertForQuestionAnswering`.
 """
 
 from __future__ import annotations

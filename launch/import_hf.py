@@ -8,7 +8,8 @@
 Reads `config.json` and `model.safetensors` (or sharded safetensors; a
 pickled `pytorch_model.bin` is refused) of a GPT-2, Llama or BERT model
 (`BertModel`, `BertForMaskedLM`, `BertForPreTraining`,
-`BertForSequenceClassification`) and writes a workdir with the resolved
+`BertForSequenceClassification`, `BertForTokenClassification`,
+`BertForQuestionAnswering`) and writes a workdir with the resolved
 config, the model's own tokenizer and a step-0 checkpoint, which
 launch.sample, launch.evaluate, launch.encode, launch.predict and
 `config.init_from` (the fine-tuning configs) accept.
@@ -24,7 +25,8 @@ _HF_DIR = flags.DEFINE_string("hf_dir", None, "A local Hugging Face model direct
 _WORKDIR = flags.DEFINE_string("workdir", None, "The new lm workdir to write.")
 _OBJECTIVE = flags.DEFINE_string(
     "objective", None, "The run's objective (default: the checkpoint's: causal, "
-    "mlm or classification); 'contrastive' makes a BERT a sentence encoder.")
+    "mlm, classification, tagging or qa); 'contrastive' makes a BERT a "
+    "sentence encoder.")
 _POOLING = flags.DEFINE_string(
     "pooling", None, "--objective=contrastive: cls, mean or last (default: the "
     "sentence-transformers pooling when the directory has one, else cls for "
