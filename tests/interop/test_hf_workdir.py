@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from configs import finetune_sst2
+from configs import finetune_imdb, finetune_sst2
 from lm.errors import LmError
 from lm.interop.workdir import export_hf, import_hf
 from lm.training import loop
@@ -55,6 +55,11 @@ def test_gpt2_import_samples_and_evaluates_like_transformers(tmp_path):
                         do_sample=False, pad_token_id=0,
                         eos_token_id=None)[0, len(ids):].tolist()
   assert got.ids == want
+  p = cli("launch.sample", "--workdir", str(tmp_path / "run"), "--prompt",
+          prompt, "--temperature", "0", "--max_new_tokens", "12",
+          "--show_ids")
+  assert p.returncode == 0, p.stderr
+  assert f"ids: {want}" in p.stdout
   # Evaluation on a text file: the loss is transformers' on the same rows.
   (tmp_path / "eval.txt").write_text("\n".join(hf_dirs.SENTENCES[:4]))
   r = evaluate_workdir(str(tmp_path / "run"), data=f"text:{tmp_path}/eval.txt")
@@ -160,6 +165,8 @@ def test_sst2_config_fine_tunes_an_imported_bert(tmp_path):
     (data / f"{split}.tsv").write_text("\n".join(rows) + "\n")
   c = finetune_sst2.get_config(f"{tmp_path}/bert,data={data},runlocal")
   assert c.model.size == "bert_base" and c.model.d_model == 32
+  imdb = finetune_imdb.get_config(f"{tmp_path}/bert")
+  assert imdb.init_from == f"{tmp_path}/bert" and imdb.model.d_model == 32
   c.steps, c.eval_every, c.checkpoint_every = 2, 2, 2
   c.optimizer.freeze_backbone = True
   loop.train(c, str(tmp_path / "tuned"))
