@@ -99,8 +99,8 @@ def main():
   with tempfile.TemporaryDirectory() as root:
     for name, cls, cfg in models(args.quick):
       rows.append(measure(name, cls, cfg, root))
-  print(f"| model | parameters | import | max abs logit diff | relative | "
-        f"round trip |")
+  print("| model | parameters | import | max abs logit diff | relative | "
+        "round trip |")
   print("|---|---|---|---|---|---|")
   for name, n, secs, abs_diff, rel, same in rows:
     print(f"| {name} | {n / 1e6:.1f}M | {secs:.1f} s | {abs_diff:.1e} | "

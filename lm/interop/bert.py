@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop.tensors import Tensors, stack
+from lm.interop.tensors import Tensors, first_difference, stack
 from lm.models.config import ModelConfig, make_model_config
 
 KIND = "BERT"
@@ -154,13 +154,10 @@ def unsupported(cfg: ModelConfig) -> str | None:
   """Why `cfg` has no BERT equivalent, or None."""
   need = {"arch": "bert", "position": "learned", "norm": "layernorm",
           "norm_position": "post", "mlp": "gelu", "use_bias": True,
-          "tie_embeddings": True}
-  for key, value in need.items():
-    if getattr(cfg, key) != value:
-      return f"model.{key}={getattr(cfg, key)!r} (BERT has {value!r})"
-  if cfg.kv_heads != cfg.num_heads or cfg.head_size * cfg.num_heads != cfg.d_model:
-    return "grouped or resized attention heads (BERT has D / N per head)"
-  return None
+          "tie_embeddings": True,
+          # One key/value head per query head, of width D / N.
+          "kv_heads": cfg.num_heads, "head_size": cfg.d_model // cfg.num_heads}
+  return first_difference(cfg, need, KIND)
 
 
 def hf_config(cfg: ModelConfig, architecture: str) -> dict:

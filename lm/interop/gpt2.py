@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop.tensors import Tensors, stack
+from lm.interop.tensors import Tensors, first_difference, stack
 from lm.models.config import ModelConfig, make_model_config
 
 KIND = "GPT-2"
@@ -93,15 +93,10 @@ def unsupported(cfg: ModelConfig) -> str | None:
   """Why `cfg` has no GPT-2 equivalent ("model.x=..."), or None."""
   need = {"arch": "transformer", "position": "learned", "norm": "layernorm",
           "norm_position": "pre", "mlp": "gelu", "use_bias": True,
-          "tie_embeddings": True}
-  for key, value in need.items():
-    if getattr(cfg, key) != value:
-      return f"model.{key}={getattr(cfg, key)!r} (GPT-2 has {value!r})"
-  if cfg.kv_heads != cfg.num_heads:
-    return f"model.num_kv_heads={cfg.kv_heads} (GPT-2 has one per head)"
-  if cfg.head_size * cfg.num_heads != cfg.d_model:
-    return f"model.head_dim={cfg.head_size} (GPT-2 has d_model / num_heads)"
-  return None
+          "tie_embeddings": True,
+          # One key/value head per query head, of width D / N.
+          "kv_heads": cfg.num_heads, "head_size": cfg.d_model // cfg.num_heads}
+  return first_difference(cfg, need, KIND)
 
 
 def hf_config(cfg: ModelConfig) -> dict:

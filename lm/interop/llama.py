@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop.tensors import Tensors, stack
+from lm.interop.tensors import Tensors, first_difference, stack
 from lm.models.config import ModelConfig, make_model_config
 
 KIND = "Llama"
@@ -167,10 +167,7 @@ def unsupported(cfg: ModelConfig) -> str | None:
   """Why `cfg` has no Llama equivalent ("model.x=..."), or None."""
   need = {"arch": "transformer", "position": "rope", "norm": "rmsnorm",
           "norm_position": "pre", "mlp": "swiglu", "use_bias": False}
-  for key, value in need.items():
-    if getattr(cfg, key) != value:
-      return f"model.{key}={getattr(cfg, key)!r} (Llama has {value!r})"
-  return None
+  return first_difference(cfg, need, KIND)
 
 
 def hf_config(cfg: ModelConfig) -> dict:

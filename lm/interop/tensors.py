@@ -130,3 +130,16 @@ class Tensors:
 def stack(fn, n: int) -> np.ndarray:
   """`[fn(0), ..., fn(n - 1)]` stacked on a new leading (layer) axis."""
   return np.stack([fn(i) for i in range(n)])
+
+
+def first_difference(cfg, need: dict, family: str) -> str | None:
+  """"model.KEY=VALUE (FAMILY has WANT)" for the first field of `need` in
+  which the model config `cfg` differs, or None.
+
+  Example: first_difference(cfg, {"norm": "rmsnorm"}, "Llama") ->
+  "model.norm='layernorm' (Llama has 'rmsnorm')" for a GPT-2 config.
+  """
+  for key, value in need.items():
+    if getattr(cfg, key) != value:
+      return f"model.{key}={getattr(cfg, key)!r} ({family} has {value!r})"
+  return None

@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 
 from lm.errors import LmError
@@ -135,8 +136,16 @@ def _params_for(m: hf_lib.HfModel, objective: str) -> dict:
   return m.params
 
 
+def _abstract(tree) -> bool:
+  """Whether `tree` holds shapes (`jax.ShapeDtypeStruct`) only."""
+  return all(isinstance(x, jax.ShapeDtypeStruct)
+             for x in jax.tree_util.tree_leaves(tree))
+
+
 def _merge(init, imported, prefix=""):
-  """`imported` over `init` (same tree); returns (tree, paths only in init).
+  """`imported` cast onto the tree `init` (arrays, or the shapes of an
+  abstract one); returns (tree, paths only in init). Subtrees only in
+  `init` are taken from it when it holds arrays, and left out otherwise.
 
   A leaf whose shape differs is an LmError (the mapping and our model
   disagree)."""
@@ -144,18 +153,19 @@ def _merge(init, imported, prefix=""):
   for key, value in init.items():
     name = f"{prefix}{key}"
     if key not in imported:
-      out[key] = value
+      if not _abstract(value):
+        out[key] = value
       fresh.append(name)
     elif isinstance(value, dict):
       out[key], more = _merge(value, imported[key], name + "/")
       fresh += more
     else:
-      got = np.asarray(imported[key])
-      if got.shape != tuple(value.shape):
-        raise LmError(f"imported parameter {name} is {got.shape} but the "
+      got = imported[key]
+      if tuple(got.shape) != tuple(value.shape):
+        raise LmError(f"imported parameter {name} is {tuple(got.shape)} but the "
                       f"model has {tuple(value.shape)}; the checkpoint's "
                       "config.json does not describe its weights.")
-      out[key] = got.astype(value.dtype)
+      out[key] = np.asarray(got, value.dtype)
   extra = sorted(set(imported) - set(init))
   if extra:
     raise LmError(f"the checkpoint has parameters {prefix}{extra[0]} that the "
@@ -168,7 +178,6 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
               pooling: str | None = None, seq_len: int | None = None,
               tokenizer: str | None = None, seed: int = 0) -> Imported:
   """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`."""
-  import jax  # pylint: disable=g-import-not-at-top
   from lm.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
   from lm.models.transformer import count_params  # pylint: disable=g-import-not-at-top
   from lm.objectives import make_objective  # pylint: disable=g-import-not-at-top
@@ -176,7 +185,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   from lm.parallel.mesh import make_mesh  # pylint: disable=g-import-not-at-top
   from lm.training import optim  # pylint: disable=g-import-not-at-top
   from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  from lm.training.state import init_state  # pylint: disable=g-import-not-at-top
+  from lm.training.state import TrainState, init_state, state_shardings  # pylint: disable=g-import-not-at-top
 
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
       os.path.join(workdir, "checkpoints")):
@@ -223,12 +232,17 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
       config.optimizer, config.steps,
       backbone_path=tuple(getattr(obj, "backbone_path", ())),
       num_layers=m.config.num_layers)
-  state, _, shardings = init_state(model, tx, mesh, rules, seed, seq_len)
-  params, fresh = _merge(jax.device_get(state.params), _params_for(m, objective))
+  abstract, shardings = state_shardings(model, tx, mesh, rules, seq_len)
+  params, fresh = _merge(abstract.params, _params_for(m, objective))
+  if fresh:   # heads the checkpoint lacks: from a seeded initialisation
+    state, _, _ = init_state(model, tx, mesh, rules, seed, seq_len, shardings)
+    params, _ = _merge(jax.device_get(state.params), params)
+    del state
   params = jax.device_put(params, shardings.params)
   with jax.set_mesh(mesh):
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
-  state = state.replace(params=params, opt_state=opt_state)
+  state = TrainState(step=jax.device_put(np.zeros((), np.int32), shardings.step),
+                     params=params, opt_state=opt_state)
   resolved = {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(m.config),

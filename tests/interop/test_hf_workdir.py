@@ -4,8 +4,6 @@ command, and import -> export -> transformers gives the same tensors."""
 import json
 import os
 import random
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -18,16 +16,8 @@ from lm.errors import LmError
 from lm.interop.workdir import export_hf, import_hf
 from lm.training import loop
 from lm.training.workdir import load_trained
+from tests.cli import cli
 from tests.interop import hf_dirs
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-
-
-def cli(module, *args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
-
 
 def _leaves(tree):
   return {"/".join(str(k.key) for k in p): np.asarray(v)

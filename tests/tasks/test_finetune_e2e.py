@@ -3,8 +3,6 @@ backbone, best checkpoints and launch.predict."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -18,17 +16,9 @@ from lm.errors import LmError
 from lm.training import loop
 from lm.training.checkpoint import Checkpointer
 from lm.training.workdir import load_trained, read_resolved
+from tests.cli import cli
 from tests.tasks import data
 from tests.training.corpus import set_keys, write_corpus
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def cli(module, *args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
-
 
 def _leaves(tree):
   return {"/".join(str(k.key) for k in p): np.asarray(v)
