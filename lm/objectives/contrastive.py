@@ -345,7 +345,8 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   if config.objective != "contrastive":
     raise LmError(f"{trained.workdir} holds a {config.objective!r} run; "
                   "embeddings come from a run trained with objective "
-                  "'contrastive'.")
+                  "'contrastive' (or a Hugging Face encoder imported with "
+                  "launch.import_hf --objective contrastive).")
   if batch_size < 1:
     raise LmError(f"batch size must be positive, got {batch_size}.")
   texts = list(texts)

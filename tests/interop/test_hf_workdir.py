@@ -292,3 +292,25 @@ def test_bert_tagger_and_qa_models_import_and_round_trip(tmp_path, cls,
   export_hf(str(tmp_path / "run"), str(tmp_path / "out"))
   back = cls.from_pretrained(tmp_path / "out")
   assert hf_dirs.differing_tensors(ref, back) == []
+
+
+def test_causal_training_continues_from_an_imported_gpt2(tmp_path):
+  from configs import common, quickstart
+  hf_dirs.gpt2_dir(tmp_path / "hf", seed=8)
+  import_hf(str(tmp_path / "hf"), str(tmp_path / "gpt2"), seq_len=32)
+  (tmp_path / "train.txt").write_text("\n".join(hf_dirs.SENTENCES))
+  c = quickstart.get_config("runlocal")
+  common.from_backbone(c, str(tmp_path / "gpt2"))
+  c.data.train = c.data.eval = f"text:{tmp_path}/train.txt"
+  c.steps, c.eval_every, c.checkpoint_every = 3, 3, 3
+  c.optimizer.lr = 0.0          # the weights must come through unchanged
+  c.sample.prompt = ""
+  out = loop.train(c, str(tmp_path / "run"))
+  assert np.isfinite(out["eval_loss"])
+  tuned, source = load_trained(str(tmp_path / "run")), load_trained(
+      str(tmp_path / "gpt2"))
+  assert tuned.tokenizer.kind == "hf"
+  got, want = _leaves(tuned.params), _leaves(source.params)
+  assert got.keys() == want.keys()
+  for name, value in got.items():
+    np.testing.assert_array_equal(value, want[name], err_msg=name)
