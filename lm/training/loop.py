@@ -10,7 +10,6 @@ is written.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
