@@ -51,8 +51,8 @@ def main(argv):
                   pooling=_POOLING.value, seq_len=_SEQ_LEN.value,
                   tokenizer=_TOKENIZER.value)
   print(f"imported {r.model.architecture} ({r.n_params:,} parameters) as a "
-        f"{r.objective!r} run in {r.workdir}; tokenizer {r.tokenizer_path} "
-        f"({r.tokenizer_kind})", flush=True)
+        f"{r.objective!r} run in {r.workdir}; tokenizer {r.tokenizer.path} "
+        f"({r.tokenizer.kind})", flush=True)
   if r.initialised:
     print(f"note: the checkpoint has no {', '.join(r.initialised)}; "
           "initialised at random (train or fine-tune before relying on them)",

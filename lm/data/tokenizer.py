@@ -465,7 +465,7 @@ def _check_specials(tok: Tokenizer | HfTokenizer,
   if bert_specials and not tok.has_bert_specials:
     fix = ("name cls_token, sep_token and mask_token in a "
            "tokenizer_config.json beside it, or "
-           if getattr(tok, "kind", "") == "hf" else "")
+           if tok.kind == "hf" else "")
     raise LmError(f"Tokenizer {tok.path} has no [CLS]/[SEP]/[MASK] pieces, "
                   f"which masked-LM training needs; {fix}train a new one by "
                   "leaving --config.data.tokenizer.path empty in a new "

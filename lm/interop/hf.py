@@ -17,7 +17,7 @@ The tensor-name mappings live in `lm.interop.gpt2`, `lm.interop.bert` and
 
 Example:
   m = read_hf_dir("hf/bert-base-uncased")
-  m.objective, m.missing   # ("mlm", ())
+  m.objective, sorted(m.params)   # "mlm", [..., "mlm_head", "nsp_head", ...]
   build_model(m.config).apply({"params": m.params}, tokens)
 """
 
@@ -54,8 +54,6 @@ class HfModel:
       fine-tuning objectives a TaskModel tree `{backbone, head}`.
     objective: "causal", "mlm", "classification", "tagging" or "qa".
     labels: class or tag names in id order (classification, tagging).
-    missing: our BERT heads the checkpoint lacks ("pooler", "mlm_head",
-      "nsp_head"); the importer initialises them.
     hf_config: the `config.json` it came from.
   """
 
@@ -65,7 +63,6 @@ class HfModel:
   params: dict
   objective: str
   labels: list[str] | None = None
-  missing: tuple[str, ...] = ()
   hf_config: dict = dataclasses.field(default_factory=dict)
 
 
@@ -135,9 +132,7 @@ def read_hf_dir(path: str) -> HfModel:
       labels = None if objective == "qa" else _labels(hf, n)
       return HfModel(kind, arch, cfg, bert.import_task(t, cfg, arch, n),
                      objective, labels=labels, hf_config=hf)
-    params = bert.import_params(t, cfg)
-    missing = tuple(h for h in bert.HEADS if h not in params)
-    return HfModel(kind, arch, cfg, params, "mlm", missing=missing,
+    return HfModel(kind, arch, cfg, bert.import_params(t, cfg), "mlm",
                    hf_config=hf)
   except KeyError as e:
     raise LmError(f"{path}/config.json has no {e.args[0]!r}, which a "
@@ -218,13 +213,10 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
                   "runs.")
   config.update(extra or {})
   config["torch_dtype"] = "float32"
-  os.makedirs(path, exist_ok=True)
-  written = [write_state(path, state)]
-  target = os.path.join(path, "config.json")
-  with open(target + ".tmp", "w") as f:
-    json.dump(config, f, indent=2, sort_keys=True)
-  os.replace(target + ".tmp", target)
-  return [target, *written]
+  from lm.training.workdir import write_json_atomic  # pylint: disable=g-import-not-at-top
+  written = [write_state(path, state), os.path.join(path, "config.json")]
+  write_json_atomic(written[1], config)
+  return written
 
 
 def _numpy(tree):

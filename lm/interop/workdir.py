@@ -36,14 +36,13 @@ import shutil
 import jax
 import numpy as np
 
+from lm.data.hf_tokenizer import CONFIG_FILES
 from lm.errors import LmError
-from lm.interop import hf as hf_lib
+from lm.interop import bert, hf as hf_lib
 from lm.interop.tensors import INDEX, WEIGHTS
 
 OBJECTIVES = ("causal", "mlm", "classification", "tagging", "qa",
               "contrastive")
-HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json",
-                      "special_tokens_map.json")
 _BASE_SIZE = {"transformer": "small", "bert": "bert_base"}
 
 
@@ -53,38 +52,41 @@ class Imported:
   workdir: str
   model: hf_lib.HfModel
   objective: str
-  tokenizer_path: str
-  tokenizer_kind: str
+  tokenizer: object            # the copied tokenizer (.path, .kind)
   initialised: tuple[str, ...]   # parameters the checkpoint lacked
   n_params: int
 
 
-def _copy_tokenizer(hf_dir: str, workdir: str, tokenizer: str | None
-                    ) -> tuple[str, str]:
-  """Copies the model's tokenizer (`tokenizer`, or the one in `hf_dir`)
-  into `workdir`; returns (path, kind)."""
-  if tokenizer and not os.path.isfile(tokenizer):
-    raise LmError(f"--tokenizer {tokenizer} does not exist; name a "
-                  "tokenizer.json or a SentencePiece .model file.")
-  path = tokenizer
+def copy_tokenizer(path: str, out_dir: str) -> list[str]:
+  """Copies the tokenizer file `path` into `out_dir` under its standard
+  name: a `tokenizer.json` with the special-token files beside it, or a
+  SentencePiece `tokenizer.model`. Returns the copies, the tokenizer first."""
+  os.makedirs(out_dir, exist_ok=True)
+  json_file = path.endswith(".json")
+  pairs = [(path, "tokenizer.json" if json_file else "tokenizer.model")]
+  if json_file:   # the special tokens, when present
+    pairs += [(os.path.join(os.path.dirname(path), n), n) for n in CONFIG_FILES]
+  copied = []
+  for source, name in pairs:
+    if os.path.isfile(source):
+      copied.append(os.path.join(out_dir, name))
+      shutil.copyfile(source, copied[-1])
+  return copied
+
+
+def _find_tokenizer(hf_dir: str, tokenizer: str | None) -> str:
+  """`--tokenizer`, else the model directory's tokenizer.json or
+  tokenizer.model."""
+  if tokenizer:
+    if not os.path.isfile(tokenizer):
+      raise LmError(f"--tokenizer {tokenizer} does not exist; name a "
+                    "tokenizer.json or a SentencePiece .model file.")
+    return tokenizer
   for name in ("tokenizer.json", "tokenizer.model"):
-    if path is None and os.path.isfile(os.path.join(hf_dir, name)):
-      path = os.path.join(hf_dir, name)
-  if path is None:
-    raise LmError(f"{hf_dir} has no tokenizer.json or tokenizer.model; put "
-                  "the model's tokenizer there or name it with --tokenizer.")
-  if not path.endswith(".json"):
-    target = os.path.join(workdir, "tokenizer.model")
-    shutil.copyfile(path, target)
-    return target, "sentencepiece"
-  out = os.path.join(workdir, "tokenizer")
-  os.makedirs(out, exist_ok=True)
-  shutil.copyfile(path, os.path.join(out, HF_TOKENIZER_FILES[0]))
-  for name in HF_TOKENIZER_FILES[1:]:   # the special tokens, when present
-    beside = os.path.join(os.path.dirname(path), name)
-    if os.path.isfile(beside):
-      shutil.copyfile(beside, os.path.join(out, name))
-  return os.path.join(out, HF_TOKENIZER_FILES[0]), "hf"
+    if os.path.isfile(os.path.join(hf_dir, name)):
+      return os.path.join(hf_dir, name)
+  raise LmError(f"{hf_dir} has no tokenizer.json or tokenizer.model; put "
+                "the model's tokenizer there or name it with --tokenizer.")
 
 
 def _default_pooling(hf_dir: str, arch: str) -> str:
@@ -92,8 +94,12 @@ def _default_pooling(hf_dir: str, arch: str) -> str:
   else "cls" for BERT and "last" for decoders."""
   path = os.path.join(hf_dir, "1_Pooling", "config.json")
   if os.path.isfile(path):
-    with open(path) as f:
-      modes = json.load(f)
+    try:
+      with open(path) as f:
+        modes = json.load(f)
+    except ValueError as e:
+      raise LmError(f"{path} is not valid JSON ({e}); fix it or pass "
+                    "--pooling.") from None
     if modes.get("pooling_mode_mean_tokens"):
       return "mean"
     if modes.get("pooling_mode_lasttoken"):
@@ -130,7 +136,7 @@ def _params_for(m: hf_lib.HfModel, objective: str) -> dict:
   """The checkpoint's tree for the objective's model."""
   if objective == "contrastive":
     backbone = dict(m.params.get("backbone", m.params))
-    for head in ("pooler", "mlm_head", "nsp_head"):
+    for head in bert.HEADS:
       backbone.pop(head, None)
     return {"backbone": backbone}
   return m.params
@@ -181,11 +187,10 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   from lm.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
   from lm.models.transformer import count_params  # pylint: disable=g-import-not-at-top
   from lm.objectives import make_objective  # pylint: disable=g-import-not-at-top
-  from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from lm.parallel.mesh import make_mesh  # pylint: disable=g-import-not-at-top
-  from lm.training import optim  # pylint: disable=g-import-not-at-top
   from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  from lm.training.state import TrainState, init_state, state_shardings  # pylint: disable=g-import-not-at-top
+  from lm.training.state import TrainState, init_state  # pylint: disable=g-import-not-at-top
+  from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
+      state_layout, tokenizer_record, write_json_atomic)
 
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
       os.path.join(workdir, "checkpoints")):
@@ -210,29 +215,24 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
     raise LmError(f"--seq_len={seq_len} exceeds the model's "
                   f"{m.config.max_len} positions; lower it.")
 
-  os.makedirs(workdir, exist_ok=True)
-  tok_path, tok_kind = _copy_tokenizer(hf_dir, workdir, tokenizer)
-  tok = load_tokenizer(tok_path)
+  source = _find_tokenizer(hf_dir, tokenizer)
+  tok = load_tokenizer(copy_tokenizer(source,
+                                     os.path.join(workdir, "tokenizer"))[0])
   if tok.vocab_size > m.config.vocab_size:
-    raise LmError(f"the tokenizer {tok_path} has {tok.vocab_size} tokens but "
+    raise LmError(f"the tokenizer {source} has {tok.vocab_size} tokens but "
                   f"the model only {m.config.vocab_size} embeddings; import "
                   "the tokenizer that came with the model.")
-  config = _experiment_config(m, objective, tok_path, seq_len, pooling)
+  config = _experiment_config(m, objective, tok.path, seq_len, pooling)
   stored = {"labels": m.labels} if m.labels else None
   obj = make_objective(config, stored=stored)
   obj.check_model(m.config)
-  if objective == "mlm" and not tok.has_bert_specials:
-    raise LmError(f"the tokenizer {tok_path} has no [CLS]/[SEP]/[MASK] "
+  if obj.bert_specials and not tok.has_bert_specials:
+    raise LmError(f"the tokenizer {source} has no [CLS]/[SEP]/[MASK] "
                   "tokens, which a BERT run needs; import the tokenizer "
                   "that came with the model.")
   model = obj.build_model(m.config)
-  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  rules = sharding_lib.logical_rules(config.mesh.rules)
-  tx, _ = optim.make_optimizer(
-      config.optimizer, config.steps,
-      backbone_path=tuple(getattr(obj, "backbone_path", ())),
-      num_layers=m.config.num_layers)
-  abstract, shardings = state_shardings(model, tx, mesh, rules, seq_len)
+  mesh, rules, tx, abstract, shardings = state_layout(config, obj, model,
+                                                      m.config)
   params, fresh = _merge(abstract.params, _params_for(m, objective))
   if fresh:   # heads the checkpoint lacks: from a seeded initialisation
     state, _, _ = init_state(model, tx, mesh, rules, seed, seq_len, shardings)
@@ -246,8 +246,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   resolved = {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(m.config),
-      "tokenizer": {"path": tok_path, "kind": tok_kind,
-                    "vocab_size": tok.vocab_size, "sha256": tok.fingerprint()},
+      "tokenizer": tokenizer_record(tok),
       "batch": obj.data_settings(),
       "imported_from": {"hf_dir": os.path.abspath(hf_dir),
                         "architecture": m.architecture,
@@ -259,11 +258,8 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   ckpt.save(0, state, {"step": 0}, resolved, force=True)
   ckpt.wait()
   ckpt.close()
-  target = os.path.join(workdir, "config.json")
-  with open(target + ".tmp", "w") as f:
-    json.dump(resolved, f, indent=2, sort_keys=True)
-  os.replace(target + ".tmp", target)
-  return Imported(workdir, m, objective, tok_path, tok_kind, tuple(fresh),
+  write_json_atomic(os.path.join(workdir, "config.json"), resolved)
+  return Imported(workdir, m, objective, tok, tuple(fresh),
                   count_params(params))
 
 
@@ -286,15 +282,4 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
   written = hf_lib.write_hf_dir(out_dir, trained.model_cfg, trained.params,
                                 objective=c.objective, labels=labels,
                                 extra=extra)
-  if getattr(tok, "kind", "sentencepiece") == "hf":
-    source = os.path.dirname(tok.path)
-    names = [n for n in HF_TOKENIZER_FILES
-             if os.path.isfile(os.path.join(source, n))]
-  else:
-    source, names = os.path.dirname(tok.path), [os.path.basename(tok.path)]
-  for name in names:
-    target = os.path.join(out_dir, "tokenizer.model" if name.endswith(".model")
-                          else name)
-    shutil.copyfile(os.path.join(source, name), target)
-    written.append(target)
-  return written
+  return written + copy_tokenizer(tok.path, out_dir)

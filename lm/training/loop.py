@@ -30,7 +30,7 @@ from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
 from lm.training import warm_start
-from lm.training.workdir import read_resolved
+from lm.training.workdir import read_resolved, tokenizer_record, write_json_atomic
 from lm.training.checkpoint import Checkpointer
 from lm.training.state import init_state, state_shardings
 
@@ -70,13 +70,6 @@ def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
                   f"{stored.get('batch')} but the config now gives "
                   f"{resolved['batch']}; resuming would not see the same "
                   "batches, so use a new --workdir or the original settings.")
-
-
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -144,8 +137,7 @@ def prepare(config, workdir: str) -> Run:
   resolved = {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(model_cfg),
-      "tokenizer": {"path": tok.path, "kind": tok.kind,
-                    "vocab_size": tok.vocab_size, "sha256": tok.fingerprint()},
+      "tokenizer": tokenizer_record(tok),
       "batch": {**objective.data_settings(),
                 "train_tokens": int(len(train_data.tokens))},
   }
@@ -239,7 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state = state.replace(params=warm_start.start_from(
           c.init_from, state.params, shardings.params, run.objective))
   if is_main:
-    _write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
+    write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
 
   n_params = count_params(state.params)
   objective = run.objective

@@ -52,6 +52,36 @@ def read_resolved(workdir: str) -> dict:
                   "restore it from the checkpoint or re-run training.") from None
 
 
+def write_json_atomic(path: str, obj) -> None:
+  """Writes `obj` as indented JSON to `path` through a temporary file, so a
+  reader never sees half of it (the workdir's `config.json`)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def tokenizer_record(tok) -> dict:
+  """What `config.json` records of a run's tokenizer: its file, kind
+  ("sentencepiece" or "hf"), size and fingerprint (checked on resume and
+  by `init_from`)."""
+  return {"path": tok.path, "kind": tok.kind, "vocab_size": tok.vocab_size,
+          "sha256": tok.fingerprint()}
+
+
+def state_layout(config, objective, model, model_cfg: ModelConfig):
+  """`(mesh, rules, tx, abstract state, shardings)` to restore (or write) a
+  run's train state on this process's devices, data-parallel."""
+  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+  rules = sharding_lib.logical_rules(config.mesh.get("rules") or ())
+  tx, _ = optim.make_optimizer(
+      config.optimizer, config.steps,
+      backbone_path=tuple(getattr(objective, "backbone_path", ())),
+      num_layers=model_cfg.num_layers)
+  abstract, shardings = state_shardings(model, tx, mesh, rules, config.seq_len)
+  return mesh, rules, tx, abstract, shardings
+
+
 def load_trained(workdir: str, step: int | None = None, *,
                  best: bool = False) -> Trained:
   """Config, tokenizer, model and the params of `step` (default: latest;
@@ -83,13 +113,8 @@ def load_trained(workdir: str, step: int | None = None, *,
   tokenizer = load_tokenizer(resolved.get("tokenizer", {}).get("path")
                              or os.path.join(workdir, "tokenizer.model"))
   model = objective.build_model(model_cfg)
-  mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  rules = sharding_lib.logical_rules(config.mesh.get("rules") or ())
-  tx, _ = optim.make_optimizer(
-      config.optimizer, config.steps,
-      backbone_path=tuple(getattr(objective, "backbone_path", ())),
-      num_layers=model_cfg.num_layers)
-  abstract, shardings = state_shardings(model, tx, mesh, rules, config.seq_len)
+  mesh, rules, _, abstract, shardings = state_layout(config, objective, model,
+                                                     model_cfg)
   state, _ = ckpt.restore(step, abstract, shardings)
   ckpt.close()
   return Trained(workdir, step, config, model_cfg, model, tokenizer,

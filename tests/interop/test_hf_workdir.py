@@ -76,7 +76,7 @@ def test_bert_pretraining_imports_evaluates_and_round_trips(tmp_path):
   ref = hf_dirs.bert_dir(tmp_path / "hf")
   r = import_hf(str(tmp_path / "hf"), str(tmp_path / "run"), seq_len=32)
   assert r.objective == "mlm" and r.initialised == ()
-  assert r.tokenizer_kind == "hf"
+  assert r.tokenizer.kind == "hf"
   stored = json.loads((tmp_path / "run" / "config.json").read_text())
   assert stored["config"]["mlm"]["nsp"] is True
   assert stored["tokenizer"]["kind"] == "hf"
@@ -242,7 +242,7 @@ def test_llama_with_a_sentencepiece_model_imports_samples_and_exports(tmp_path):
       pad_token_id=tok.pad_id)).eval()
   ref.save_pretrained(hf, safe_serialization=True)
   r = import_hf(str(hf), str(tmp_path / "run"))
-  assert (r.objective, r.tokenizer_kind) == ("causal", "sentencepiece")
+  assert (r.objective, r.tokenizer.kind) == ("causal", "sentencepiece")
   trained = load_trained(str(tmp_path / "run"))
   assert trained.model_cfg.kv_heads == 2
   ids = [tok.bos_id] + tok.encode("the film")
