@@ -1,6 +1,5 @@
 """Tests for lm.data.pairs: docstring/code pairs, jsonl and tfds pairs, STS."""
 
-import json
 import os
 import textwrap
 
@@ -12,16 +11,7 @@ from lm.data import pairs, sources
 from lm.data.pairs import (PairSource, docstring_code_pairs, open_pairs,
                            open_scored_pairs)
 from lm.errors import LmError
-
-
-def _write(path, text):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(text, encoding="utf-8")
-  return path
-
-
-def _write_jsonl(path, rows):
-  return _write(path, "".join(json.dumps(r) + "\n" for r in rows))
+from tests.data.files import write as _write, write_jsonl as _write_jsonl
 
 
 # --- PairSource ---------------------------------------------------------------

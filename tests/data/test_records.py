@@ -10,22 +10,13 @@ import tensorflow_datasets as tfds
 from lm.data import records
 from lm.data.records import KINDS, Records, open_records
 from lm.errors import LmError
+from tests.data.files import write as _write, write_jsonl as _write_jsonl
 
 PAIR = {"text": ("s1", "text"), "text_b": ("s2", "text"),
         "label": ("y", "label")}
 NER = {"tokens": ("words", "tokens"), "tags": ("ner", "tags")}
 QA = {"question": ("question", "text"), "context": ("context", "text"),
       "answers": ("answers", "answers"), "id": ("id", "text")}
-
-
-def _write(path, text):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(text, encoding="utf-8")
-  return path
-
-
-def _write_jsonl(path, rows):
-  return _write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _error(fn, *args, **kwargs) -> str:
