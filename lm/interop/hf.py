@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -72,12 +71,8 @@ def read_config(path: str) -> dict:
   if not os.path.isfile(config_path):
     raise LmError(f"{path} has no config.json; point --hf_dir at a Hugging "
                   "Face model directory.")
-  try:
-    with open(config_path) as f:
-      hf = json.load(f)
-  except ValueError as e:
-    raise LmError(f"{config_path} is not valid JSON ({e}); download or save "
-                  "the model again.") from None
+  from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
+  hf = read_json(config_path, "download or save the model again")
   kind = hf.get("model_type")
   if kind not in MODEL_TYPES:
     raise LmError(f"{path} holds a {kind!r} model; importing supports "

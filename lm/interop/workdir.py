@@ -94,12 +94,8 @@ def _default_pooling(hf_dir: str, arch: str) -> str:
   else "cls" for BERT and "last" for decoders."""
   path = os.path.join(hf_dir, "1_Pooling", "config.json")
   if os.path.isfile(path):
-    try:
-      with open(path) as f:
-        modes = json.load(f)
-    except ValueError as e:
-      raise LmError(f"{path} is not valid JSON ({e}); fix it or pass "
-                    "--pooling.") from None
+    from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
+    modes = read_json(path, "fix it or pass --pooling")
     if modes.get("pooling_mode_mean_tokens"):
       return "mean"
     if modes.get("pooling_mode_lasttoken"):

@@ -44,12 +44,19 @@ def read_resolved(workdir: str) -> dict:
   if not os.path.exists(path):
     raise LmError(f"workdir {workdir} holds no trained run (no config.json); "
                   "train one there with launch.train first.")
+  return read_json(path, "restore it from the checkpoint or re-run training")
+
+
+def read_json(path: str, fix: str):
+  """The JSON in `path`; LmError "PATH is not valid JSON (why); FIX." when
+  it does not parse. Example: read_json("run/config.json", "re-run it")."""
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       return json.load(f)
-  except json.JSONDecodeError as e:
-    raise LmError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
-                  "restore it from the checkpoint or re-run training.") from None
+  except ValueError as e:   # JSONDecodeError, or bytes that are not UTF-8
+    why = (f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError)
+           else str(e))
+    raise LmError(f"{path} is not valid JSON ({why}); {fix}.") from None
 
 
 def write_json_atomic(path: str, obj) -> None:
