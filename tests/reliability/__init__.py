@@ -1,0 +1,1 @@
+"""What a run guarantees, proven through the real command lines."""
