@@ -47,3 +47,13 @@ def current_umask() -> int:
 def default_file_mode() -> int:
   """The mode a new regular file gets: 0o666 less the umask (0o644 for 022)."""
   return 0o666 & ~current_umask()
+
+
+def default_dir_mode() -> int:
+  """The mode a new directory gets: 0o777 less the umask (0o755 for 022).
+
+  `tempfile.mkdtemp` creates its directory 0700 whatever the umask; a
+  directory built under a temporary name and renamed into place is chmod-ed
+  to this first, so it ends up as `os.makedirs(path)` would have made it.
+  """
+  return 0o777 & ~current_umask()
