@@ -9,12 +9,33 @@ loss never cross a document boundary.
 Example (bos=2, eos=3): documents "ab", "c" encoded as [5, 6] and [7] give
   tokens     = [2, 5, 6, 3, 2, 7, 3]
   doc_starts = [0, 4]
+
+The tokenized-data cache. Token streams, segment streams and task rows are
+cached as directories of `.npy` files under `WORKDIR/data/` (`save_arrays`),
+each with a `checksums.json` that records the sha256, shape and dtype of
+every array file. The directory is assembled under a temporary name and
+renamed into place, so the checksums always describe exactly the arrays
+beside them. Every load (`load_arrays`, and through it `load_stream`,
+`cached_arrays`, `cached_stream` and the segment streams) verifies them and,
+given the tokenizer's vocabulary size, checks that no token id reaches it
+(one vectorised max). A damaged entry -- a changed byte, a missing file, a
+missing or unreadable `checksums.json`, an id outside the vocabulary -- is
+an `LmError` naming the directory and telling the user to delete it. The
+entry is NOT rebuilt behind the user's back: the cache is derived data, so
+deleting it is always safe, but a damaged file usually means a disk or copy
+problem the user should know about, and a silent rebuild would hide it (and
+could take hours on a large corpus). Entries written before checksums
+existed are refused the same way, once.
+
+Nothing is written until a caller asks for a cache entry: the `cached_*`
+functions write only when their entry is missing, after `build()` succeeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -25,11 +46,15 @@ import numpy as np
 from lm.data.sources import DocumentSource
 from lm.data.tokenizer import Tokenizer
 from lm.errors import LmError
+from lm.files import default_dir_mode
 
 PAD_ID = 0
 # Documents are tokenized in chunks of at most this many documents / chars.
 _CHUNK_DOCS = 1024
 _CHUNK_CHARS = 8_000_000
+# The file in each cache directory that records its arrays' checksums.
+CHECKSUMS = "checksums.json"
+_CHECKSUMS_FORMAT = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,21 +156,39 @@ def build_stream(source: DocumentSource, tokenizer: Tokenizer, *,
   return TokenStream(np.concatenate(parts), np.concatenate(starts))
 
 
+def _sha256(path: str) -> str:
+  """The hex sha256 of the file at `path`, read in large blocks."""
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
-  """Writes `path/<name>.npy` for each array, atomically.
+  """Writes `path/<name>.npy` for each array and `path/checksums.json`,
+  atomically.
 
   The directory is written under a temporary name and renamed into place, so
-  readers see either nothing or every array. An existing `path` is
-  replaced. Example: save_arrays("/tmp/c/x", {"tokens": t}) ->
-  /tmp/c/x/tokens.npy.
+  readers see either nothing or every array together with its checksums
+  (sha256 of the file, shape, dtype). An existing `path` is replaced. The
+  directory and files get the modes `os.makedirs` and `open` would give them
+  under the current umask. Example: save_arrays("/tmp/c/x", {"tokens": t})
+  -> /tmp/c/x/tokens.npy, /tmp/c/x/checksums.json.
   """
   path = os.path.abspath(path)
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}-")
   try:
+    entries = {}
     for name, array in arrays.items():
-      np.save(os.path.join(tmp, f"{name}.npy"), array)
+      array = np.asanyarray(array)
+      file = f"{name}.npy"
+      np.save(os.path.join(tmp, file), array)
+      entries[file] = {"sha256": _sha256(os.path.join(tmp, file)),
+                       "shape": list(array.shape), "dtype": array.dtype.str}
+    with open(os.path.join(tmp, CHECKSUMS), "w", encoding="utf-8") as f:
+      json.dump({"format": _CHECKSUMS_FORMAT, "files": entries}, f, indent=1,
+                sort_keys=True)
+    os.chmod(tmp, default_dir_mode())
     if os.path.isdir(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
@@ -153,14 +196,101 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_arrays(key: Sequence, build, cache_dir: str, prefix: str
-                  ) -> dict[str, np.ndarray]:
+def _read_checksums(path: str, damaged) -> dict[str, dict]:
+  """The `files` table of `path/checksums.json`, checked for shape."""
+  file = os.path.join(path, CHECKSUMS)
+  if not os.path.isfile(file):
+    raise damaged(f"has no {CHECKSUMS} (it was written by an older version "
+                  "or by something else)")
+  try:
+    with open(file, encoding="utf-8") as f:
+      entries = json.load(f)["files"]
+    for entry in entries.values():
+      if not (isinstance(entry["sha256"], str)
+              and isinstance(entry["shape"], list)
+              and isinstance(entry["dtype"], str)):
+        raise TypeError
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    raise damaged(f"has an unreadable {CHECKSUMS}") from None
+  return entries
+
+
+def load_arrays(path: str, names: Sequence[str] | None = None, *,
+                mmap: bool = True, vocab_size: int | None = None,
+                what: str = "Cached data") -> dict[str, np.ndarray]:
+  """The arrays of a directory written by `save_arrays`, verified.
+
+  Args:
+    path: the directory.
+    names: the arrays to load (file names without `.npy`); None: every
+      array its checksums.json lists.
+    mmap: memory-map the files (else read them into memory).
+    vocab_size: when given, an array named "tokens" must hold ids below it.
+    what: how the error sentence names the directory ("Token stream", ...).
+
+  Every file is hashed and compared with checksums.json, and its shape and
+  dtype with the recorded ones. Any difference, a missing file, a missing or
+  unreadable checksums.json, or a token id >= `vocab_size` raises LmError
+  naming `path` and telling the user to delete it (see the module
+  docstring). Example: load_arrays("/tmp/c/x")["tokens"][:3] -> [2, 5, 6].
+  """
+  def damaged(detail: str) -> LmError:
+    return LmError(f"{what} {path} {detail}; delete the directory and it "
+                   "will be rebuilt from the data on the next run.")
+
+  if names is not None:
+    for name in names:
+      if not os.path.isfile(os.path.join(path, f"{name}.npy")):
+        raise damaged(f"is missing {name}.npy")
+  entries = _read_checksums(path, damaged)
+  if names is None:
+    names = sorted(f[:-len(".npy")] for f in entries if f.endswith(".npy"))
+  out = {}
+  for name in names:
+    file = f"{name}.npy"
+    full = os.path.join(path, file)
+    if file not in entries:
+      raise damaged(f"has no checksum for {file} in {CHECKSUMS}")
+    if not os.path.isfile(full):
+      raise damaged(f"is missing {file}")
+    entry = entries[file]
+    try:
+      digest = _sha256(full)
+    except OSError as e:
+      raise damaged(f"has an unreadable {file} ({e.strerror or e})") from None
+    if digest != entry["sha256"]:
+      raise damaged(f"has a {file} that does not match its sha256 in "
+                    f"{CHECKSUMS} (the file was changed or damaged)")
+    try:
+      array = np.load(full, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as e:
+      raise damaged(f"has an unreadable {file} ({e})") from None
+    if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
+      raise damaged(f"has a {file} of shape {list(array.shape)} and dtype "
+                    f"{array.dtype.str}, not the {entry['shape']} and "
+                    f"{entry['dtype']} its {CHECKSUMS} records")
+    out[name] = array
+  tokens = out.get("tokens")
+  if vocab_size is not None and tokens is not None and tokens.size:
+    top = int(np.max(tokens))
+    low = int(np.min(tokens)) if tokens.dtype.kind == "i" else 0
+    if top >= vocab_size or low < 0:
+      bad = top if top >= vocab_size else low
+      raise damaged(f"holds token id {bad}, outside the tokenizer's "
+                    f"vocabulary of {vocab_size} ids (it was made with "
+                    "another tokenizer or edited)")
+  return out
+
+
+def cached_arrays(key: Sequence, build, cache_dir: str, prefix: str, *,
+                  vocab_size: int | None = None) -> dict[str, np.ndarray]:
   """`build()` (a dict of arrays) cached under
   `cache_dir/<prefix>-<hash of key>/` and memory-mapped.
 
   `key` must change whenever the data or tokenizer do (their
-  fingerprints). Example: the first call builds and writes the arrays;
-  later calls only load them.
+  fingerprints). The entry is verified on every load (`load_arrays`; with
+  `vocab_size`, its "tokens" array must hold ids below it). Example: the
+  first call builds and writes the arrays; later calls only load them.
   """
   digest = hashlib.sha256(repr(list(key)).encode()).hexdigest()[:16]
   path = os.path.join(cache_dir, f"{prefix}-{digest}")
@@ -171,41 +301,29 @@ def cached_arrays(key: Sequence, build, cache_dir: str, prefix: str
     except OSError:
       if not os.path.isdir(path):  # not just another process winning the race
         raise
-  try:
-    files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
-    return {f[:-4]: np.load(os.path.join(path, f), mmap_mode="r")
-            for f in files}
-  except (OSError, ValueError) as e:
-    raise LmError(f"Cached arrays {path} are unreadable ({e}); delete the "
-                  "directory so they are rebuilt.") from None
+  return load_arrays(path, vocab_size=vocab_size, what="Cached arrays")
 
 
 def save_stream(stream: TokenStream, path: str) -> None:
-  """Writes `stream` as a directory `path/` with tokens.npy and doc_starts.npy
-  (atomically, see `save_arrays`). Example: save_stream(s,
+  """Writes `stream` as a directory `path/` with tokens.npy, doc_starts.npy
+  and checksums.json (atomically, see `save_arrays`). Example: save_stream(s,
   "/tmp/c/stream-ab12") -> /tmp/c/stream-ab12/{tokens,doc_starts}.npy.
   """
   save_arrays(path, {"tokens": np.asarray(stream.tokens),
                      "doc_starts": np.asarray(stream.doc_starts, np.int64)})
 
 
-def load_stream(path: str, mmap: bool = True) -> TokenStream:
-  """Reads a stream written by `save_stream` (memory-mapped by default).
+def load_stream(path: str, mmap: bool = True, *,
+                vocab_size: int | None = None) -> TokenStream:
+  """Reads a stream written by `save_stream` (memory-mapped by default),
+  verified against its checksums; with `vocab_size`, every token id must be
+  below it (see `load_arrays`).
 
   Example: load_stream("/tmp/c/stream-ab12").tokens[:3] -> [2, 5, 6].
   """
-  files = [os.path.join(path, f) for f in ("tokens.npy", "doc_starts.npy")]
-  missing = [f for f in files if not os.path.isfile(f)]
-  if missing:
-    raise LmError(f"Token stream {path} is missing {missing[0]}; delete the "
-                  "directory so it is rebuilt.")
-  mode = "r" if mmap else None
-  try:
-    tokens, doc_starts = (np.load(f, mmap_mode=mode) for f in files)
-  except (OSError, ValueError) as e:
-    raise LmError(f"Token stream {path} is unreadable ({e}); delete the "
-                  "directory so it is rebuilt.") from None
-  return TokenStream(tokens, doc_starts)
+  arrays = load_arrays(path, ("tokens", "doc_starts"), mmap=mmap,
+                       vocab_size=vocab_size, what="Token stream")
+  return TokenStream(arrays["tokens"], arrays["doc_starts"])
 
 
 def stream_cache_path(source: DocumentSource, tokenizer: Tokenizer,
@@ -224,7 +342,8 @@ def cached_stream(source: DocumentSource, tokenizer: Tokenizer, cache_dir: str,
   """`build_stream`, cached on disk and memory-mapped.
 
   The cache entry is named by `source.fingerprint()`, the tokenizer's hash and
-  `max_chars`, so a changed corpus or tokenizer gets a new entry. Example:
+  `max_chars`, so a changed corpus or tokenizer gets a new entry; it is
+  verified on every load, ids against `tokenizer.vocab_size`. Example:
   the first call tokenizes and writes `cache_dir/stream-<hash>/`; later calls
   only map it.
   """
@@ -236,7 +355,7 @@ def cached_stream(source: DocumentSource, tokenizer: Tokenizer, cache_dir: str,
     except OSError:
       if not os.path.isdir(path):  # not just another process winning the race
         raise
-  return load_stream(path, mmap=True)
+  return load_stream(path, mmap=True, vocab_size=tokenizer.vocab_size)
 
 
 def make_rows(stream: TokenStream, starts: np.ndarray,

@@ -73,12 +73,14 @@ def columns_from_texts(texts: dict[str, Sequence[str]], tokenizer,
                  None if scores is None else np.asarray(scores, np.float64))
 
 
-def cached_columns(key: Sequence, build, cache_dir: str) -> Columns:
+def cached_columns(key: Sequence, build, cache_dir: str, *,
+                   vocab_size: int | None = None) -> Columns:
   """`build()` cached under `cache_dir/columns-<hash of key>/` and mapped.
 
   `key` must change whenever the texts or tokenizer do (source and
-  tokenizer fingerprints). Example: the first call tokenizes and writes the
-  arrays; later calls only load them.
+  tokenizer fingerprints). The entry is verified on every load, token ids
+  against `vocab_size` when given (see `packing.load_arrays`). Example: the
+  first call tokenizes and writes the arrays; later calls only load them.
   """
   def arrays():
     cols = build()
@@ -88,7 +90,8 @@ def cached_columns(key: Sequence, build, cache_dir: str) -> Columns:
       out["scores"] = cols.scores
     return out
 
-  loaded = packing.cached_arrays(key, arrays, cache_dir, "columns")
+  loaded = packing.cached_arrays(key, arrays, cache_dir, "columns",
+                                 vocab_size=vocab_size)
   if "tokens" not in loaded:
     raise LmError(f"Tokenized columns under {cache_dir} are missing "
                   "tokens.npy; delete the directory so they are rebuilt.")

@@ -19,7 +19,8 @@ encoded as 10..14 ("\\n" as 4):
   doc_starts = [0, 2, 3]
 
 `cached_segment_stream` stores the arrays under `cache_dir/segments-<hash>/`
-(like `packing.cached_stream`) and memory-maps them on later calls.
+(like `packing.cached_stream`, with checksums) and memory-maps them on later
+calls, verified (see `lm.data.packing`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lm.data.packing import save_arrays, token_dtype
+from lm.data.packing import load_arrays, save_arrays, token_dtype
 from lm.data.sources import DocumentSource
 from lm.data.tokenizer import Tokenizer
 from lm.errors import LmError
@@ -236,24 +237,18 @@ def save_segment_stream(stream: SegmentStream, path: str) -> None:
                      "doc_starts": np.asarray(stream.doc_starts, np.int64)})
 
 
-def load_segment_stream(path: str, mmap: bool = True) -> SegmentStream:
-  """Reads a stream written by `save_segment_stream` (memory-mapped).
+def load_segment_stream(path: str, mmap: bool = True, *,
+                        vocab_size: int | None = None) -> SegmentStream:
+  """Reads a stream written by `save_segment_stream` (memory-mapped),
+  verified against its checksums; with `vocab_size`, every token id must be
+  below it (see `packing.load_arrays`).
 
   Example: load_segment_stream("/tmp/c/segments-ab12").n_segments -> 3.
   """
-  files = [os.path.join(path, f) for f in _FILES]
-  missing = [f for f in files if not os.path.isfile(f)]
-  if missing:
-    raise LmError(f"Segment stream {path} is missing {missing[0]}; delete the "
-                  "directory so it is rebuilt.")
-  mode = "r" if mmap else None
-  try:
-    tokens, seg_starts, doc_starts = (np.load(f, mmap_mode=mode)
-                                      for f in files)
-  except (OSError, ValueError) as e:
-    raise LmError(f"Segment stream {path} is unreadable ({e}); delete the "
-                  "directory so it is rebuilt.") from None
-  return SegmentStream(tokens, seg_starts, doc_starts)
+  arrays = load_arrays(path, [f[:-len(".npy")] for f in _FILES], mmap=mmap,
+                       vocab_size=vocab_size, what="Segment stream")
+  return SegmentStream(arrays["tokens"], arrays["seg_starts"],
+                       arrays["doc_starts"])
 
 
 def segment_cache_path(source: DocumentSource, tokenizer: Tokenizer,
@@ -290,7 +285,8 @@ def cached_segment_stream(source: DocumentSource, tokenizer: Tokenizer,
     except OSError:
       if not os.path.isdir(path):  # not just another process winning the race
         raise
-  return load_segment_stream(path, mmap=True)
+  return load_segment_stream(path, mmap=True,
+                             vocab_size=tokenizer.vocab_size)
 
 
 def stream_from_segments(docs: Sequence[Sequence[Sequence[int]]],

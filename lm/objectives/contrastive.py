@@ -211,7 +211,7 @@ class Contrastive:
           {"text": _sentences(source, texts, max_chars)}, tokenizer)
     cols = pair_batches.cached_columns(
         ("texts", source.fingerprint(), tokenizer.fingerprint(), texts,
-         max_chars), build, cache_dir)
+         max_chars), build, cache_dir, vocab_size=tokenizer.vocab_size)
     if len(cols) == 0:
       raise LmError(f"{source.uri} has no non-empty {texts}; point "
                     "data.train at text.")
@@ -300,7 +300,7 @@ def _pair_columns(source, tokenizer, cache_dir):
       ("pairs", source.fingerprint(), tokenizer.fingerprint(), sorted(texts),
        source.scores is not None),
       lambda: pair_batches.columns_from_texts(texts, tokenizer, source.scores),
-      cache_dir)
+      cache_dir, vocab_size=tokenizer.vocab_size)
 
 
 def _sentences(source, texts: str, max_chars: int | None) -> list[str]:

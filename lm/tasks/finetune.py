@@ -206,7 +206,8 @@ class Task:
     key = (self.name, source.fingerprint(), tokenizer.fingerprint(),
            self.config.seq_len, self.labels, self.settings(), self.arch)
     arrays = packing.cached_arrays(
-        key, lambda: self.make_rows(source, tokenizer), cache_dir, self.name)
+        key, lambda: self.make_rows(source, tokenizer), cache_dir, self.name,
+        vocab_size=tokenizer.vocab_size)
     if len(arrays["tokens"]) == 0:
       raise LmError(f"{source.uri} gives no {self.name} examples; check the "
                     "data and config.task fields.")

@@ -1,6 +1,9 @@
 """Tests for lm.data.packing: stream building, caching and row cutting."""
 
+import hashlib
+import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -134,6 +137,130 @@ def test_cached_stream_builds_once(tmp_path, monkeypatch):
   cached_stream(ListSource("mem:", ["ab", "c"], key=["v2"]), tok,
                 str(tmp_path))
   assert len(os.listdir(tmp_path)) == 4
+
+
+def _flip_byte(file, offset=None):
+  """Flips every bit of one byte of `file` (by default the last one, which
+  is in the array data, after the .npy header)."""
+  data = bytearray(file.read_bytes())
+  offset = len(data) - 1 if offset is None else offset
+  data[offset] ^= 0xFF
+  file.write_bytes(bytes(data))
+
+
+def test_save_arrays_writes_checksums(tmp_path):
+  stream = _stream([[2, 5, 6, 3], [2, 7, 3]])
+  save_stream(stream, str(tmp_path / "s"))
+  assert sorted(os.listdir(tmp_path / "s")) == [
+      "checksums.json", "doc_starts.npy", "tokens.npy"]
+  files = json.loads((tmp_path / "s" / "checksums.json").read_text())["files"]
+  tokens = tmp_path / "s" / "tokens.npy"
+  assert files["tokens.npy"] == {
+      "sha256": hashlib.sha256(tokens.read_bytes()).hexdigest(),
+      "shape": [7], "dtype": "<u2"}
+  assert files["doc_starts.npy"]["shape"] == [2]
+  assert files["doc_starts.npy"]["dtype"] == "<i8"
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_load_stream_refuses_a_flipped_byte(tmp_path, mmap):
+  path = tmp_path / "stream-x"
+  save_stream(_stream([[2, 5, 6, 3], [2, 7, 3]]), str(path))
+  _flip_byte(path / "tokens.npy")
+  with pytest.raises(LmError) as e:
+    load_stream(str(path), mmap=mmap)
+  msg = str(e.value)
+  assert f"Token stream {path} has a tokens.npy that does not match" in msg
+  assert "delete the directory" in msg and "rebuilt" in msg
+  assert "\n" not in msg
+
+
+def test_load_stream_refuses_missing_checksums_and_files(tmp_path):
+  path = tmp_path / "s"
+  save_stream(_stream([[2, 5, 3]]), str(path))
+  (path / "checksums.json").write_text("{not json")
+  with pytest.raises(LmError, match=f"{path} has an unreadable checksums.json;"
+                     " delete the directory"):
+    load_stream(str(path))
+  os.remove(path / "checksums.json")
+  with pytest.raises(LmError, match=f"{path} has no checksums.json .*; delete "
+                     "the directory"):
+    load_stream(str(path))
+  save_stream(_stream([[2, 5, 3]]), str(path))
+  os.remove(path / "doc_starts.npy")
+  with pytest.raises(LmError, match=f"{path} is missing doc_starts.npy; "
+                     "delete the directory"):
+    load_stream(str(path))
+
+
+def test_load_stream_refuses_a_changed_shape(tmp_path):
+  # A file replaced by another valid .npy (here: the same bytes under a
+  # checksums.json edited to match) with a different shape is refused too.
+  path = tmp_path / "s"
+  save_stream(_stream([[2, 5, 3]]), str(path))
+  table = json.loads((path / "checksums.json").read_text())
+  table["files"]["tokens.npy"]["shape"] = [4]
+  (path / "checksums.json").write_text(json.dumps(table))
+  with pytest.raises(LmError, match=r"tokens.npy of shape \[3\] and dtype "
+                     r"<u2, not the \[4\] and <u2"):
+    load_stream(str(path))
+
+
+def test_cached_stream_refuses_a_flipped_byte_and_does_not_rebuild(
+    tmp_path, monkeypatch):
+  src = ListSource("mem:", ["ab", "c"], key=["v1"])
+  tok = FakeTokenizer()
+  cached_stream(src, tok, str(tmp_path))
+  (entry,) = os.listdir(tmp_path)
+  _flip_byte(tmp_path / entry / "tokens.npy")
+
+  def no_build(*args, **kwargs):
+    raise AssertionError("rebuilt a damaged cache entry")
+  monkeypatch.setattr(packing, "build_stream", no_build)
+  with pytest.raises(LmError, match=f"{tmp_path / entry} has a tokens.npy "
+                     "that does not match its sha256"):
+    cached_stream(src, tok, str(tmp_path))
+
+
+def test_cached_stream_refuses_ids_outside_the_vocabulary(tmp_path):
+  src = ListSource("mem:", ["ab"], key=["v1"])
+  tok = FakeTokenizer(vocab_size=64)
+  path = packing.stream_cache_path(src, tok, str(tmp_path))
+  save_stream(_stream([[2, 10, 64, 3]]), path)  # 64 is not an id of `tok`
+  with pytest.raises(LmError, match=f"{path} holds token id 64, outside the "
+                     "tokenizer's vocabulary of 64 ids"):
+    cached_stream(src, tok, str(tmp_path))
+  save_stream(_stream([[2, 10, 63, 3]]), path)
+  assert cached_stream(src, tok, str(tmp_path)).tokens.tolist() == [
+      2, 10, 63, 3]
+  with pytest.raises(LmError, match="holds token id 63"):
+    load_stream(path, vocab_size=63)
+
+
+def test_cached_arrays_refuses_a_flipped_byte(tmp_path):
+  build = lambda: {"tokens": np.arange(100, dtype=np.int32),
+                   "label": np.zeros(100, np.int32)}
+  first = packing.cached_arrays(("k",), build, str(tmp_path), "rows",
+                                vocab_size=100)
+  assert sorted(first) == ["label", "tokens"]
+  with pytest.raises(LmError, match="holds token id 99, outside"):
+    packing.cached_arrays(("k",), build, str(tmp_path), "rows", vocab_size=99)
+  (entry,) = os.listdir(tmp_path)
+  _flip_byte(tmp_path / entry / "label.npy")
+  with pytest.raises(LmError, match=f"Cached arrays {tmp_path / entry} has a "
+                     "label.npy that does not match its sha256"):
+    packing.cached_arrays(("k",), build, str(tmp_path), "rows")
+
+
+def test_save_arrays_modes_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    save_stream(_stream([[2, 5, 3]]), str(tmp_path / "s"))
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o755
+  for name in os.listdir(tmp_path / "s"):
+    assert stat.S_IMODE(os.stat(tmp_path / "s" / name).st_mode) == 0o644, name
 
 
 # --- make_rows ----------------------------------------------------------------

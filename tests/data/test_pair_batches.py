@@ -63,6 +63,18 @@ def test_cached_columns_round_trip(tmp_path):
     pair_batches.cached_columns(("k", 1), build, str(tmp_path))
 
 
+def test_cached_columns_check_ids_against_the_vocabulary(tmp_path):
+  build = lambda: pair_batches.columns_from_texts({"text": ["ab", "c"]},
+                                                  _Tok())
+  cols = pair_batches.cached_columns(("k",), build, str(tmp_path))
+  top = int(np.max(cols.tokens))
+  pair_batches.cached_columns(("k",), build, str(tmp_path),
+                              vocab_size=top + 1)
+  with pytest.raises(LmError, match=f"holds token id {top}, outside the "
+                     f"tokenizer's vocabulary of {top} ids"):
+    pair_batches.cached_columns(("k",), build, str(tmp_path), vocab_size=top)
+
+
 def test_batches_cover_each_epoch_once_and_split_across_processes():
   cols = _cols(10)
   whole = ContrastiveBatches(cols, ["anchor", "positive"], global_batch_size=4,

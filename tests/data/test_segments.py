@@ -219,6 +219,28 @@ def test_broken_cache_entry_is_an_lm_error(tmp_path):
     cached_segment_stream(src, FakeTokenizer(), str(tmp_path), **kw)
 
 
+def test_damaged_or_foreign_cache_entry_is_refused_not_rebuilt(tmp_path):
+  src = ListSource("mem:", ["ab\ncd\n"], key=[])
+  kw = dict(documents="source", segments="lines")
+  tok = FakeTokenizer()
+  cached_segment_stream(src, tok, str(tmp_path), **kw)
+  (entry,) = os.listdir(tmp_path)
+  file = tmp_path / entry / "seg_starts.npy"
+  data = bytearray(file.read_bytes())
+  data[-3] ^= 0x01
+  file.write_bytes(bytes(data))
+  with pytest.raises(LmError, match=f"Segment stream {tmp_path / entry} has a "
+                     "seg_starts.npy that does not match its sha256"):
+    cached_segment_stream(src, tok, str(tmp_path), **kw)
+  assert tok.calls == 1  # refused, not silently rebuilt
+  # Ids at or past the tokenizer's vocabulary (another tokenizer's stream).
+  segments.save_segment_stream(stream_from_segments([[[10, 70]]]),
+                               str(tmp_path / entry))
+  with pytest.raises(LmError, match="holds token id 70, outside the "
+                     "tokenizer's vocabulary of 64 ids"):
+    cached_segment_stream(src, tok, str(tmp_path), **kw)
+
+
 def test_stream_from_segments():
   s = stream_from_segments([[[10, 11], [12]], [], [[13], []]])
   assert s.tokens.tolist() == [10, 11, 12, 13]
