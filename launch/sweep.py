@@ -144,20 +144,21 @@ def load_config(spec: str):
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise LmError(f"config file {path} does not exist; pass --config configs/EXP.py[:ARG].")
-  module = _load_module(path, "lm_sweep_config")
+  module = _load_module(path, "lm_sweep_config", "config file")
   if not hasattr(module, "get_config"):
     raise LmError(f"config file {path} does not define get_config().")
-  return module.get_config(arg) if arg else module.get_config()
+  return _call(module.get_config, path, "get_config()", *([arg] if arg else []))
 
 
 def load_sweep(path: str) -> list[dict]:
   """The override dicts returned by `get_sweep()` in the sweep file `path`."""
   if not os.path.isfile(path):
     raise LmError(f"sweep file {path} does not exist; pass --sweep configs/sweeps/NAME.py.")
-  module = _load_module(path, "lm_sweep_file")
-  if not hasattr(module, "get_sweep"):
-    raise LmError(f"sweep file {path} does not define get_sweep().")
-  runs = module.get_sweep()
+  module = _load_module(path, "lm_sweep_file", "sweep file")
+  if not callable(getattr(module, "get_sweep", None)):
+    raise LmError(f"sweep file {path} does not define get_sweep(); add a function "
+                  "get_sweep() that returns a list of override dicts.")
+  runs = _call(module.get_sweep, path, "get_sweep()")
   if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
     raise LmError(f"get_sweep() in {path} must return a list of override dicts.")
   if not runs:
@@ -165,11 +166,55 @@ def load_sweep(path: str) -> list[dict]:
   return runs
 
 
-def _load_module(path: str, name: str):
+def _load_module(path: str, name: str, kind: str):
+  """Runs the Python file `path`; a syntax error or an exception while it runs
+  becomes one sentence naming the `kind` of file, the file and the line."""
   spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None:
+    raise LmError(f"{kind} {path} is not a Python file; pass a .py file.")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    line = f" at line {e.lineno}" if e.lineno else ""
+    if e.filename and os.path.realpath(e.filename) != os.path.realpath(path):
+      raise LmError(f"{kind} {path} imports {e.filename}, which has a Python syntax "
+                    f"error{line} ({e.msg}); fix that file.") from None
+    raise LmError(f"{kind} {path} has a Python syntax error{line} ({e.msg}); "
+                  "fix the file.") from None
+  except LmError:
+    raise
+  except Exception as e:
+    raise LmError(f"{kind} {path} failed while loading{_where(e, path)}: "
+                  f"{_brief(e)}; fix the file.") from None
   return module
+
+
+def _call(fn: Callable, path: str, what: str, *args):
+  """`fn(*args)`, where an exception other than `LmError` becomes one sentence
+  naming the file and the line that raised it."""
+  try:
+    return fn(*args)
+  except LmError:
+    raise
+  except Exception as e:
+    raise LmError(f"{what} in {path} raised{_where(e, path)}: {_brief(e)}; "
+                  "fix the file.") from None
+
+
+def _where(error: BaseException, path: str) -> str:
+  """` at line N`: the deepest line of `path` in the error's traceback."""
+  import traceback
+  target = os.path.realpath(path)
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+           if os.path.realpath(f.filename) == target]
+  return f" at line {lines[-1]}" if lines else ""
+
+
+def _brief(error: BaseException) -> str:
+  """The error's type and the first line of its message."""
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def apply_overrides(config, overrides: dict):
@@ -297,9 +342,20 @@ def tpu_command(config_spec: str, workdir: str, overrides: dict, tpu: str, zone:
           + [f"--config.{k}={format_value(v)}" for k, v in overrides.items()])
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one sentence (`LmError`), not the usage
+  text; `--help`/`-h` still print the full usage and exit 0."""
+
+  def error(self, message):
+    raise LmError(f"{message}; see python -m launch.sweep --help.")
+
+
 def _parse_args(argv: Sequence[str]):
-  parser = argparse.ArgumentParser(
-      prog="python -m launch.sweep", description=__doc__.split("\n\n")[0])
+  parser = _Parser(
+      prog="python -m launch.sweep", description=__doc__.strip(),
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog="--config.KEY=VALUE  set a config field in every run (not part of "
+             "the run names)")
   parser.add_argument("--config", required=True, help="configs/EXP.py[:ARG]")
   parser.add_argument("--sweep", required=True, help="configs/sweeps/NAME.py")
   parser.add_argument("--workdir_root", help="local root; a run's workdir is ROOT/<name>")
@@ -319,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (1 when a run failed)."""
   try:
     args, extra = _parse_args(sys.argv[1:] if argv is None else argv)
-  except SystemExit as e:  # argparse already printed the usage and the error
+  except SystemExit as e:  # --help printed the usage (usage errors raise LmError)
     return 2 if e.code else 0
   runs = load_sweep(args.sweep)
   names = run_names(runs)
