@@ -192,8 +192,7 @@ def _file_pairs(path: str) -> list[tuple[str, str]]:
   always.'''\\n    return 1" -> [("Returns one always.", "def m(self):\\n
   return 1")].
   """
-  with open(path, encoding="utf-8", errors="replace") as f:
-    text = f.read()  # universal newlines: lines match ast's line numbers
+  text = sources.read_text(path)  # universal newlines, as ast counts lines
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # e.g. SyntaxWarning: invalid escape

@@ -28,12 +28,18 @@ CSV/TSV cell is split on whitespace); "tags" -> list[str] like "label", one per
 token; "answers" -> list of (text, char_start) from a SQuAD-style {"text": [..],
 "answer_start": [..]} object or a list of {"text", "answer_start"} objects (a
 JSON string in a CSV/TSV cell). The role "id" is read like a label.
+
+Files are read by `lm.data.sources.read_text`: a binary file (a NUL byte in
+its first 8 KiB) is refused with one sentence naming it; bytes that are not
+UTF-8 become U+FFFD with one warning per file on stderr (a CSV/TSV file's
+leading byte-order mark is dropped).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -253,7 +259,8 @@ def _read_csv(path: str, wanted: dict[str, tuple[str, str]],
   options = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
              if scheme == "tsv" else {})
   rows = []
-  with open(path, encoding="utf-8-sig", newline="") as f:
+  text = sources.read_text(path, newline="").removeprefix("\ufeff")
+  with io.StringIO(text, newline="") as f:
     reader = csv.DictReader(f, **options)
     try:
       header = reader.fieldnames
@@ -286,7 +293,7 @@ def _read_conll(path: str) -> list:
   "rejects VBZ O", "" -> [({"tokens": ["EU", "rejects"],
   "tags": ["B-ORG", "O"]}, "PATH line 3")]."""
   rows, tokens, tags, first = [], [], [], 0
-  with open(path, encoding="utf-8") as f:
+  with io.StringIO(sources.read_text(path)) as f:
     for lineno, line in enumerate(f, start=1):
       parts = line.split()
       if not parts or parts[0].startswith("-DOCSTART-"):
@@ -313,17 +320,13 @@ def _open_files(uri: str, scheme: str, rest: str,
   pattern, (a, b) = sources._split_slice(uri, rest)
   paths = sources._glob_files(uri, pattern)
   rows = []
-  for path in paths:
-    try:
-      if scheme == "jsonl":
-        rows += _read_jsonl(path, wanted)
-      elif scheme == "conll":
-        rows += _read_conll(path)
-      else:
-        rows += _read_csv(path, wanted, scheme)
-    except UnicodeDecodeError as e:
-      raise LmError(f"{path} is not UTF-8 text ({e.reason} at byte "
-                    f"{e.start}); re-save it as UTF-8.") from None
+  for path in paths:  # binary refused, bad UTF-8 warned: see sources
+    if scheme == "jsonl":
+      rows += _read_jsonl(path, wanted)
+    elif scheme == "conll":
+      rows += _read_conll(path)
+    else:
+      rows += _read_csv(path, wanted, scheme)
   n = len(rows)
   stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
            for p in paths]

@@ -22,18 +22,38 @@ SLICE is `[a%:b%]` (either end optional). For `text:` it keeps characters
 `int(len*a/100)` to `int(len*b/100)` of EACH file, so `text:input.txt[:90%]` and
 `text:input.txt[90%:]` are nanoGPT's in-order 90/10 split of Tiny Shakespeare.
 For `jsonl:` it slices the list of documents.
+
+Reading files (`read_text`, used by every file reader in `lm.data`: `text:`,
+`pystdlib`, `jsonl:`, and the csv/tsv/conll/jsonl records and pairs):
+
+  * a file with a NUL byte in its first 8 KiB is binary (an archive, an
+    array, a model, or UTF-16 text) and is refused with an LmError naming
+    it: read as text it would silently become garbage tokens, and no UTF-8
+    text file has NUL bytes. `text:` checks every matching file when the
+    source is opened, so a glob that catches a binary file fails before
+    anything is read or written.
+  * bytes that are not valid UTF-8 are decoded as U+FFFD and the run goes
+    on, with ONE warning on stderr per file and process ("warning: PATH is
+    not valid UTF-8 (N undecodable bytes) ..."), however often it is read
+    (tokenizer training, then tokenization, then the eval split of the same
+    file): a few stray bytes in a large corpus are common and harmless, but
+    the user should know.
 """
 
 from __future__ import annotations
 
 import abc
+import codecs
 import glob
 import hashlib
 import importlib
+import io
 import json
 import os
 import re
+import sys
 import sysconfig
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -50,6 +70,82 @@ _STDLIB_VALIDATION_PERCENT = 5
 # `[a%:b%]` at the very end of a URI; either bound may be omitted.
 _SLICE_RE = re.compile(
     r"^(?P<body>.*)\[(?:(?P<a>\d+(?:\.\d+)?)%)?:(?:(?P<b>\d+(?:\.\d+)?)%)?\]$")
+
+
+# A file with a NUL byte among its first this-many bytes is binary.
+BINARY_SNIFF_BYTES = 8192
+_COUNTING_HANDLER = "lm.data.count_undecodable"
+_undecodable = threading.local()  # .count: bytes replaced by the last decode
+_warned_paths: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _count_and_replace(err: UnicodeDecodeError) -> tuple[str, int]:
+  """Decode error handler: U+FFFD for the bad bytes, counted."""
+  _undecodable.count += err.end - err.start
+  return "\ufffd", err.end
+
+
+codecs.register_error(_COUNTING_HANDLER, _count_and_replace)
+
+
+def check_not_binary(path: str, head: bytes) -> None:
+  """LmError when `head` (the first bytes of file `path`) has a NUL byte.
+
+  Example: b"PK\x03\x04\x00..." (a zip) -> LmError("data/x.zip is a binary
+  file ..."); b"plain text" -> None.
+  """
+  at = head.find(b"\0", 0, BINARY_SNIFF_BYTES)
+  if at >= 0:
+    raise LmError(f"{path} is a binary file, not text (it has a NUL byte at "
+                  f"offset {at}); leave it out of the data URI, or re-save it "
+                  "as UTF-8 text if it is UTF-16.")
+
+
+def _warn_undecodable(path: str, count: int) -> None:
+  """One stderr warning per file and process about its non-UTF-8 bytes."""
+  key = os.path.abspath(path)
+  with _warned_lock:
+    if key in _warned_paths:
+      return
+    _warned_paths.add(key)
+  print(f"warning: {path} is not valid UTF-8 ({count} undecodable "
+        f"byte{'s' if count != 1 else ''}); they are read as U+FFFD "
+        "replacement characters (re-save the file as UTF-8 to keep that "
+        "text).", file=sys.stderr, flush=True)
+
+
+def decode_text(path: str, data: bytes) -> str:
+  """`data`, the bytes of file `path`, as UTF-8 text (see the module
+  docstring): LmError if it looks binary; invalid bytes become U+FFFD with
+  one warning per path.
+
+  Example: b"caf\xe9" -> "caf\ufffd", and "warning: PATH is not valid
+  UTF-8 (1 undecodable byte); ..." on stderr the first time for PATH.
+  """
+  check_not_binary(path, data[:BINARY_SNIFF_BYTES])
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError:
+    pass
+  _undecodable.count = 0
+  text = data.decode("utf-8", errors=_COUNTING_HANDLER)
+  _warn_undecodable(path, _undecodable.count)
+  return text
+
+
+def read_text(path: str, newline: str | None = None) -> str:
+  """The text of file `path`, read as `decode_text` says.
+
+  `newline` as for `open`: None translates "\r\n" and "\r" to "\n"; ""
+  keeps the file's exact line endings. Example: a file b"a\r\nb" ->
+  "a\nb" (newline=None) or "a\r\nb" (newline="").
+  """
+  with open(path, "rb") as f:
+    text = decode_text(path, f.read())
+  if newline is None and "\r" in text:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+  return text
 
 
 def _hash(parts: Sequence[Any]) -> str:
@@ -117,9 +213,7 @@ class FileSource(DocumentSource):
 
   def _get(self, i: int) -> str:
     # newline="": the document is the file's exact text ("\r\n" stays).
-    with open(self.paths[i], encoding="utf-8", errors="replace",
-              newline="") as f:
-      text = f.read()
+    text = read_text(self.paths[i], newline="")
     a, b = self.fraction
     if (a, b) == (0.0, 100.0):
       return text
@@ -203,6 +297,9 @@ def _open_text(uri: str, rest: str) -> FileSource:
   if all(os.path.getsize(p) == 0 for p in paths):
     raise LmError(f"All {len(paths)} file(s) matching {pattern!r} are empty; "
                   "point the data URI at files with text.")
+  for path in paths:  # binary files are refused now, not mid-tokenization
+    with open(path, "rb") as f:
+      check_not_binary(path, f.read(BINARY_SNIFF_BYTES))
   return FileSource(uri, paths, fraction)
 
 
@@ -246,7 +343,7 @@ def read_jsonl_records(
   Example: lines '{"text": "a"}', '', '{"text": "b"}' ->
   (1, {"text": "a"}), (3, {"text": "b"}).
   """
-  with open(path, encoding="utf-8") as f:
+  with io.StringIO(read_text(path)) as f:
     for lineno, line in enumerate(f, start=1):
       if not line.strip():
         continue

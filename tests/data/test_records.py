@@ -94,6 +94,24 @@ def test_csv_and_tsv_text_pairs(tmp_path):
       "label"] == ["1"]
 
 
+def test_csv_latin1_warns_once_and_binary_is_refused(tmp_path, capfd):
+  fields = {"text": ("s", "text"), "label": ("y", "label")}
+  path = tmp_path / "a.csv"
+  path.write_bytes(b"\xef\xbb\xbfs,y\r\ncaf\xe9,1\r\nna\xefve,0\r\n")
+  recs = open_records(f"csv:{path}", fields)
+  assert recs.columns == {"text": ["caf\ufffd", "na\ufffdve"],
+                          "label": ["1", "0"]}
+  open_records(f"csv:{path}[:50%]", fields)
+  err = [l for l in capfd.readouterr().err.splitlines() if "warning" in l]
+  assert err == [f"warning: {path} is not valid UTF-8 (2 undecodable bytes); "
+                 "they are read as U+FFFD replacement characters (re-save "
+                 "the file as UTF-8 to keep that text)."]
+  tsv = tmp_path / "b.tsv"
+  tsv.write_bytes(b"s\ty\n\x00\x01\x02\t1\n")
+  with pytest.raises(LmError, match=f"{tsv} is a binary file, not text"):
+    open_records(f"tsv:{tsv}", fields)
+
+
 def test_csv_tokens_tags_and_answers_cells(tmp_path):
   answers = json.dumps({"text": ["cat"], "answer_start": [4]}).replace(
       '"', '""')

@@ -96,6 +96,48 @@ def test_text_keeps_exact_bytes_and_replaces_bad_utf8(tmp_path):
   assert doc == "a\r\nb\r\n\ufffd\ufffd end"
 
 
+def _warnings(err):
+  return [l for l in err.splitlines() if l.startswith("warning:")]
+
+
+def test_text_latin1_file_warns_once_with_the_byte_count(tmp_path, capfd):
+  path = tmp_path / "latin1.txt"
+  path.write_bytes("naïve café résumé\n".encode("latin-1") + b"ok \xe2\x82")
+  train = open_source(f"text:{path}[:50%]")
+  evals = open_source(f"text:{path}[50%:]")
+  for _ in range(3):  # tokenizer training, tokenization, another pass
+    docs = list(train) + list(evals)
+  assert "".join(docs).count("\ufffd") == 5
+  lines = _warnings(capfd.readouterr().err)
+  # Four 1-byte errors and one truncated 2-byte sequence: 6 bytes.
+  assert lines == [f"warning: {path} is not valid UTF-8 (6 undecodable "
+                   "bytes); they are read as U+FFFD replacement characters "
+                   "(re-save the file as UTF-8 to keep that text)."]
+
+
+def test_valid_utf8_gives_no_warning(tmp_path, capfd):
+  _write(tmp_path / "ok.txt", "naïve café ✓\n")
+  assert open_source(f"text:{tmp_path}/ok.txt")[0] == "naïve café ✓\n"
+  assert not _warnings(capfd.readouterr().err)
+
+
+def test_text_binary_file_is_refused_when_opened(tmp_path):
+  _write(tmp_path / "a.txt", "text")
+  (tmp_path / "b.bin").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+  with pytest.raises(LmError) as e:
+    open_source(f"text:{tmp_path}/*")
+  assert str(e.value) == (
+      f"{tmp_path}/b.bin is a binary file, not text (it has a NUL byte at "
+      "offset 4); leave it out of the data URI, or re-save it as UTF-8 text "
+      "if it is UTF-16.")
+  (tmp_path / "c.txt").write_bytes("utf-16 text".encode("utf-16"))
+  with pytest.raises(LmError, match="c.txt is a binary file"):
+    open_source(f"text:{tmp_path}/*.txt")
+  # A NUL byte past the first 8 KiB is text (with one odd character).
+  (tmp_path / "c.txt").write_bytes(b"x" * 8192 + b"\x00")
+  assert len(open_source(f"text:{tmp_path}/*.txt")[1]) == 8193
+
+
 def test_text_bracket_glob_is_not_a_slice(tmp_path):
   _write(tmp_path / "a.txt", "A")
   _write(tmp_path / "b.txt", "B")
@@ -171,6 +213,21 @@ def test_jsonl_bad_json_and_non_string(tmp_path):
   num = _write_jsonl(tmp_path / "num.jsonl", [{"text": 3}])
   with pytest.raises(LmError, match="not a string"):
     open_source(f"jsonl:{num}")
+
+
+def test_jsonl_bad_utf8_warns_once_and_binary_is_refused(tmp_path, capfd):
+  path = tmp_path / "a.jsonl"
+  path.write_bytes(b'{"text": "caf\xe9"}\n{"text": "ok"}\n')
+  src = open_source(f"jsonl:{path}")
+  assert list(src) == ["caf\ufffd", "ok"]
+  open_source(f"jsonl:{path}")
+  assert _warnings(capfd.readouterr().err) == [
+      f"warning: {path} is not valid UTF-8 (1 undecodable byte); they are "
+      "read as U+FFFD replacement characters (re-save the file as UTF-8 to "
+      "keep that text)."]
+  path.write_bytes(b'{"text": "a"}\n\x00\x00')
+  with pytest.raises(LmError, match=f"{path} is a binary file, not text"):
+    open_source(f"jsonl:{path}")
 
 
 def test_jsonl_empty_glob(tmp_path):
