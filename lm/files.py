@@ -4,6 +4,7 @@
 to a temporary name and then renamed into place would end up readable by its
 owner only. Writers chmod the temporary file to `default_file_mode()` before
 the rename, so the result has the mode `open(path, "w")` would have given it.
+`atomic_path(path)` and `write_atomic(path, data)` do the whole dance.
 
 Example (umask 022):
   >>> oct(default_file_mode())
@@ -12,7 +13,10 @@ Example (umask 022):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 
 
 def _umask_from_proc() -> int | None:
@@ -57,3 +61,35 @@ def default_dir_mode() -> int:
   to this first, so it ends up as `os.makedirs(path)` would have made it.
   """
   return 0o777 & ~current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """A fresh temporary name next to `path` for a writer to fill.
+
+  When the block ends without an error, the file is given `default_file_mode()`
+  and renamed onto `path`, so readers see the old file or the whole new one and
+  the mode is what `open(path, "w")` would have given; on an error it is
+  removed. Example:
+
+    with atomic_path("out/model.safetensors") as tmp:
+      save_file(tensors, tmp)
+  """
+  directory, name = os.path.split(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}-", suffix=".tmp")
+  os.close(fd)
+  try:
+    yield tmp
+    os.chmod(tmp, default_file_mode())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def write_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through `atomic_path` (umask-respecting mode)."""
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lm.errors import LmError
+from lm.files import atomic_path
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -41,7 +42,7 @@ def read_state(path: str) -> dict[str, np.ndarray]:
     try:
       with open(index) as f:
         files = sorted(set(json.load(f)["weight_map"].values()))
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, TypeError):
       raise LmError(f"{index} is not a safetensors index (no JSON "
                     "'weight_map'); re-save the model with transformers' "
                     "save_pretrained.") from None
@@ -53,6 +54,8 @@ def read_state(path: str) -> dict[str, np.ndarray]:
   else:
     raise LmError(f"{path} has no {WEIGHTS} (or sharded {INDEX}); point "
                   "--hf_dir at a Hugging Face model directory.")
+  for name in files:   # before any shard is opened
+    _check_shard_name(name, index, path)
   state = {}
   for name in files:
     file = os.path.join(path, name)
@@ -67,15 +70,28 @@ def read_state(path: str) -> dict[str, np.ndarray]:
   return state
 
 
+def _check_shard_name(name, index: str, path: str) -> None:
+  """Refuses an index entry that is not a file name inside `path`: shards are
+  read from the model directory only, never from `..` or an absolute path."""
+  if not isinstance(name, str) or not name:
+    raise LmError(f"{index} names the shard {name!r}, which is not a file "
+                  "name; re-save the model with transformers' save_pretrained.")
+  norm = os.path.normpath(name)
+  if os.path.isabs(norm) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
+    raise LmError(f"{index} names the shard {name!r}, which lies outside {path}; "
+                  "shards must be file names inside the model directory, so fix "
+                  "the index's weight_map.")
+
+
 def write_state(path: str, state: dict[str, np.ndarray]) -> str:
-  """Writes `state` to `path/model.safetensors` (atomically); returns it."""
+  """Writes `state` to `path/model.safetensors` (atomically, with the mode
+  the umask gives new files); returns it."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   os.makedirs(path, exist_ok=True)
   target = os.path.join(path, WEIGHTS)
-  tmp = target + ".tmp"
-  save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp,
-            metadata={"format": "pt"})
-  os.replace(tmp, target)
+  with atomic_path(target) as tmp:
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp,
+              metadata={"format": "pt"})
   return target
 
 

@@ -128,3 +128,77 @@ def test_broken_sweep_file_is_one_sentence_with_file_and_line(tmp_path):
     assert re.match("error: " + pattern, line), (name, line)
     assert line.endswith("fix the file.") or "get_sweep()" in line, line
     assert not root.exists(), name
+
+
+# --- 4. HF shards outside --hf_dir --------------------------------------------
+
+
+def test_index_shard_outside_hf_dir_is_refused_before_anything_is_written(tmp_path):
+  # A tiny GPT-2 config.json and an index only: the refusal must come before
+  # any shard is opened, so no real tensors are needed.
+  outside = tmp_path / "outside.safetensors"
+  outside.write_bytes(b"not read")
+  cases, workdirs = [], []
+  for i, shard in enumerate(["../outside.safetensors", str(outside)]):
+    hf_dir = tmp_path / f"hf{i}"
+    hf_dir.mkdir()
+    (hf_dir / "config.json").write_text(
+        '{"model_type": "gpt2", "vocab_size": 64, "n_positions": 32, '
+        '"n_embd": 16, "n_layer": 1, "n_head": 2}')
+    (hf_dir / "model.safetensors.index.json").write_text(
+        '{"metadata": {}, "weight_map": {"wte.weight": "model-00001.safetensors", '
+        f'"wpe.weight": "{shard}"}}}}')
+    workdirs.append(tmp_path / f"run{i}")
+    cases.append(("launch.import_hf", "--hf_dir", str(hf_dir),
+                  "--workdir", str(workdirs[-1])))
+  for i, result in enumerate(run_all(cases)):
+    line = one_error_line(result)
+    shard = "../outside.safetensors" if i == 0 else str(outside)
+    assert f"names the shard {shard!r}, which lies outside" in line, line
+    assert "model.safetensors.index.json" in line, line
+    assert not workdirs[i].exists()
+
+
+def test_shard_names_inside_the_model_directory_pass_the_check(tmp_path):
+  from lm.errors import LmError
+  from lm.interop import tensors
+  for name in ("model-00001-of-00002.safetensors", "sub/../model.safetensors"):
+    tensors._check_shard_name(name, "index.json", str(tmp_path))
+  for name in ("../x.safetensors", "/abs/x.safetensors", "a/../../x", "", 3):
+    with pytest.raises(LmError, match="index.json names the shard"):
+      tensors._check_shard_name(name, "index.json", str(tmp_path))
+
+
+# --- 5. written files follow the umask ----------------------------------------
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_writes_follow_the_umask(tmp_path, umask, mode):
+  import numpy as np
+  from lm import files
+  from lm.interop.tensors import read_state, write_state
+  old = os.umask(umask)
+  try:
+    assert files.default_file_mode() == mode
+    target = write_state(str(tmp_path), {"w": np.arange(6, dtype=np.float32)})
+    files.write_atomic(str(tmp_path / "blob.bin"), b"abc")
+  finally:
+    os.umask(old)
+  assert os.stat(target).st_mode & 0o777 == mode
+  assert os.stat(tmp_path / "blob.bin").st_mode & 0o777 == mode
+  assert (tmp_path / "blob.bin").read_bytes() == b"abc"
+  np.testing.assert_array_equal(read_state(str(tmp_path))["w"], np.arange(6))
+  assert sorted(os.listdir(tmp_path)) == ["blob.bin", "model.safetensors"]
+
+
+def test_atomic_write_leaves_nothing_behind_on_error(tmp_path):
+  from lm import files
+  target = tmp_path / "out.bin"
+  target.write_bytes(b"old")
+  with pytest.raises(RuntimeError):
+    with files.atomic_path(str(target)) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(b"half")
+      raise RuntimeError("writer failed")
+  assert target.read_bytes() == b"old"
+  assert os.listdir(tmp_path) == ["out.bin"]
