@@ -71,6 +71,33 @@ WORD_STYLES = ("sentencepiece", "wordpiece", "bytelevel", "token")
 _METASPACE = "\u2581"  # "▁"
 
 
+# Tokenizer files a directory may hold, in the order a fix names them.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+def directory_error(path: str) -> LmError:
+  """The sentence for a tokenizer path that is a directory (either kind of
+  tokenizer), naming the tokenizer file inside it if there is one.
+
+  Example: "run/" holding tokenizer.model -> LmError("Tokenizer path run/ is
+  a directory, not a tokenizer file; set
+  --config.data.tokenizer.path=run/tokenizer.model, the tokenizer inside
+  it.").
+  """
+  found = [os.path.join(path, f) for f in TOKENIZER_FILES
+           if os.path.isfile(os.path.join(path, f))]
+  if not found:
+    return LmError(f"Tokenizer path {path} is a directory, not a tokenizer "
+                   f"file, and holds no {' or '.join(TOKENIZER_FILES)}; set "
+                   "--config.data.tokenizer.path to a SentencePiece .model "
+                   "file or a Hugging Face tokenizer.json, or '' to train "
+                   "one.")
+  other = f" (or {found[1]})" if len(found) > 1 else ""
+  return LmError(f"Tokenizer path {path} is a directory, not a tokenizer "
+                 f"file; set --config.data.tokenizer.path={found[0]}{other}, "
+                 "the tokenizer inside it.")
+
+
 class HfTokenizer:
   """A Hugging Face `tokenizer.json` tokenizer (see the module docstring).
 
@@ -118,6 +145,8 @@ class HfTokenizer:
     A missing or unreadable file raises LmError naming it.
     Example: HfTokenizer.load("gpt2/tokenizer.json").eos_id -> 50256.
     """
+    if os.path.isdir(path):
+      raise directory_error(path)
     if not os.path.isfile(path):
       raise LmError(f"Tokenizer file {path} does not exist; set "
                     "--config.data.tokenizer.path to a Hugging Face "

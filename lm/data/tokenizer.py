@@ -53,8 +53,9 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-from lm.data.hf_tokenizer import HfTokenizer
+from lm.data.hf_tokenizer import HfTokenizer, directory_error
 from lm.errors import LmError
+from lm.files import default_file_mode
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("bpe", "unigram", "char")
@@ -105,7 +106,10 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path: str) -> Tokenizer:
-    """Loads a `.model` file; a missing or unreadable file raises LmError."""
+    """Loads a `.model` file; a missing or unreadable file, or a directory,
+    raises LmError."""
+    if os.path.isdir(path):
+      raise directory_error(path)
     if not os.path.isfile(path):
       raise LmError(f"Tokenizer file {path} does not exist; set "
                     "--config.data.tokenizer.path to a SentencePiece .model "
@@ -309,7 +313,8 @@ def _without_chars(lines: Iterable[str], chars: set[str]) -> Iterator[str]:
 
 
 def _write_model(model: bytes, path: str) -> None:
-  """Writes `path` (the .model) and a `.vocab` beside it, each atomically.
+  """Writes `path` (the .model) and a `.vocab` beside it, each atomically,
+  with the mode `open(path, "w")` would give them under the umask.
 
   The .vocab lists "piece<TAB>score" per id, as `spm_train` writes it (with
   newline, tab and carriage-return pieces escaped as \\n, \\t, \\r).
@@ -329,6 +334,7 @@ def _write_model(model: bytes, path: str) -> None:
     try:
       with os.fdopen(fd, "wb") as f:
         f.write(data)
+      os.chmod(tmp, default_file_mode())  # mkstemp made it 0600
       os.replace(tmp, target)
     except BaseException:
       os.unlink(tmp)
@@ -415,9 +421,15 @@ def load_tokenizer(path: str) -> Tokenizer | HfTokenizer:
   """A tokenizer file of either kind: a Hugging Face `tokenizer.json` (any
   path ending in ".json") or a SentencePiece `.model` (anything else).
 
+  A directory is an LmError that names the tokenizer.model or tokenizer.json
+  inside it, if any (it is not opened in its place: the config should say
+  which file it means).
+
   Example: load_tokenizer("bert/tokenizer.json") -> HfTokenizer(...);
   load_tokenizer("run/tokenizer.model") -> Tokenizer(...).
   """
+  if os.path.isdir(path):
+    raise directory_error(path)
   if path.lower().endswith(".json"):
     return HfTokenizer.load(path)
   return Tokenizer.load(path)

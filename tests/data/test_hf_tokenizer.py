@@ -359,6 +359,17 @@ def test_load_or_train_with_a_tokenizer_json(tmp_path, bert_dir, gpt2):
   assert trained.path == str(tmp_path / "tokenizer.model")
 
 
+def test_directory_path_is_named_a_directory(tmp_path):
+  hub = tmp_path / "bert.json"  # a directory, though named like a file
+  hub.mkdir()
+  (hub / "tokenizer.json").write_text("{}")
+  for load in (HfTokenizer.load, load_tokenizer):
+    with pytest.raises(LmError, match=f"Tokenizer path {hub} is a directory, "
+                       "not a tokenizer file; set --config.data.tokenizer."
+                       f"path={hub}/tokenizer.json, the tokenizer inside it."):
+      load(str(hub))
+
+
 def test_missing_or_corrupt_tokenizer_json(tmp_path):
   source = ListSource("mem:", ["a"], key=[])
   missing = tmp_path / "nope" / "tokenizer.json"

@@ -1,6 +1,7 @@
 """Tests for lm.data.tokenizer: round trips, char models, load_or_train."""
 
 import os
+import stat
 import sysconfig
 import types
 
@@ -198,6 +199,56 @@ def test_load_errors(tmp_path):
   corrupt.write_bytes(b"not a sentencepiece model")
   with pytest.raises(LmError, match="corrupt.model"):
     Tokenizer.load(str(corrupt))
+
+
+def test_directory_path_says_directory_and_names_the_file_inside(tmp_path,
+                                                                  bpe):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  for load in (tokenizer_lib.load_tokenizer, Tokenizer.load):
+    with pytest.raises(LmError) as e:
+      load(str(empty))
+    assert str(e.value) == (
+        f"Tokenizer path {empty} is a directory, not a tokenizer file, and "
+        "holds no tokenizer.model or tokenizer.json; set "
+        "--config.data.tokenizer.path to a SentencePiece .model file or a "
+        "Hugging Face tokenizer.json, or '' to train one.")
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "tokenizer.model").write_bytes(open(bpe.path, "rb").read())
+  with pytest.raises(LmError) as e:
+    load_or_train(_cfg(path=str(run)), str(tmp_path / "w"),
+                  ListSource("m:", ["a"], []))
+  assert str(e.value) == (
+      f"Tokenizer path {run} is a directory, not a tokenizer file; set "
+      f"--config.data.tokenizer.path={run}/tokenizer.model, the tokenizer "
+      "inside it.")
+  (run / "tokenizer.json").write_text("{}")
+  with pytest.raises(LmError, match=f"path={run}/tokenizer.model \\(or "
+                     f"{run}/tokenizer.json\\), the tokenizer inside it"):
+    tokenizer_lib.load_tokenizer(str(run))
+  (run / "tokenizer.model").unlink()
+  with pytest.raises(LmError, match=f"path={run}/tokenizer.json, the "):
+    tokenizer_lib.load_tokenizer(str(run))
+
+
+def test_tokenizer_files_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    tok = train_tokenizer(["ab\ncd"], str(tmp_path / "t.model"), vocab_size=8,
+                          model_type="char", byte_fallback=False)
+  finally:
+    os.umask(old)
+  assert sorted(os.listdir(tmp_path)) == ["t.model", "t.vocab"]
+  for name in ("t.model", "t.vocab"):
+    assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
+  old = os.umask(0o077)
+  try:
+    tokenizer_lib._write_model(tok.processor.serialized_model_proto(),
+                               str(tmp_path / "u.model"))
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(tmp_path / "u.model").st_mode) == 0o600
 
 
 def _cfg(**kw):
