@@ -14,7 +14,8 @@
 # --repo (git URL to clone on the workers; default: copy this tree with
 # `gcloud compute tpus tpu-vm scp --recurse`), --config and --workdir (a gs:// path;
 # for run), --worker (for logs, default 0), --dry_run (print the commands only,
-# gcloud need not be installed). Other `--config.KEY=VALUE` flags pass through to
+# gcloud need not be installed); a flag's value cannot begin with `-`. Other
+# `--config.KEY=VALUE` flags pass through to
 # `python -m launch.train`. Every gcloud command is printed, prefixed `+ `, before
 # it runs. `all` deletes the VM even when the run fails. The remote checkout is
 # ~/lm and the training log ~/lm_train.log on every worker.
@@ -76,8 +77,12 @@ NAME="" ZONE="" TYPE="" RUNTIME="tpu-ubuntu2204-base" SPOT=0 REPO="" CONFIG=""
 WORKDIR="" PROJECT="" WORKER="0" DRY_RUN=0
 PASS=()
 
+# A flag's value must be there and must not look like a flag: `--name --zone z`
+# would otherwise name the VM `--zone`, and a value such as `--repo -u...`
+# would reach gcloud or git as an option.
 need_value() {
-  [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || fail "$1 needs a value."
+  [[ $# -ge 2 && -n "$2" ]] || fail "$1 needs a value."
+  [[ "$2" != -* ]] || fail "$1 needs a value, not '$2' (a value cannot begin with '-'); put it right after $1."
 }
 
 while [[ $# -gt 0 ]]; do

@@ -202,3 +202,49 @@ def test_atomic_write_leaves_nothing_behind_on_error(tmp_path):
       raise RuntimeError("writer failed")
   assert target.read_bytes() == b"old"
   assert os.listdir(tmp_path) == ["out.bin"]
+
+
+# --- 6. tpu_vm.sh values that look like flags ---------------------------------
+
+
+def test_tpu_vm_refuses_values_that_begin_with_a_dash(tmp_path):
+  import subprocess
+  # gcloud on PATH records any call: a refused command must not reach it.
+  calls = tmp_path / "calls"
+  fake = tmp_path / "bin" / "gcloud"
+  fake.parent.mkdir()
+  fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+  fake.chmod(0o755)
+  env = dict(os.environ, PATH=f"{fake.parent}:/usr/bin:/bin")
+  base = ["--zone", "us-central2-b"]
+  cases = [
+      (["delete", "--name", "--zone", "us-central2-b"], "--name", "'--zone'"),
+      (["delete", "--name=--zone", "us-central2-b"], "--name", "'--zone'"),
+      (["delete", "--name", "-x", *base], "--name", "'-x'"),
+      (["delete", "--name=-x", *base], "--name", "'-x'"),
+      (["setup", "--name", "n", *base, "--repo", "--upload-pack=touch x"], "--repo",
+       "'--upload-pack=touch x'"),
+      (["setup", "--name", "n", *base, "--repo=-uevil"], "--repo", "'-uevil'"),
+      (["run", "--name", "n", *base, "--config", "-c", "--workdir", "gs://b/r"],
+       "--config", "'-c'"),
+      (["logs", "--name", "n", *base, "--worker", "-1"], "--worker", "'-1'"),
+      (["create", "--name", "n", "--zone", "z", "--type", "--spot"], "--type", "'--spot'"),
+  ]
+  procs = [subprocess.Popen(["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for args, _, _ in cases]
+  for (args, flag, value), proc in zip(cases, procs):
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, (args, out, err)
+    assert out == "" and "Traceback" not in err, (args, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0] == (
+        f"error: {flag} needs a value, not {value} (a value cannot begin with '-'); "
+        f"put it right after {flag}."), (args, lines)
+  assert not calls.exists()
+  # A real value still goes through to gcloud.
+  ok = subprocess.run(["bash", os.path.join(ROOT, "launch", "tpu_vm.sh"), "delete",
+                       "--name=my-tpu", *base], cwd=ROOT, env=env, capture_output=True,
+                      text=True, timeout=30)
+  assert ok.returncode == 0, ok.stderr
+  assert calls.read_text() == "compute tpus tpu-vm delete my-tpu --zone=us-central2-b --quiet\n"
