@@ -8,6 +8,8 @@ Re-running the same command resumes from the latest checkpoint in the workdir.
 
 from __future__ import annotations
 
+import signal
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -25,7 +27,21 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the r
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
+class _StartupSigterm:
+  """Records a SIGTERM that arrives before the training loop installs its
+  own handler, so the run stops cleanly (exit 0, nothing saved)."""
+
+  def __init__(self):
+    self.signalled = False
+    signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.signalled = True
+
+
 def main(argv):
+  early_stop = _StartupSigterm()   # a SIGTERM while starting up
   if len(argv) > 1:
     common.fail(f"unexpected arguments {argv[1:]}; pass settings as "
                 "--config.KEY=VALUE.")
@@ -38,10 +54,15 @@ def main(argv):
   with common.user_errors():
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                            _PROCESS_ID.value)
-    summary = loop.train(config, _WORKDIR.value)
+    summary = loop.train(config, _WORKDIR.value,
+                         loop.PreemptionFlag(signalled=early_stop.signalled))
+  if summary.get("before_start"):
+    return
   keys = [k for k in ("loss", "eval_loss", "eval_perplexity", "eval_accuracy")
-          if k in summary]
-  print("final: " + ", ".join(f"{k} {summary[k]:.4f}" for k in keys), flush=True)
+          if isinstance(summary.get(k), (int, float))]
+  if keys:
+    print("final: " + ", ".join(f"{k} {summary[k]:.4f}" for k in keys),
+          flush=True)
 
 
 if __name__ == "__main__":

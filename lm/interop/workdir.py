@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -55,23 +54,6 @@ class Imported:
   tokenizer: object            # the copied tokenizer (.path, .kind)
   initialised: tuple[str, ...]   # parameters the checkpoint lacked
   n_params: int
-
-
-def copy_tokenizer(path: str, out_dir: str) -> list[str]:
-  """Copies the tokenizer file `path` into `out_dir` under its standard
-  name: a `tokenizer.json` with the special-token files beside it, or a
-  SentencePiece `tokenizer.model`. Returns the copies, the tokenizer first."""
-  os.makedirs(out_dir, exist_ok=True)
-  json_file = path.endswith(".json")
-  pairs = [(path, "tokenizer.json" if json_file else "tokenizer.model")]
-  if json_file:   # the special tokens, when present
-    pairs += [(os.path.join(os.path.dirname(path), n), n) for n in CONFIG_FILES]
-  copied = []
-  for source, name in pairs:
-    if os.path.isfile(source):
-      copied.append(os.path.join(out_dir, name))
-      shutil.copyfile(source, copied[-1])
-  return copied
 
 
 def _find_tokenizer(hf_dir: str, tokenizer: str | None) -> str:
@@ -186,7 +168,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   from lm.training.state import TrainState, init_state  # pylint: disable=g-import-not-at-top
   from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
-      state_layout, tokenizer_record, write_json_atomic)
+      copy_tokenizer, state_layout, tokenizer_record, write_json_atomic)
 
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
       os.path.join(workdir, "checkpoints")):
@@ -242,7 +224,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   resolved = {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(m.config),
-      "tokenizer": tokenizer_record(tok),
+      "tokenizer": tokenizer_record(tok, workdir),
       "batch": obj.data_settings(),
       "imported_from": {"hf_dir": os.path.abspath(hf_dir),
                         "architecture": m.architecture,
@@ -262,7 +244,8 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
 def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
               best: bool = False) -> list[str]:
   """Writes the run in `workdir` as a Hugging Face model directory."""
-  from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
+  from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
+      copy_tokenizer, load_trained)
   for name in ("config.json", INDEX, WEIGHTS):
     if os.path.exists(os.path.join(out_dir, name)):
       raise LmError(f"{out_dir} already holds a model ({name}); export into "

@@ -30,8 +30,11 @@ from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
 from lm.training import warm_start
-from lm.training.workdir import read_resolved, tokenizer_record, write_json_atomic
-from lm.training.checkpoint import Checkpointer
+from lm.training.checkpoint import Checkpointer, DamagedCheckpoint, NonFiniteState
+from lm.training.lock import WorkdirLock
+from lm.training.workdir import (load_recorded_tokenizer, own_tokenizer,
+                                 read_resolved, tokenizer_record,
+                                 write_json_atomic, write_text_atomic)
 from lm.training.state import init_state, state_shardings
 
 
@@ -55,21 +58,71 @@ def resolve_model_config(config, vocab_size: int) -> ModelConfig:
 
 
 def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
+  """LmError when the checkpoint config `stored` is not this run's.
+
+  `resolved` may lack `batch.train_tokens` (checked once the data is read)."""
   old, new = stored.get("model", {}), resolved["model"]
   diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   if diff:
     k = diff[0]
+    hint = (" (data.tokenizer.vocab_size or the tokenizer changed)"
+            if k == "vocab_size" else "")
     raise LmError(f"{workdir} holds a checkpoint of a different model "
-                  f"(model.{k} is {old.get(k)!r} there, {new.get(k)!r} now); "
+                  f"(model.{k} is {old.get(k)!r} there, {new.get(k)!r} now{hint}); "
                   "use a new --workdir or the config that wrote it.")
   if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
     raise LmError(f"{workdir} holds a checkpoint trained with a different "
                   "tokenizer; use a new --workdir or drop data.tokenizer.path.")
-  if stored.get("batch", {}) != resolved["batch"]:
+  old_tok = stored.get("config", {}).get("data", {}).get("tokenizer", {})
+  new_tok = resolved["config"]["data"]["tokenizer"]
+  if not new_tok.get("path") and old_tok and not old_tok.get("path"):
+    for key in ("vocab_size", "model_type", "byte_fallback"):
+      if key in old_tok and old_tok.get(key) != new_tok.get(key):
+        raise LmError(f"{workdir} holds a checkpoint whose tokenizer was "
+                      f"trained with data.tokenizer.{key}={old_tok[key]!r}, "
+                      f"but the config now sets {new_tok.get(key)!r}; use a "
+                      "new --workdir or the original setting.")
+  old_batch = dict(stored.get("batch", {}))
+  new_batch = dict(resolved["batch"])
+  if "train_tokens" not in new_batch:
+    old_batch.pop("train_tokens", None)
+  if old_batch != new_batch:
     raise LmError(f"{workdir} holds a checkpoint with batch/data settings "
-                  f"{stored.get('batch')} but the config now gives "
-                  f"{resolved['batch']}; resuming would not see the same "
+                  f"{old_batch} but the config now gives "
+                  f"{new_batch}; resuming would not see the same "
                   "batches, so use a new --workdir or the original settings.")
+
+
+def check_workdir(workdir: str) -> None:
+  """LmError when `workdir` cannot be a run directory (read-only check)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise LmError(f"--workdir {workdir} is a file, not a directory; pass a "
+                  "directory (it is created when missing).")
+  parent = os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise LmError(f"--workdir {workdir} lies under {parent}, which is a "
+                  "file; pass a directory path.")
+
+
+def prior_record(workdir: str, objective) -> dict | None:
+  """The resolved config of the newest checkpoint in `workdir` whose config
+  reads and verifies, or None when it holds none (nothing is written)."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return None
+  best_metric, best_mode = _best(objective)
+  ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,
+                      read_only=True)
+  try:
+    for step in reversed(ckpt.all_steps()):
+      try:
+        return ckpt.read_config(step)
+      except DamagedCheckpoint:
+        continue
+    return None
+  finally:
+    ckpt.close()
 
 
 @dataclasses.dataclass
@@ -85,10 +138,17 @@ class Run:
   mesh: jax.sharding.Mesh
   rules: tuple
   resolved: dict
+  prior: dict | None = None   # the config of the checkpoint it resumes
 
 
-def prepare(config, workdir: str) -> Run:
-  """Validates config and data, builds tokenizer and token streams."""
+def prepare(config, workdir: str, lock: WorkdirLock | None = None) -> Run:
+  """Validates config and data, builds tokenizer and token streams.
+
+  Every check that needs no new file runs first, against the workdir's
+  newest checkpoint too (model, tokenizer, batch settings); only then is
+  `lock` taken (when given) and the workdir written: the tokenizer (trained,
+  or copied in so the workdir holds its own) and the tokenized data.
+  """
   experiment.validate(config)
   objective = make_objective(config)
   mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
@@ -111,38 +171,69 @@ def prepare(config, workdir: str) -> Run:
   eval_src = objective.open_source(config.data.eval, train=False)
   # Model errors before anything is written.
   objective.check_model(resolve_model_config(config, vocab_size=1))
-  tok_cfg, source_run = config.data.tokenizer, None
-  if config.init_from:
+  check_workdir(workdir)
+  prior = prior_record(workdir, objective)
+  tok_cfg, source_run, source_dir = config.data.tokenizer, None, None
+  if config.init_from and prior is None:
     # The run starts from another run's weights, so it reads that run's
     # tokenizer unless one is named (which must then be the same).
-    source_run = read_resolved(warm_start.split_source(config.init_from)[0])
-    if not tok_cfg.path:
-      tok_cfg = ml_collections.ConfigDict(tok_cfg.to_dict())
-      tok_cfg.path = source_run["tokenizer"]["path"]
+    source_dir = warm_start.split_source(config.init_from)[0]
+    source_run = read_resolved(source_dir)
+  tok = None
+  if tok_cfg.path:
+    tok = tokenizer_lib.load_tokenizer(os.path.expanduser(tok_cfg.path))
+  elif source_run is not None:
+    tok = load_recorded_tokenizer(source_dir, source_run)
+  elif prior is not None:
+    tok = load_recorded_tokenizer(workdir, prior)
+  elif os.path.exists(os.path.join(workdir, "tokenizer.model")):
+    tok = tokenizer_lib.Tokenizer.load(os.path.join(workdir, "tokenizer.model"))
+  if tok is not None:
+    tok = tokenizer_lib._check_specials(tok, objective.bert_specials)  # pylint: disable=protected-access
+    model_cfg = resolve_model_config(config, tok.vocab_size)
+    if source_run is not None:
+      if tok.fingerprint() != source_run["tokenizer"]["sha256"]:
+        raise LmError(f"data.tokenizer.path={tok.path} is not the tokenizer of "
+                      f"config.init_from={config.init_from}; leave "
+                      "data.tokenizer.path empty to use that run's.")
+      warm_start.check_model(source_run["model"], model_cfg, config.init_from)
+    if prior is not None:
+      _check_resume(prior, _resolved(config, model_cfg, tok, objective, None),
+                    workdir)
+  # -- from here on the workdir is written --------------------------------
   os.makedirs(workdir, exist_ok=True)
-  tok = tokenizer_lib.load_or_train(tok_cfg, workdir, train_src,
-                                    bert_specials=objective.bert_specials)
-  model_cfg = resolve_model_config(config, tok.vocab_size)
-  if source_run is not None:
-    if tok.fingerprint() != source_run["tokenizer"]["sha256"]:
-      raise LmError(f"data.tokenizer.path={tok.path} is not the tokenizer of "
-                    f"config.init_from={config.init_from}; leave "
-                    "data.tokenizer.path empty to use that run's.")
-    warm_start.check_model(source_run["model"], model_cfg, config.init_from)
+  if lock is not None:
+    lock.acquire()
+  if tok is None:
+    tok = tokenizer_lib.load_or_train(tok_cfg, workdir, train_src,
+                                      bert_specials=objective.bert_specials)
+    model_cfg = resolve_model_config(config, tok.vocab_size)
+  else:
+    tok = own_tokenizer(tok, workdir)
   max_chars = config.data.max_chars or None
   cache = os.path.join(workdir, "data")
   train_data = objective.open_data(train_src, tok, cache, max_chars)
   eval_data = (objective.open_data(eval_src, tok, cache, max_chars)
                if eval_src is not None else None)
-  resolved = {
+  resolved = _resolved(config, model_cfg, tok, objective, train_data, workdir)
+  if prior is not None:
+    _check_resume(prior, resolved, workdir)
+  return Run(config, model_cfg, objective.build_model(model_cfg), objective, tok,
+             train_data, eval_data, mesh, rules, resolved, prior)
+
+
+def _resolved(config, model_cfg, tok, objective, train_data,
+              workdir: str | None = None) -> dict:
+  """What `config.json` and every checkpoint record of the run."""
+  batch = dict(objective.data_settings())
+  if train_data is not None:
+    batch["train_tokens"] = int(len(train_data.tokens))
+  return {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(model_cfg),
-      "tokenizer": tokenizer_record(tok),
-      "batch": {**objective.data_settings(),
-                "train_tokens": int(len(train_data.tokens))},
+      "tokenizer": tokenizer_record(tok, workdir),
+      "batch": batch,
   }
-  return Run(config, model_cfg, objective.build_model(model_cfg), objective, tok,
-             train_data, eval_data, mesh, rules, resolved)
 
 
 def make_run_optimizer(run: Run):
@@ -199,31 +290,74 @@ def evaluate_untrained(config, workdir: str) -> dict:
   return evaluate(run, eval_fn, state.params, None)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) the experiment in `workdir`; returns final metrics."""
-  run = prepare(config, workdir)
+def _best(objective) -> tuple[str, str]:
+  return getattr(objective, "best_metric", ("eval_loss", "min"))
+
+
+class SaveFailed(LmError):
+  """Writing a checkpoint failed (a full disk, a lost mount)."""
+
+
+def _save_failed(workdir: str, step: int, error: BaseException,
+                 intact: int | None) -> SaveFailed:
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  why = lines[0][:200] if lines else type(error).__name__
+  for hint in ("No space left on device", "RESOURCE_EXHAUSTED",
+               "Read-only file system", "Permission denied"):
+    if hint in str(error):
+      why = hint
+      break
+  kept = (f"checkpoint {intact} is intact" if intact is not None
+          else "no checkpoint was written yet")
+  return SaveFailed(f"writing checkpoint {step} to {workdir}/checkpoints failed "
+                    f"({why}); {kept}: free space or fix the file system, then "
+                    "re-run the same command to resume.")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          preempted: "PreemptionFlag | None" = None) -> dict:
+  """Trains (or resumes) the experiment in `workdir`; returns final metrics.
+
+  `preempted` (default: a SIGTERM handler installed now) asks the run to
+  stop: before the first step it stops without saving anything, later it
+  saves the step it reached."""
+  preempted = preempted or PreemptionFlag()
+  lock = WorkdirLock(workdir)
+  try:
+    return _train(config, workdir, preempted, lock)
+  finally:
+    preempted.restore()
+    lock.release()
+
+
+def _train(config, workdir: str, preempted, lock) -> dict:
+  run = prepare(config, workdir, lock=lock)
   c, mesh, rules = run.config, run.mesh, run.rules
   is_main = jax.process_index() == 0
   tx, schedule = make_run_optimizer(run)
+  best_metric, best_mode = _best(run.objective)
+  say_main = (lambda m: print(m, flush=True)) if is_main else (lambda _: None)
+  warn = lambda m: say_main(f"warning: {m}")
 
-  best_metric, best_mode = getattr(run.objective, "best_metric",
-                                   ("eval_loss", "min"))
   ckpt = Checkpointer(workdir, keep=c.keep_checkpoints,
                       async_save=c.async_checkpoints, best_metric=best_metric,
                       best_mode=best_mode)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    _check_resume(ckpt.read_config(latest), run.resolved, workdir)
-
   abstract, shardings = state_shardings(run.model, tx, mesh, rules, c.seq_len)
-  if latest is not None:
-    state, data_state = ckpt.restore(latest, abstract, shardings)
+  found = ckpt.restore_newest(
+      abstract, shardings, say=warn,
+      check_config=lambda stored: _check_resume(stored, run.resolved, workdir))
+  if found is not None:
+    latest, state, data_state = found
     start = int(jax.device_get(state.step))
     if int(data_state.get("step", start)) != start:
       raise LmError(f"checkpoint {latest} in {workdir} stores data position "
                     f"{data_state.get('step')} but state step {start}; the "
-                    "checkpoint is inconsistent, delete that step directory.")
+                    "checkpoint is inconsistent, move that step directory aside.")
   else:
+    latest = None
+    if preempted.signalled:
+      ckpt.close()
+      return _stopped_before_start(workdir, None, say_main)
     state, _, _ = init_state(run.model, tx, mesh, rules, c.seed, c.seq_len,
                              shardings=shardings)
     start = 0
@@ -232,6 +366,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           c.init_from, state.params, shardings.params, run.objective))
   if is_main:
     write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
+  if start >= c.steps:
+    ckpt.close()
+    final = metrics_lib.final_metrics(workdir, start)
+    say_main(f"{workdir} is already trained to step {start} "
+             f"(config.steps={c.steps}); nothing to do. Raise config.steps to "
+             "train further.")
+    return {**final, "step": start}
 
   n_params = count_params(state.params)
   objective = run.objective
@@ -244,6 +385,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = objective.train_batches(run.train_data, jax.process_index(),
                                     jax.process_count())
   bsharding = sharding_lib.batch_sharding(mesh)
+  if preempted.signalled:
+    ckpt.close()
+    return _stopped_before_start(workdir, latest, say_main)
   writer = metrics_lib.MetricsWriter(workdir, start) if is_main else None
   bar = metrics_lib.ProgressBar(c.steps, start, enabled=is_main and c.progress_bar)
   say = bar.message if is_main else (lambda _: None)
@@ -254,29 +398,47 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   if is_main and start == 0:
     lines = sharding_lib.describe(shardings.params, abstract.params)
-    with open(os.path.join(workdir, "sharding.txt"), "w") as f:
-      f.write("\n".join(lines) + "\n")
+    write_text_atomic(os.path.join(workdir, "sharding.txt"),
+                      "\n".join(lines) + "\n")
     say(f"parameter shardings ({len(lines)} arrays) written to "
         f"{os.path.join(workdir, 'sharding.txt')}")
 
-  preempted = _PreemptionFlag()
   stop_now = False
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
   clock, clock_step, eval_seconds = None, start, 0.0
   bar_step = start
-  last_good = latest
+  saving = None    # the step whose save may still be in flight
+
+  def committed() -> int | None:
+    """The newest checkpoint known to be on disk (waits for a pending save)."""
+    nonlocal saving
+    if saving is not None:
+      try:
+        ckpt.wait()
+      except Exception as e:  # pylint: disable=broad-except
+        step, saving = saving, None
+        ckpt.manager.reload()
+        raise _save_failed(workdir, step, e, ckpt.latest_step()) from None
+      saving = None
+    return ckpt.latest_step()
+
+  def nonfinite(what: str, step: int) -> NonFiniteLoss:
+    good = committed()
+    again = (f"checkpoint {good} is the last good one; lower optimizer.lr or "
+             "set optimizer.clip_norm and re-run to resume from it"
+             if good is not None else
+             "no checkpoint was saved; lower optimizer.lr or set "
+             "optimizer.clip_norm and re-run to start over")
+    return NonFiniteLoss(f"{what} at step {step}; stopped without saving it "
+                         f"({again}).")
 
   def check_finite():
     for s, m in pending:
       loss = float(jax.device_get(m["loss"]))
       if not math.isfinite(loss):
-        ckpt.wait()
-        raise NonFiniteLoss(
-            f"the training loss became {loss} at step {s + 1}; stopped without "
-            f"saving it (last good checkpoint: {last_good}); lower "
-            "optimizer.lr or set optimizer.clip_norm and re-run to resume.")
+        raise nonfinite(f"the training loss became {loss}", s + 1)
 
   try:
     for s in range(start, c.steps):
@@ -323,15 +485,26 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if clock is not None:
           eval_seconds += time.perf_counter() - eval_start
       if save_now:
-        ckpt.save(done, state, batches.state(done), run.resolved,
-                  metrics=eval_metrics, force=stop_now)
-        last_good = done
+        intact = committed()
+        try:
+          ckpt.save(done, state, batches.state(done), run.resolved,
+                    metrics=eval_metrics, force=stop_now)
+        except NonFiniteState:
+          raise nonfinite("the parameters or optimizer state became "
+                          "non-finite", done) from None
+        except Exception as e:  # pylint: disable=broad-except
+          ckpt.manager.reload()
+          raise _save_failed(workdir, done, e, intact) from None
+        saving = done
       if stop_now:
         break
+    committed()
   finally:
-    preempted.restore()
     bar.close()
-    ckpt.wait()
+    try:
+      ckpt.wait()
+    except Exception:  # pylint: disable=broad-except
+      pass           # reported above, or by the error being raised
     if writer:
       writer.close()
   ckpt.close()
@@ -348,7 +521,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return last
 
 
-class _PreemptionFlag:
+def _stopped_before_start(workdir: str, latest: int | None, say) -> dict:
+  kept = (f"checkpoint {latest} is unchanged" if latest is not None
+          else "nothing was saved")
+  say(f"stopped by SIGTERM before the first step; {kept}. Re-run the same "
+      f"command to {'resume' if latest is not None else 'start'} the run in "
+      f"{workdir}.")
+  return {"preempted": True, "step": latest or 0, "before_start": True}
+
+
+class PreemptionFlag:
   """Asks the loop to save at the next step boundary and stop.
 
   One process: a SIGTERM handler (the previous one is put back afterwards).
@@ -357,8 +539,8 @@ class _PreemptionFlag:
   SIGTERM on any host; no Python handler is installed to shadow it.
   """
 
-  def __init__(self):
-    self.signalled = False
+  def __init__(self, signalled: bool = False):
+    self.signalled = signalled
     self._previous = None
     if (jax.process_count() == 1
         and threading.current_thread() is threading.main_thread()):

@@ -62,6 +62,25 @@ def measure_matmul_peak(seconds: float = 1.0, n: int | None = None,
   return best
 
 
+def final_metrics(workdir: str, step: int) -> dict:
+  """The metrics `metrics.jsonl` holds for `step` (the train row and the
+  eval row merged), for a re-run of a finished run. Example:
+  final_metrics("runs/q", 500) -> {"loss": 1.91, "eval_loss": 1.95, ...}."""
+  merged: dict = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return merged
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(row, dict) and row.get("step") == step:
+        merged.update({k: v for k, v in row.items() if k != "step"})
+  return merged
+
+
 class MetricsWriter:
   """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import sys
 
 import jax
 import ml_collections
 
+from lm.data.hf_tokenizer import CONFIG_FILES
 from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
 from lm.models.config import ModelConfig
@@ -16,7 +19,7 @@ from lm.objectives import make_objective
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import optim
-from lm.training.checkpoint import Checkpointer
+from lm.training.checkpoint import Checkpointer, DamagedCheckpoint
 from lm.training.state import state_shardings
 
 
@@ -59,21 +62,93 @@ def read_json(path: str, fix: str):
     raise LmError(f"{path} is not valid JSON ({why}); {fix}.") from None
 
 
-def write_json_atomic(path: str, obj) -> None:
-  """Writes `obj` as indented JSON to `path` through a temporary file, so a
-  reader never sees half of it (the workdir's `config.json`)."""
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file, so a reader never
+  sees half of it."""
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
   os.replace(tmp, path)
 
 
-def tokenizer_record(tok) -> dict:
-  """What `config.json` records of a run's tokenizer: its file, kind
-  ("sentencepiece" or "hf"), size and fingerprint (checked on resume and
-  by `init_from`)."""
-  return {"path": tok.path, "kind": tok.kind, "vocab_size": tok.vocab_size,
+def write_json_atomic(path: str, obj) -> None:
+  """Writes `obj` as indented JSON to `path` atomically (the workdir's
+  `config.json`)."""
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def tokenizer_record(tok, workdir: str | None = None) -> dict:
+  """What `config.json` records of a run's tokenizer: its file (relative to
+  `workdir` when it lies inside it, so the workdir can move), kind
+  ("sentencepiece" or "hf"), size and fingerprint (checked on every load).
+
+  Example: tokenizer_record(tok, "runs/q") -> {"path": "tokenizer.model", ...}.
+  """
+  path = tok.path
+  if workdir is not None:
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(workdir))
+    if not rel.startswith(os.pardir):
+      path = rel
+  return {"path": path, "kind": tok.kind, "vocab_size": tok.vocab_size,
           "sha256": tok.fingerprint()}
+
+
+def copy_tokenizer(path: str, out_dir: str) -> list[str]:
+  """Copies the tokenizer file `path` into `out_dir` under its standard
+  name: a `tokenizer.json` with the special-token files beside it, or a
+  SentencePiece `tokenizer.model` (and its `.vocab`). Returns the copies,
+  the tokenizer first."""
+  os.makedirs(out_dir, exist_ok=True)
+  json_file = path.endswith(".json")
+  pairs = [(path, "tokenizer.json" if json_file else "tokenizer.model")]
+  if json_file:   # the special tokens, when present
+    pairs += [(os.path.join(os.path.dirname(path), n), n) for n in CONFIG_FILES]
+  else:
+    pairs.append((os.path.splitext(path)[0] + ".vocab", "tokenizer.vocab"))
+  copied = []
+  for source, name in pairs:
+    target = os.path.join(out_dir, name)
+    if os.path.isfile(source) and (not os.path.exists(target)
+                                   or not os.path.samefile(source, target)):
+      shutil.copyfile(source, target + ".tmp")
+      os.replace(target + ".tmp", target)
+    if os.path.isfile(target):
+      copied.append(target)
+  return copied
+
+
+def own_tokenizer(tok, workdir: str):
+  """The run's tokenizer as a copy inside `workdir` (made when `tok` lives
+  elsewhere): `workdir/tokenizer.model`, or `workdir/tokenizer/tokenizer.json`
+  for a Hugging Face tokenizer."""
+  inside = not os.path.relpath(os.path.abspath(tok.path),
+                               os.path.abspath(workdir)).startswith(os.pardir)
+  if inside:
+    return tok
+  out_dir = workdir if tok.kind != "hf" else os.path.join(workdir, "tokenizer")
+  copy = load_tokenizer(copy_tokenizer(tok.path, out_dir)[0])
+  if copy.fingerprint() != tok.fingerprint():
+    raise LmError(f"copying the tokenizer {tok.path} into {workdir} gave "
+                  "another file; check the disk and re-run.")
+  return copy
+
+
+def load_recorded_tokenizer(workdir: str, resolved: dict):
+  """The tokenizer `resolved` (a `config.json` or checkpoint record) names,
+  read relative to `workdir`, after checking its sha256 fingerprint."""
+  record = resolved.get("tokenizer") or {}
+  path = record.get("path") or "tokenizer.model"
+  full = path if os.path.isabs(path) else os.path.join(workdir, path)
+  if not os.path.exists(full):
+    raise LmError(f"the tokenizer {full} of the run in {workdir} is missing; "
+                  "restore it from a copy of the workdir (the run cannot be "
+                  "used without the tokenizer it was trained with).")
+  tok = load_tokenizer(full)
+  if record.get("sha256") and tok.fingerprint() != record["sha256"]:
+    raise LmError(f"the tokenizer {full} is not the one the run in {workdir} "
+                  f"was trained with (fingerprint {tok.fingerprint()}, "
+                  f"recorded {record['sha256']}); restore the original file.")
+  return tok
 
 
 def state_layout(config, objective, model, model_cfg: ModelConfig):
@@ -91,9 +166,10 @@ def state_layout(config, objective, model, model_cfg: ModelConfig):
 
 def load_trained(workdir: str, step: int | None = None, *,
                  best: bool = False) -> Trained:
-  """Config, tokenizer, model and the params of `step` (default: latest;
-  with `best`, the kept step with the best eval metric, when one has
-  been evaluated)."""
+  """Config, tokenizer, model and the verified params of `step` (default:
+  the latest intact checkpoint, falling back past damaged ones with a
+  warning; with `best`, the kept step with the best eval metric first).
+  Nothing in the workdir is written or moved: readers take no lock."""
   resolved = read_resolved(workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
@@ -103,26 +179,47 @@ def load_trained(workdir: str, step: int | None = None, *,
   objective = make_objective(config, stored=resolved.get("batch"))
   best_metric, best_mode = getattr(objective, "best_metric",
                                    ("eval_loss", "min"))
-  ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode)
+  ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,
+                      read_only=True)
   steps = ckpt.all_steps()
   if not steps:
     raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
                   "reach its first checkpoint_every step.")
-  if step is None:
-    step = (ckpt.best_step() if best else None) or steps[-1]
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise LmError(f"checkpoint step {step} does not exist in {ckpt_dir}; "
                   f"available steps: {', '.join(map(str, steps))}.")
+  if step is not None:
+    order = [step]
+  else:
+    first = ckpt.best_step() if best else None
+    order = ([first] if first is not None else []) + [
+        s for s in reversed(steps) if s != first]
   model_cfg = ModelConfig(**resolved["model"])
-  # The tokenizer the run used: its recorded path (the workdir's own copy
-  # unless data.tokenizer.path named another file; a tokenizer.json for
-  # imported Hugging Face models).
-  tokenizer = load_tokenizer(resolved.get("tokenizer", {}).get("path")
-                             or os.path.join(workdir, "tokenizer.model"))
+  # The tokenizer the run used, inside the workdir, checked by fingerprint.
+  tokenizer = load_recorded_tokenizer(workdir, resolved)
   model = objective.build_model(model_cfg)
   mesh, rules, _, abstract, shardings = state_layout(config, objective, model,
                                                      model_cfg)
-  state, _ = ckpt.restore(step, abstract, shardings)
+  found = None
+  for i, candidate in enumerate(order):
+    try:
+      state, _ = ckpt.restore(candidate, abstract, shardings)
+      found = candidate
+      break
+    except DamagedCheckpoint as e:
+      if step is not None:
+        raise LmError(f"checkpoint {ckpt_dir}/{step} is damaged ({e.reason}); "
+                      "drop --step to use the newest intact one.") from None
+      nxt = order[i + 1] if i + 1 < len(order) else None
+      print(f"warning: checkpoint {ckpt_dir}/{candidate} is damaged "
+            f"({e.reason}); " + (f"using checkpoint {nxt} instead"
+                                 if nxt is not None else
+                                 "no other checkpoint is left"),
+            file=sys.stderr, flush=True)
   ckpt.close()
-  return Trained(workdir, step, config, model_cfg, model, tokenizer,
+  if found is None:
+    raise LmError(f"no intact checkpoint in {ckpt_dir} (steps "
+                  f"{', '.join(map(str, steps))} are all damaged); restore "
+                  "the workdir from a copy.")
+  return Trained(workdir, found, config, model_cfg, model, tokenizer,
                  state.params, shardings, mesh, rules, objective)
