@@ -120,7 +120,7 @@ def _config_spec(argv, flag_name: str) -> str | None:
 def unknown_override(config, path: str, flag_name: str = "config") -> str | None:
   """One sentence if the dotted `path` does not name a field of `config`.
 
-  >>> unknown_override(ConfigDict({"steps": 1}), "stepz")
+  Example: unknown_override(ConfigDict({"steps": 1}), "stepz") ->
   "unknown config key 'stepz' (--config.stepz); did you mean 'steps'?"
   """
   import difflib
