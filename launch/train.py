@@ -40,8 +40,11 @@ class _StartupSigterm:
     self.signalled = True
 
 
+_EARLY_STOP: _StartupSigterm | None = None
+
+
 def main(argv):
-  early_stop = _StartupSigterm()   # a SIGTERM while starting up
+  early_stop = _EARLY_STOP or _StartupSigterm()   # a SIGTERM while starting up
   if len(argv) > 1:
     common.fail(f"unexpected arguments {argv[1:]}; pass settings as "
                 "--config.KEY=VALUE.")
@@ -66,4 +69,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _EARLY_STOP = _StartupSigterm()
   common.run(main)
