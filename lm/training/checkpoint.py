@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -56,6 +57,46 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
   line = lines[0] if lines else type(exc).__name__
   line = line.split(" See full TensorStore details")[0]
   return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _quiet_abandoned_reads() -> None:
+  """After a failed read, TensorStore still completes the other reads of
+  that restore and reports each one to the event loop Orbax has already
+  closed, which Python prints as an unraisable `RuntimeError: Event loop is
+  closed` traceback. Those reads belong to a checkpoint already reported as
+  damaged, so the hook drops exactly that error and passes on the rest."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_lm_quiet", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._lm_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+class _WithoutOrbaxRecords(logging.Filter):
+  """Drops the log records of Orbax's own modules.
+
+  A save or restore that fails reaches the caller as an exception, which the
+  loop and the entry points turn into one sentence. Orbax also logs each
+  failure, with its traceback, from every background thread it touches (and
+  again at exit for the writes still in flight), so its records would repeat
+  that sentence as pages of tracebacks."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return f"{os.sep}orbax{os.sep}" not in (record.pathname or "")
+
+
+def _quiet_orbax_logs() -> None:
+  """Orbax logs through absl's logger: filter it once per process."""
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(f, _WithoutOrbaxRecords) for f in absl_logger.filters):
+    absl_logger.addFilter(_WithoutOrbaxRecords())
 
 
 def _agree(ok: bool) -> bool:
@@ -109,6 +150,8 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True,
                best_metric: str = "eval_loss", best_mode: str = "min",
                read_only: bool = False):
+    _quiet_abandoned_reads()
+    _quiet_orbax_logs()
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
     self.best_metric, self.best_mode = best_metric, best_mode

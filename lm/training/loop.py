@@ -10,6 +10,7 @@ is written.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -39,7 +40,13 @@ from lm.training.state import init_state, state_shardings
 
 
 class NonFiniteLoss(LmError):
-  """The training loss became NaN or infinite."""
+  """The training loss (or a norm, or the state) became NaN or infinite."""
+
+
+# Step metrics that must stay finite for the state after the step to be
+# saved, with how the error names them.
+FINITE_METRICS = {"loss": "the training loss", "grad_norm": "the gradient norm",
+                  "param_norm": "the parameter norm"}
 
 
 def resolve_model_config(config, vocab_size: int) -> ModelConfig:
@@ -104,6 +111,19 @@ def check_workdir(workdir: str) -> None:
   if not os.path.isdir(parent):
     raise LmError(f"--workdir {workdir} lies under {parent}, which is a "
                   "file; pass a directory path.")
+
+
+# errno values of a write the file system refused (permissions, read-only,
+# full disk or quota).
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                          errno.EDQUOT})
+
+
+def workdir_write_error(workdir: str, e: OSError) -> LmError:
+  """One sentence for a write into `workdir` that the file system refused."""
+  where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+  return LmError(f"cannot write to workdir {workdir}: {e.strerror or e}{where}; "
+                 "pass a --workdir on a writable file system with free space.")
 
 
 def prior_record(workdir: str, objective) -> dict | None:
@@ -201,20 +221,25 @@ def prepare(config, workdir: str, lock: WorkdirLock | None = None) -> Run:
       _check_resume(prior, _resolved(config, model_cfg, tok, objective, None),
                     workdir)
   # -- from here on the workdir is written --------------------------------
-  os.makedirs(workdir, exist_ok=True)
-  if lock is not None:
-    lock.acquire()
-  if tok is None:
-    tok = tokenizer_lib.load_or_train(tok_cfg, workdir, train_src,
-                                      bert_specials=objective.bert_specials)
-    model_cfg = resolve_model_config(config, tok.vocab_size)
-  else:
-    tok = own_tokenizer(tok, workdir)
-  max_chars = config.data.max_chars or None
-  cache = os.path.join(workdir, "data")
-  train_data = objective.open_data(train_src, tok, cache, max_chars)
-  eval_data = (objective.open_data(eval_src, tok, cache, max_chars)
-               if eval_src is not None else None)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if lock is not None:
+      lock.acquire()
+    if tok is None:
+      tok = tokenizer_lib.load_or_train(tok_cfg, workdir, train_src,
+                                        bert_specials=objective.bert_specials)
+      model_cfg = resolve_model_config(config, tok.vocab_size)
+    else:
+      tok = own_tokenizer(tok, workdir)
+    max_chars = config.data.max_chars or None
+    cache = os.path.join(workdir, "data")
+    train_data = objective.open_data(train_src, tok, cache, max_chars)
+    eval_data = (objective.open_data(eval_src, tok, cache, max_chars)
+                 if eval_src is not None else None)
+  except OSError as e:
+    if e.errno not in WRITE_ERRNOS:
+      raise
+    raise workdir_write_error(workdir, e) from None
   resolved = _resolved(config, model_cfg, tok, objective, train_data, workdir)
   if prior is not None:
     _check_resume(prior, resolved, workdir)
@@ -325,6 +350,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   lock = WorkdirLock(workdir)
   try:
     return _train(config, workdir, preempted, lock)
+  except OSError as e:
+    if e.errno not in WRITE_ERRNOS:
+      raise
+    raise workdir_write_error(workdir, e) from None
   finally:
     preempted.restore()
     lock.release()
@@ -435,10 +464,16 @@ def _train(config, workdir: str, preempted, lock) -> dict:
                          f"({again}).")
 
   def check_finite():
-    for s, m in pending:
-      loss = float(jax.device_get(m["loss"]))
-      if not math.isfinite(loss):
-        raise nonfinite(f"the training loss became {loss}", s + 1)
+    """Every step since the last check had a finite loss, gradient norm and
+    parameter norm (an overflowing norm means parameters beyond ~1e19: a
+    state no sane learning rate recovers from)."""
+    values = jax.device_get([{k: m[k] for k in FINITE_METRICS if k in m}
+                             for _, m in pending])
+    for (s, _), vals in zip(pending, values):
+      for key, what in FINITE_METRICS.items():
+        value = float(vals.get(key, 0.0))
+        if not math.isfinite(value):
+          raise nonfinite(f"{what} became {value}", s + 1)
 
   try:
     for s in range(start, c.steps):
