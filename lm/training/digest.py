@@ -1,13 +1,14 @@
 """Checksums and finiteness of a train state, computed on its devices.
 
 A checkpoint stores, next to the arrays, a digest of what it stores: for each
-array two 32-bit sums of its bits, `sum(u)` and `sum(u * (2i + 1))`, where `u`
-is the array's bit pattern as unsigned integers and `i` the element's flat
-index (both wrap modulo 2**32). The sums are exact integer arithmetic, so they
-do not depend on the mesh, the sharding or the order XLA reduces in: a state
-restored onto another mesh gives the same digest. Flipping any one bit of any
-element changes the weighted sum (by an odd multiple of a power of two below
-2**32), and moving values between positions changes it too.
+array two 32-bit weighted sums of its bits, `sum(u * w)` with `u` the array's
+bit pattern as unsigned integers and `w` an odd weight that depends on the
+element's position (both wrap modulo 2**32; see `_leaf_digest`). The sums are
+exact integer arithmetic, so they do not depend on the mesh, the sharding or
+the order XLA reduces in: a state restored onto another mesh gives the same
+digest. Flipping any one bit of any element changes both sums (by an odd
+multiple of a power of two below 2**32), and moving values between positions
+changes them too.
 
 The same jitted pass says whether every floating-point array is finite, so the
 save path costs one reduction over the state and one small device-to-host copy
@@ -58,22 +59,31 @@ def _bits(x) -> jax.Array:
   return jax.lax.bitcast_convert_type(x, _UNSIGNED[size]).astype(jnp.uint32)
 
 
-def _flat_index(shape) -> jax.Array:
-  """uint32 flat (row-major) index of every element of an array of `shape`."""
+def _odd_weights(shape) -> jax.Array:
+  """`2i + 1` (uint32) for every element of `shape`, `i` its flat index."""
   index = jnp.zeros(shape, jnp.uint32)
   stride = 1
   for axis in reversed(range(len(shape))):
     index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(
         stride % 2**32)
     stride *= shape[axis]
-  return index
+  return index * jnp.uint32(2) + jnp.uint32(1)
 
 
 def _leaf_digest(x):
+  """`[sum(u * w), sum(u * c)]` where `c` is odd per position along the
+  last axis and `w` is `c` times an odd weight per position of the leading
+  axes: every element gets an odd weight in both sums, and the reduction
+  runs along the last axis first (one pass over the array, no reshape, so a
+  sharded array stays where it is)."""
   u = _bits(x)
-  weights = _flat_index(u.shape) * jnp.uint32(2) + jnp.uint32(1)
-  return jnp.stack([jnp.sum(u, dtype=jnp.uint32),
-                    jnp.sum(u * weights, dtype=jnp.uint32)])
+  if u.ndim == 0:
+    u = u[None]
+  cols = _odd_weights(u.shape[-1:])                          # [C]
+  rows = jnp.sum(u * cols, axis=-1, dtype=jnp.uint32)        # [...]
+  lead = _odd_weights(rows.shape)
+  return jnp.stack([jnp.sum(rows * lead, dtype=jnp.uint32),
+                    jnp.sum(rows, dtype=jnp.uint32)])
 
 
 def _leaf_finite(x):

@@ -68,6 +68,9 @@ def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
   """LmError when the checkpoint config `stored` is not this run's.
 
   `resolved` may lack `batch.train_tokens` (checked once the data is read)."""
+  if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
+    raise LmError(f"{workdir} holds a checkpoint trained with a different "
+                  "tokenizer; use a new --workdir or drop data.tokenizer.path.")
   old, new = stored.get("model", {}), resolved["model"]
   diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   if diff:
@@ -77,9 +80,6 @@ def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
     raise LmError(f"{workdir} holds a checkpoint of a different model "
                   f"(model.{k} is {old.get(k)!r} there, {new.get(k)!r} now{hint}); "
                   "use a new --workdir or the config that wrote it.")
-  if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
-    raise LmError(f"{workdir} holds a checkpoint trained with a different "
-                  "tokenizer; use a new --workdir or drop data.tokenizer.path.")
   old_tok = stored.get("config", {}).get("data", {}).get("tokenizer", {})
   new_tok = resolved["config"]["data"]["tokenizer"]
   if not new_tok.get("path") and old_tok and not old_tok.get("path"):

@@ -54,3 +54,52 @@ def test_restore_places_arrays_with_target_shardings(tmp_path):
   restored, _ = ckpt.restore(3, abstract, {"w": sharding})
   assert restored["w"].sharding == sharding
   np.testing.assert_array_equal(restored["w"], np.arange(16.0))
+
+
+def _flip_a_bit_of_the_state(tmp_path, step: int) -> None:
+  import glob, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  files = [f for f in glob.glob(str(tmp_path / "checkpoints" / str(step) /
+                                    "state" / "**" / "*"), recursive=True)
+           if os.path.isfile(f)]
+  path = max(files, key=os.path.getsize)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0x01
+  open(path, "wb").write(bytes(data))
+
+
+def test_non_finite_state_is_never_saved(tmp_path):
+  import pytest  # pylint: disable=g-import-not-at-top
+  from lm.training.checkpoint import NonFiniteState  # pylint: disable=g-import-not-at-top
+  ckpt = Checkpointer(str(tmp_path), keep=2, async_save=False)
+  with pytest.raises(NonFiniteState, match="step 1"):
+    ckpt.save(1, {"w": jnp.array([1.0, jnp.nan])}, {"step": 1}, {})
+  assert ckpt.all_steps() == []
+  ckpt.close()
+
+
+def test_newest_intact_checkpoint_is_restored_and_damaged_ones_moved(tmp_path):
+  from lm.training.checkpoint import DamagedCheckpoint  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  big = {"w": jnp.arange(4096.0).reshape(64, 64)}
+  ckpt = Checkpointer(str(tmp_path), keep=3, async_save=False)
+  for step in (1, 2, 3):
+    ckpt.save(step, jax.tree.map(lambda x: x + step, big), {"step": step}, {})
+  ckpt.close()
+  _flip_a_bit_of_the_state(tmp_path, 3)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), big)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shardings = {"w": device}
+  reader = Checkpointer(str(tmp_path), read_only=True)
+  with pytest.raises(DamagedCheckpoint, match="checksum"):
+    reader.restore(3, abstract, shardings)
+  said = []
+  step, state, data = reader.restore_newest(abstract, shardings, say=said.append)
+  assert (step, data) == (2, {"step": 2}) and len(said) == 1
+  assert (tmp_path / "checkpoints" / "3").is_dir()      # readers move nothing
+  reader.close()
+  writer = Checkpointer(str(tmp_path), keep=3)
+  step, state, _ = writer.restore_newest(abstract, shardings, say=said.append)
+  np.testing.assert_array_equal(state["w"], np.asarray(big["w"]) + 2)
+  assert writer.all_steps() == [1, 2]
+  assert (tmp_path / "damaged_checkpoints" / "3" / "state").is_dir()
+  writer.close()
