@@ -63,8 +63,10 @@ def _quiet_abandoned_reads() -> None:
   """After a failed read, TensorStore still completes the other reads of
   that restore and reports each one to the event loop Orbax has already
   closed, which Python prints as an unraisable `RuntimeError: Event loop is
-  closed` traceback. Those reads belong to a checkpoint already reported as
-  damaged, so the hook drops exactly that error and passes on the rest."""
+  closed` traceback, or drops Orbax's read coroutines with their errors
+  unretrieved ("Exception ignored in <coroutine ...>"). Those reads belong
+  to a checkpoint already reported as damaged, so the hook drops exactly
+  those and passes on the rest."""
   previous = sys.unraisablehook
   if getattr(previous, "_lm_quiet", False):
     return
@@ -72,6 +74,9 @@ def _quiet_abandoned_reads() -> None:
   def hook(unraisable):
     exc = unraisable.exc_value
     if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    code = getattr(unraisable.object, "cr_code", None)   # an abandoned read
+    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
       return
     previous(unraisable)
 
@@ -285,14 +290,21 @@ class Checkpointer:
     record = items["digest"]
     if record.get("data") != json_sha256(items["data"]):
       raise DamagedCheckpoint(step, "its data position does not match its checksum")
-    self._check_tree(step, abstract_state)
     target = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         abstract_state, shardings)
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target)))
-      state = out["state"]
+    except Exception as e:  # pylint: disable=broad-except
+      # Another model or optimizer is a refusal (LmError) and unreadable
+      # metadata is damage; only the metadata check tells them apart, so it
+      # runs when the restore fails, not on every restore.
+      self._check_tree(step, abstract_state)
+      raise DamagedCheckpoint(step, f"cannot read its arrays ({_first_line(e)})"
+                              ) from None
+    state = out["state"]
+    try:
       sums = digest_lib.state_digest(state)["sums"]
     except Exception as e:  # pylint: disable=broad-except
       raise DamagedCheckpoint(step, f"cannot read its arrays ({_first_line(e)})"
