@@ -1,6 +1,6 @@
 """A damaged tokenized-data cache stops training with one sentence.
 
-One real quickstart run fills `WORKDIR/data/`; a byte of a cached
+One real quickstart run (the shared finished run) fills `WORKDIR/data/`; a byte of a cached
 tokens.npy is then flipped (a disk or copy error) and the same command is run
 again: it must refuse with one `error:` line naming the damaged directory,
 not load the stream and train on it.
@@ -17,13 +17,10 @@ from tests.cli import cli
 CONFIG = "configs/quickstart.py:runlocal"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A workdir after one runlocal quickstart run (about 25 s on 2 cores)."""
-  workdir = str(tmp_path_factory.mktemp("run") / "w")
-  result = cli("launch.train", "--config", CONFIG, "--workdir", workdir)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir
+@pytest.fixture
+def trained(copy_run):
+  """A copy of the shared finished quickstart run (tests/reliability/conftest.py)."""
+  return copy_run()
 
 
 def _flip_middle_data_byte(file: str) -> None:
