@@ -4,13 +4,11 @@ cannot be a workdir; all through the real command lines."""
 
 import json
 import os
-import pathlib
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -127,32 +125,59 @@ def test_a_run_from_a_named_tokenizer_holds_its_own_copy(tmp_path, finished_run)
   assert sample.returncode == 0, sample.stderr[-2000:]
 
 
+# Run `launch.train` in a process where the file system refuses every write
+# under $LM_TEST_READ_ONLY with EROFS, as a read-only mount does. Used when
+# the tests run as root, whom permission bits do not stop.
+_READ_ONLY_MOUNT = """
+import builtins, errno, os, runpy, sys
+root = os.path.abspath(os.environ["LM_TEST_READ_ONLY"])
+def inside(path):
+  path = os.path.abspath(os.fsdecode(os.fspath(path)))
+  return path == root or path.startswith(root + os.sep)
+def refuse(path):
+  raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(os.fspath(path)))
+real_open, real_mkdir, real_builtin_open = os.open, os.mkdir, builtins.open
+def os_open(path, flags, *args, **kwargs):
+  if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+    refuse(path)
+  return real_open(path, flags, *args, **kwargs)
+def mkdir(path, *args, **kwargs):
+  if inside(path):
+    refuse(path)
+  return real_mkdir(path, *args, **kwargs)
+def builtin_open(file, mode="r", *args, **kwargs):
+  if (isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+")
+      and inside(file)):
+    refuse(file)
+  return real_builtin_open(file, mode, *args, **kwargs)
+os.open, os.mkdir, builtins.open = os_open, mkdir, builtin_open
+sys.argv = ["launch.train", *sys.argv[1:]]
+runpy.run_module("launch.train", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_paths_that_cannot_be_a_workdir_are_one_sentence(tmp_path):
   a_file = tmp_path / "a_file"
   a_file.write_text("x")
-  # a directory an unprivileged user can reach but not write
-  shared = tempfile.mkdtemp(prefix="lm-read-only-")
-  os.chmod(shared, 0o755)
-  read_only = pathlib.Path(shared) / "read_only"
+  read_only = tmp_path / "read_only"
   read_only.mkdir()
-  read_only.chmod(0o555)
-  as_user = []
-  if os.geteuid() == 0:     # root writes anywhere: test as an unprivileged user
-    if not shutil.which("setpriv"):
-      pytest.skip("running as root without setpriv to drop privileges")
-    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", HOME=shared)
-  cmd = [sys.executable, "-m", "launch.train", "--config", CONFIG]
-  procs = [subprocess.Popen(prefix + cmd + ["--workdir", w], cwd=ROOT, env=env,
+  args = ["--config", CONFIG]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", LM_TEST_READ_ONLY=str(read_only))
+  if os.geteuid() == 0:     # root writes through permission bits
+    unwritable = [sys.executable, "-c", _READ_ONLY_MOUNT, *args]
+  else:
+    read_only.chmod(0o555)
+    unwritable = [sys.executable, "-m", "launch.train", *args]
+  plain = [sys.executable, "-m", "launch.train", *args]
+  procs = [subprocess.Popen(cmd + ["--workdir", w], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-           for prefix, w in (([], str(a_file)), ([], str(a_file / "run")),
-                             (as_user, str(read_only / "run")),
-                             (as_user, str(read_only)))]
+           for cmd, w in ((plain, str(a_file)), (plain, str(a_file / "run")),
+                          (unwritable, str(read_only / "run")),
+                          (unwritable, str(read_only)))]
   results = [finish(p) for p in procs]
   contents = os.listdir(read_only)
   read_only.chmod(0o755)
-  shutil.rmtree(shared)
   assert "is a file" in one_error(results[0])
   assert "which is a file" in one_error(results[1])
   for result in results[2:]:
