@@ -10,7 +10,6 @@ is written.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -31,8 +30,10 @@ from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
 from lm.training import warm_start
-from lm.training.checkpoint import Checkpointer, DamagedCheckpoint, NonFiniteState
+from lm.training.checkpoint import Checkpointer, NonFiniteState
 from lm.training.lock import WorkdirLock
+from lm.training.resume import (WRITE_ERRNOS, check_resume, check_workdir,
+                                 prior_record, workdir_write_error)
 from lm.training.workdir import (load_recorded_tokenizer, own_tokenizer,
                                  read_resolved, tokenizer_record,
                                  write_json_atomic, write_text_atomic)
@@ -62,87 +63,6 @@ def resolve_model_config(config, vocab_size: int) -> ModelConfig:
                   f"{model_cfg.max_len} (the learned position table); lower "
                   "seq_len or raise model.max_len.")
   return model_cfg
-
-
-def _check_resume(stored: dict, resolved: dict, workdir: str) -> None:
-  """LmError when the checkpoint config `stored` is not this run's.
-
-  `resolved` may lack `batch.train_tokens` (checked once the data is read)."""
-  if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
-    raise LmError(f"{workdir} holds a checkpoint trained with a different "
-                  "tokenizer; use a new --workdir or drop data.tokenizer.path.")
-  old, new = stored.get("model", {}), resolved["model"]
-  diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-  if diff:
-    k = diff[0]
-    hint = (" (data.tokenizer.vocab_size or the tokenizer changed)"
-            if k == "vocab_size" else "")
-    raise LmError(f"{workdir} holds a checkpoint of a different model "
-                  f"(model.{k} is {old.get(k)!r} there, {new.get(k)!r} now{hint}); "
-                  "use a new --workdir or the config that wrote it.")
-  old_tok = stored.get("config", {}).get("data", {}).get("tokenizer", {})
-  new_tok = resolved["config"]["data"]["tokenizer"]
-  if not new_tok.get("path") and old_tok and not old_tok.get("path"):
-    for key in ("vocab_size", "model_type", "byte_fallback"):
-      if key in old_tok and old_tok.get(key) != new_tok.get(key):
-        raise LmError(f"{workdir} holds a checkpoint whose tokenizer was "
-                      f"trained with data.tokenizer.{key}={old_tok[key]!r}, "
-                      f"but the config now sets {new_tok.get(key)!r}; use a "
-                      "new --workdir or the original setting.")
-  old_batch = dict(stored.get("batch", {}))
-  new_batch = dict(resolved["batch"])
-  if "train_tokens" not in new_batch:
-    old_batch.pop("train_tokens", None)
-  if old_batch != new_batch:
-    raise LmError(f"{workdir} holds a checkpoint with batch/data settings "
-                  f"{old_batch} but the config now gives "
-                  f"{new_batch}; resuming would not see the same "
-                  "batches, so use a new --workdir or the original settings.")
-
-
-def check_workdir(workdir: str) -> None:
-  """LmError when `workdir` cannot be a run directory (read-only check)."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise LmError(f"--workdir {workdir} is a file, not a directory; pass a "
-                  "directory (it is created when missing).")
-  parent = os.path.dirname(os.path.abspath(workdir))
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):
-    raise LmError(f"--workdir {workdir} lies under {parent}, which is a "
-                  "file; pass a directory path.")
-
-
-# errno values of a write the file system refused (permissions, read-only,
-# full disk or quota).
-WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                          errno.EDQUOT})
-
-
-def workdir_write_error(workdir: str, e: OSError) -> LmError:
-  """One sentence for a write into `workdir` that the file system refused."""
-  where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-  return LmError(f"cannot write to workdir {workdir}: {e.strerror or e}{where}; "
-                 "pass a --workdir on a writable file system with free space.")
-
-
-def prior_record(workdir: str, objective) -> dict | None:
-  """The resolved config of the newest checkpoint in `workdir` whose config
-  reads and verifies, or None when it holds none (nothing is written)."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    return None
-  best_metric, best_mode = _best(objective)
-  ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,
-                      read_only=True)
-  try:
-    for step in reversed(ckpt.all_steps()):
-      try:
-        return ckpt.read_config(step)
-      except DamagedCheckpoint:
-        continue
-    return None
-  finally:
-    ckpt.close()
 
 
 @dataclasses.dataclass
@@ -218,7 +138,7 @@ def prepare(config, workdir: str, lock: WorkdirLock | None = None) -> Run:
                       "data.tokenizer.path empty to use that run's.")
       warm_start.check_model(source_run["model"], model_cfg, config.init_from)
     if prior is not None:
-      _check_resume(prior, _resolved(config, model_cfg, tok, objective, None),
+      check_resume(prior, _resolved(config, model_cfg, tok, objective, None),
                     workdir)
   # -- from here on the workdir is written --------------------------------
   try:
@@ -242,7 +162,7 @@ def prepare(config, workdir: str, lock: WorkdirLock | None = None) -> Run:
     raise workdir_write_error(workdir, e) from None
   resolved = _resolved(config, model_cfg, tok, objective, train_data, workdir)
   if prior is not None:
-    _check_resume(prior, resolved, workdir)
+    check_resume(prior, resolved, workdir)
   return Run(config, model_cfg, objective.build_model(model_cfg), objective, tok,
              train_data, eval_data, mesh, rules, resolved, prior)
 
@@ -374,7 +294,7 @@ def _train(config, workdir: str, preempted, lock) -> dict:
   abstract, shardings = state_shardings(run.model, tx, mesh, rules, c.seq_len)
   found = ckpt.restore_newest(
       abstract, shardings, say=warn,
-      check_config=lambda stored: _check_resume(stored, run.resolved, workdir))
+      check_config=lambda stored: check_resume(stored, run.resolved, workdir))
   if found is not None:
     latest, state, data_state = found
     start = int(jax.device_get(state.step))
