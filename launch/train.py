@@ -55,10 +55,12 @@ def main(argv):
   from lm.parallel import distributed
   from lm.training import loop
   with common.user_errors():
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                           _PROCESS_ID.value)
+    peers = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                   _PROCESS_ID.value)
     summary = loop.train(config, _WORKDIR.value,
                          loop.PreemptionFlag(signalled=early_stop.signalled))
+    if peers:       # a failed process leaves through JAX's exit handler
+      distributed.shutdown()
   if summary.get("before_start"):
     return
   keys = [k for k in ("loss", "eval_loss", "eval_perplexity", "eval_accuracy")

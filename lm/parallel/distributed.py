@@ -44,3 +44,14 @@ def initialize(coordinator_address: str | None = None,
   else:
     jax.distributed.initialize()
   return True
+
+
+def shutdown() -> None:
+  """Leaves the distributed runtime from the main thread, once every process
+  is done: the processes meet at a barrier first, so none reaches JAX's
+  shutdown barrier while another is still finishing (closing a checkpoint,
+  writing metrics) and the exit does not depend on the order in which the
+  interpreter joins background threads."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  multihost_utils.sync_global_devices("lm-process-exit")
+  jax.distributed.shutdown()

@@ -46,16 +46,26 @@ def test_two_processes_match_one(tmp_path):
   multi.mkdir()
   (multi / "tokenizer.model").write_bytes(open(os.path.join(single, "tokenizer.model"), "rb").read())
   port = free_port()
+  # output goes to files: a process never blocks on a pipe nobody reads yet
+  logs = [open(tmp_path / f"process{i}.log", "w+", encoding="utf-8") for i in range(2)]
   procs = [subprocess.Popen(
       [sys.executable, *args(str(multi), glob), f"--coordinator_address=127.0.0.1:{port}",
        "--num_processes=2", f"--process_id={i}",
        # each process is one DCN granule: the data axis spans the two processes
        "--config.mesh.data=1", "--config.mesh.dcn_data=2",
        "--config.mesh.dcn_granule=process"], cwd=ROOT, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+      stdout=log, stderr=subprocess.STDOUT, text=True) for i, log in enumerate(logs)]
+  for p in procs:
+    p.wait(timeout=600)
+  outputs = []
+  for log in logs:
+    log.seek(0)
+    outputs.append(log.read())
+    log.close()
+  for i, p in enumerate(procs):
+    assert p.returncode == 0, "\n".join(
+        f"--- process {j} (exit {q.returncode}) ---\n{out[-2500:]}"
+        for j, (q, out) in enumerate(zip(procs, outputs)))
   np.testing.assert_allclose(losses(str(multi)), losses(single), rtol=1e-5)
   # the joint checkpoint restores in one process
   state, data = Checkpointer(str(multi)).restore_unsharded(3)
