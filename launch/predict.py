@@ -1,6 +1,7 @@
 """Print (and optionally save) the predictions of a fine-tuned run.
 
   python -m launch.predict --workdir runs/sst2 --text "a gripping, funny film"
+  python -m launch.predict --workdir runs/sst2 --text "dull" --text "superb"
   python -m launch.predict --workdir runs/mrpc --text "He left." --text_b "He went away."
   python -m launch.predict --workdir runs/conll --text "John Smith lives in Paris"
   python -m launch.predict --workdir runs/squad --text "Where does he live?" \\
@@ -8,7 +9,9 @@
   python -m launch.predict --workdir runs/sst2 --input reviews.txt --output preds.jsonl
 
 Classification prints the label and its probability; tagging the entities
-with their character spans; QA the answer with its score. --input is a
+with their character spans; QA the answer with its score: one line per
+input, in order. --text may be given several times; --text_b or --context
+given once goes with every --text, or give one per --text. --input is a
 .jsonl file with the run's field names, or one text per line; --output
 writes one JSON object per input. Uses the best checkpoint by the task's
 metric (or the latest, when none was evaluated) unless --step names one.
@@ -26,9 +29,12 @@ from launch import common
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a fine-tuned run.")
 _INPUT = flags.DEFINE_string("input", None, "A .jsonl file with the run's "
                              "fields, or a text file with one text per line.")
-_TEXT = flags.DEFINE_string("text", None, "One text (the question, for QA).")
-_TEXT_B = flags.DEFINE_string("text_b", None, "The second text of a pair.")
-_CONTEXT = flags.DEFINE_string("context", None, "QA: the passage to answer from.")
+_TEXT = flags.DEFINE_multi_string("text", None, "A text to predict (the "
+                                  "question, for QA); repeat for several.")
+_TEXT_B = flags.DEFINE_multi_string("text_b", None, "The second text of a "
+                                    "pair (once, or once per --text).")
+_CONTEXT = flags.DEFINE_multi_string("context", None, "QA: the passage to "
+                                     "answer from (once, or once per --text).")
 _OUTPUT = flags.DEFINE_string("output", None, "Write predictions as JSON lines here.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Inputs per forward pass.")
@@ -48,14 +54,14 @@ def main(argv):
   del argv
   if not _WORKDIR.value:
     common.fail("--workdir is required: the directory of a fine-tuned run.")
-  if _TEXT_B.value is not None and _CONTEXT.value is not None:
+  if _TEXT_B.value and _CONTEXT.value:
     common.fail("give --text_b (a text pair) or --context (QA), not both.")
   common.quiet_logs()
   with common.user_errors():
     from lm.tasks.predict import predict, read_inputs
     from lm.training.workdir import load_trained
     trained = load_trained(_WORKDIR.value, _STEP.value, best=True)
-    second = _CONTEXT.value if _CONTEXT.value is not None else _TEXT_B.value
+    second = _CONTEXT.value or _TEXT_B.value
     records = read_inputs(trained, path=_INPUT.value, text=_TEXT.value,
                           text_b=second)
     preds = predict(trained, records, batch_size=_BATCH.value)

@@ -1,8 +1,8 @@
 """Predictions of a fine-tuned run on new inputs (`launch.predict`).
 
-`read_inputs(trained, path=..., text=..., text_b=...)` turns a file or a
-command-line text into `lm.data.records.Records` with the columns the run's
-task reads; `predict(trained, records)` runs the model and returns one dict
+`read_inputs(trained, path=..., text=..., text_b=...)` turns a file or
+command-line texts into `lm.data.records.Records` with the columns the run's
+task reads, one record per text in the order given; `predict(trained, records)` runs the model and returns one dict
 per input:
 
   classification  {"label", "probability", "probabilities"}
@@ -15,10 +15,14 @@ Input files: `.jsonl` objects with the run's field names (config.task:
 text_field / text_b_field, question_field / context_field), or any other
 file with one text per line (classification: the text; tagging: words
 separated by whitespace). QA needs a question and a context, so a JSONL
-file or `--text` with `--context`.
+file or `--text` with `--context`. Several `--text` values are predicted in
+order; a `--text_b` / `--context` given once goes with every one of them,
+given as often as `--text` the i-th goes with the i-th text.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -44,21 +48,26 @@ def _input_fields(task) -> dict:
           if role not in ("label", "tags", "answers")}
 
 
-def read_inputs(trained, *, path: str | None = None, text: str | None = None,
-                text_b: str | None = None) -> records_lib.Records:
-  """Records to predict on, from `path` or from `text` (and `text_b`: the
-  pair's second text, or the context of a QA question).
+def read_inputs(trained, *, path: str | None = None,
+                text: str | Sequence[str] | None = None,
+                text_b: str | Sequence[str] | None = None
+                ) -> records_lib.Records:
+  """Records to predict on, from `path` or from `text` (one string or a
+  list, one record each), with `text_b`: the pair's second text, or the
+  context of a QA question (one for every text, or one per text).
 
-  Example: read_inputs(t, text="a fine film") -> Records with
-  columns {"text": ["a fine film"]} (classification).
+  Example: read_inputs(t, text=["a fine film", "dull"]) -> Records with
+  columns {"text": ["a fine film", "dull"]} (classification).
   """
   task = _task(trained)
-  if (path is None) == (text is None):
+  texts = [text] if isinstance(text, str) else list(text or [])
+  seconds = [text_b] if isinstance(text_b, str) else list(text_b or [])
+  if (path is None) == (not texts):
     raise LmError("give exactly one of --input (a file) and --text.")
-  if text is not None:
-    return _from_text(task, text, text_b)
+  if texts:
+    return _from_texts(task, texts, seconds)
   if path.endswith(".jsonl"):
-    if text_b is not None:
+    if seconds:
       raise LmError("--text_b goes with --text; a JSONL --input holds both "
                     "texts in its fields.")
     return records_lib.open_records(f"jsonl:{path}", _input_fields(task))
@@ -81,23 +90,32 @@ def read_inputs(trained, *, path: str | None = None, text: str | None = None,
   return records_lib.Records(path, {"text": lines})
 
 
-def _from_text(task, text: str, text_b: str | None) -> records_lib.Records:
+def _from_texts(task, texts: list[str], seconds: list[str]
+                ) -> records_lib.Records:
+  """Records of command-line `texts`; `seconds` (the pairs' second texts or
+  QA contexts) holds none, one for all, or one per text."""
   fields = task.fields()
+  flag = "--context" if task.name == "qa" else "--text_b"
+  if len(seconds) not in (0, 1, len(texts)):
+    raise LmError(f"{len(texts)} --text values but {len(seconds)} {flag} "
+                  f"values; give {flag} once (for every text) or once per "
+                  "--text.")
+  seconds = seconds * len(texts) if len(seconds) == 1 else seconds
   if task.name == "qa":
-    if text_b is None:
+    if not seconds:
       raise LmError("a qa run needs the question as --text and the passage "
                     "as --context.")
-    return records_lib.Records("--text", {"question": [text],
-                                          "context": [text_b]})
-  if ("text_b" in fields) != (text_b is not None):
+    return records_lib.Records("--text", {"question": texts,
+                                          "context": seconds})
+  if ("text_b" in fields) != bool(seconds):
     need = "needs" if "text_b" in fields else "takes no"
     raise LmError(f"this run {need} a second text (--text_b); its task reads "
                   f"{'pairs' if 'text_b' in fields else 'single texts'}.")
   if task.name == "tagging":
-    return records_lib.Records("--text", {"tokens": [text.split()]})
-  columns = {"text": [text]}
-  if text_b is not None:
-    columns["text_b"] = [text_b]
+    return records_lib.Records("--text", {"tokens": [t.split() for t in texts]})
+  columns = {"text": texts}
+  if seconds:
+    columns["text_b"] = seconds
   return records_lib.Records("--text", columns)
 
 

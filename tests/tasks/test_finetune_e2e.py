@@ -13,6 +13,7 @@ from configs import (bert_quickstart, finetune_conll, finetune_imdb,
                      finetune_sst2, finetune_squad)
 from launch.evaluate import evaluate_workdir
 from lm.errors import LmError
+from lm.tasks.predict import read_inputs
 from lm.training import loop
 from lm.training.checkpoint import Checkpointer
 from lm.training.workdir import load_trained, read_resolved
@@ -74,10 +75,17 @@ def test_pair_classifier_learns_and_predicts(pairs_run):
   one = tmp / "yes.tsv"
   one.write_text("premise\treview\tlabel\nthe plot\tgreat fine movie\tyes\n")
   assert evaluate_workdir(workdir, data=f"tsv:{one}")["examples"] == 1
+  # Repeated --text values are predicted in order, each with its --text_b.
   p = cli("launch.predict", "--workdir", workdir, "--text", "the plot",
-          "--text_b", "great superb movie")
+          "--text_b", "great superb movie", "--text", "a film",
+          "--text_b", "awful dull movie")
   assert p.returncode == 0, p.stderr
-  assert p.stdout.splitlines()[0].startswith("yes\t")
+  lines = p.stdout.splitlines()
+  assert lines[0].startswith("yes\t") and lines[0].endswith("\tthe plot")
+  assert lines[1].startswith("no\t") and lines[1].endswith("\ta film")
+  assert lines[2].startswith("2 predictions from step")
+  with pytest.raises(LmError, match="3 --text values but 2 --text_b"):
+    read_inputs(load_trained(workdir), text=["a", "b", "c"], text_b=["x", "y"])
   inputs = tmp / "in.jsonl"
   inputs.write_text(json.dumps({"premise": "a", "review": "awful dull"}) + "\n"
                     + json.dumps({"premise": "b", "review": "lovely fine"}) + "\n")
