@@ -57,26 +57,50 @@ def from_backbone(c, workdir: str) -> None:
       c.model[key] = value
 
 
+# A fine-tuning config given no backbone trains its encoder from scratch.
+# BERT's fine-tuning rates (2e-5 to 5e-5 over a few hundred warmup steps)
+# are sized to nudge pretrained weights: a randomly initialised encoder at
+# that rate stays near chance for a whole fine-tuning budget, and a 110M
+# bert_base is slow to train from nothing on one task's examples. So a
+# from-scratch run is bert_mini (4 layers x 256 wide, 4 heads) at the rate
+# small encoders train at from scratch (1e-3, as the masked-LM quickstart),
+# warmed up over the first 5% of its steps.
+SCRATCH_SIZE = "bert_mini"
+SCRATCH_LR = 1e-3
+SCRATCH_WARMUP = 0.05       # of config.steps
+
+
 def fine_tune(c, args: dict, *, lr: float, warmup_steps: int,
               eval_every: int) -> None:
   """What the fine-tuning configs share: BERT's fine-tuning AdamW (linear
   decay to 0, b2 0.999, weight decay 0.01), evaluation on the whole eval
-  split every `eval_every` steps with the best checkpoint kept, the backbone
-  of `args["init_from"]`, and the tiny `runlocal` variant (bert_tiny from
-  scratch unless a backbone is given)."""
+  split every `eval_every` steps with the best checkpoint kept, and the
+  tiny `runlocal` variant.
+
+  From a backbone (`args["init_from"]`): that run's model and weights,
+  trained at the fine-tuning rate `lr` after `warmup_steps`. Without one:
+  `SCRATCH_SIZE` from scratch at `SCRATCH_LR`, warmed up over
+  `SCRATCH_WARMUP` of `c.steps` (set `c.steps` before calling). `runlocal`
+  is bert_tiny from scratch (or the backbone's model) for a few steps.
+  """
   c.eval_every = eval_every
   c.eval_steps = 0            # the whole eval split
   c.checkpoint_every = eval_every
   c.keep_checkpoints = 1      # plus the best by the task's metric
   c.log_every = 50
-  c.optimizer.lr = lr
-  c.optimizer.warmup_steps = warmup_steps
   c.optimizer.schedule = "linear"
   c.optimizer.min_lr_ratio = 0.0
   c.optimizer.b2 = 0.999
   c.optimizer.weight_decay = 0.01
   if args["init_from"]:
+    c.model.size = "bert_base"    # until the backbone's config.json says
+    c.optimizer.lr = lr
+    c.optimizer.warmup_steps = warmup_steps
     from_backbone(c, args["init_from"])
+  else:
+    c.model.size = SCRATCH_SIZE
+    c.optimizer.lr = SCRATCH_LR
+    c.optimizer.warmup_steps = max(1, round(SCRATCH_WARMUP * c.steps))
   if args["runlocal"]:
     if not args["init_from"]:
       c.model.size = "bert_tiny"
@@ -86,6 +110,5 @@ def fine_tune(c, args: dict, *, lr: float, warmup_steps: int,
     c.eval_every = 2
     c.checkpoint_every = 2
     c.data.tokenizer.vocab_size = 512
-    c.optimizer.lr = 1e-3
     c.optimizer.warmup_steps = 1
     c.progress_bar = False

@@ -12,7 +12,12 @@ every 128 context pieces; answers are the best start/end span of at most 30
 pieces over an example's windows. Eval lines report SQuAD exact match and
 F1 on `squad` validation (TFDS), or on `data=DIR` with `DIR/train.jsonl`
 and `DIR/dev.jsonl` (fields id, question, context, answers {"text": [...],
-"answer_start": [...]}). `:runlocal` is the tiny variant the tests use.
+"answer_start": [...]}). From a backbone the run keeps that model's shape
+and trains at BERT's fine-tuning rate (5e-5, 550 warmup steps). Without an
+argument it trains from scratch, so it is bert_mini (4 layers x 256 wide)
+at lr 1e-3 with 275 warmup steps (5% of the run): 5e-5 is a rate for
+nudging pretrained weights, and a random bert_base at that rate stays near
+chance (configs/common.py). `:runlocal` is the tiny variant the tests use.
 """
 
 from configs import common
@@ -23,7 +28,6 @@ def get_config(arg=None):
                           runlocal=False)
   c = common.base_config()
   c.objective = "qa"
-  c.model.size = "bert_base"
   c.seq_len = 384
   c.batch_size = 32
   c.steps = 5500              # ~2 epochs of 88k questions

@@ -11,8 +11,12 @@ run; the classifier over BERT's pooled output starts fresh. Data: TFDS
 `glue/sst2` (train; validation picks the best checkpoint), or
 `data=DIR` for a directory with `train.tsv` and `dev.tsv` (header
 `sentence<TAB>label`), e.g. `configs/finetune_sst2.py:runs/bert,data=sst2`.
-Without an argument the model trains from scratch. `:runlocal` is the tiny
-variant the tests use.
+From a backbone the run keeps that model's shape and trains at BERT's
+fine-tuning rate (2e-5, 600 warmup steps). Without an argument it trains
+from scratch, so it is bert_mini (4 layers x 256 wide) at lr 1e-3 with 300
+warmup steps (5% of the run): 2e-5 is a rate for nudging pretrained weights,
+and a random bert_base at that rate stays near chance (configs/common.py).
+`:runlocal` is the tiny variant the tests use.
 """
 
 from configs import common
@@ -23,7 +27,6 @@ def get_config(arg=None):
                           runlocal=False)
   c = common.base_config()
   c.objective = "classification"
-  c.model.size = "bert_base"
   c.seq_len = 128
   c.batch_size = 32
   c.steps = 6000              # ~3 epochs of 67k sentences

@@ -2,6 +2,7 @@
 
 import glob
 import importlib.util
+import json
 import os
 
 import pytest
@@ -35,3 +36,32 @@ def test_config_loads_and_validates(path, arg):
   for key in ("seed", "steps", "batch_size", "seq_len", "log_every", "eval_every",
               "checkpoint_every", "model", "data", "optimizer", "mesh"):
     assert key in c
+
+
+FINETUNE = [p for p in CONFIGS if os.path.basename(p).startswith("finetune_")]
+
+
+@pytest.mark.parametrize("path", FINETUNE, ids=os.path.basename)
+def test_fine_tune_configs_from_scratch_or_from_a_backbone(path, tmp_path):
+  from configs import common
+  mod = load(path)
+  scratch = mod.get_config(None)
+  assert not scratch.init_from
+  assert scratch.model.size == common.SCRATCH_SIZE == "bert_mini"
+  assert scratch.optimizer.lr == common.SCRATCH_LR == 1e-3
+  assert scratch.optimizer.warmup_steps == round(0.05 * scratch.steps)
+  # A backbone's run: its model shape, the fine-tuning rate and warmup.
+  backbone = tmp_path / "bert"
+  backbone.mkdir()
+  (backbone / "config.json").write_text(json.dumps({"config": {"model": {
+      "size": "bert_small", "num_layers": 6}}}))
+  tuned = mod.get_config(str(backbone))
+  assert tuned.init_from == str(backbone)
+  assert (tuned.model.size, tuned.model.num_layers) == ("bert_small", 6)
+  assert tuned.optimizer.lr <= 5e-5
+  assert tuned.optimizer.warmup_steps > scratch.optimizer.warmup_steps
+  # Without a readable config.json the backbone is taken to be bert_base
+  # (the run checks it when it starts); runlocal keeps the rates.
+  local = mod.get_config(f"{tmp_path / 'elsewhere'},runlocal")
+  assert local.model.size == "bert_base" and local.optimizer.lr <= 5e-5
+  assert mod.get_config("runlocal").optimizer.lr == 1e-3
