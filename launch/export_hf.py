@@ -4,16 +4,22 @@
   python -m launch.export_hf --workdir runs/imdb --out_dir hf/imdb --best
 
 Writes `config.json`, `model.safetensors` and the run's tokenizer files
-(`tokenizer.json` and its special-token files, or the SentencePiece
-`tokenizer.model`) for `transformers`' `from_pretrained`: causal runs as
-`GPT2LMHeadModel` or `LlamaForCausalLM` (by the model's shape), masked-LM
-runs as `BertForPreTraining` / `BertForMaskedLM`, contrastive BERT runs as
-`BertModel`, BERT classifiers (pooling 'pooler') as
+(`tokenizer.json` and its special-token files; an lm SentencePiece
+`tokenizer.model` also as a `tokenizer.json` + `tokenizer_config.json`
+that `AutoTokenizer` loads to the same ids) for `transformers`'
+`from_pretrained`, plus an imported model's `generation_config.json` and
+chat template: causal runs as `GPT2LMHeadModel` or `LlamaForCausalLM` (by
+the model's shape), masked-LM runs as `BertForPreTraining` (with NSP) or
+`BertForMaskedLM`, contrastive BERT runs as `BertModel` (its pooler kept
+when imported with one) with sentence-transformers' `modules.json`,
+Pooling/Normalize modules, BERT classifiers (pooling 'pooler') as
 `BertForSequenceClassification`, taggers as `BertForTokenClassification`
 and QA runs as `BertForQuestionAnswering`.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import flags
 
@@ -36,7 +42,8 @@ def main(argv):
   with common.user_errors():
     from lm.interop.workdir import export_hf
     written = export_hf(_WORKDIR.value, _OUT_DIR.value, step=_STEP.value,
-                        best=_BEST.value)
+                        best=_BEST.value,
+                        say=lambda m: print(m, file=sys.stderr, flush=True))
   print(f"wrote {', '.join(written)}", flush=True)
 
 

@@ -25,8 +25,8 @@ _HF_DIR = flags.DEFINE_string("hf_dir", None, "A local Hugging Face model direct
 _WORKDIR = flags.DEFINE_string("workdir", None, "The new lm workdir to write.")
 _OBJECTIVE = flags.DEFINE_string(
     "objective", None, "The run's objective (default: the checkpoint's: causal, "
-    "mlm, classification, tagging or qa); 'contrastive' makes a BERT a "
-    "sentence encoder.")
+    "mlm, classification, tagging or qa; contrastive for a sentence-"
+    "transformers directory); 'contrastive' makes a BERT a sentence encoder.")
 _POOLING = flags.DEFINE_string(
     "pooling", None, "--objective=contrastive: cls, mean or last (default: the "
     "sentence-transformers pooling when the directory has one, else cls for "
@@ -50,9 +50,12 @@ def main(argv):
     r = import_hf(_HF_DIR.value, _WORKDIR.value, objective=_OBJECTIVE.value,
                   pooling=_POOLING.value, seq_len=_SEQ_LEN.value,
                   tokenizer=_TOKENIZER.value)
-  print(f"imported {r.model.architecture} ({r.n_params:,} parameters) as a "
-        f"{r.objective!r} run in {r.workdir}; tokenizer {r.tokenizer.path} "
-        f"({r.tokenizer.kind})", flush=True)
+  from lm.models.config import describe, size_name
+  print(f"imported {r.model.architecture} (model size "
+        f"{size_name(r.model.config)}: {describe(r.model.config)}; "
+        f"{r.n_params:,} parameters) as a {r.objective!r} run in "
+        f"{r.workdir}; tokenizer {r.tokenizer.path} ({r.tokenizer.kind})",
+        flush=True)
   if r.initialised:
     print(f"note: the checkpoint has no {', '.join(r.initialised)}; "
           "initialised at random (train or fine-tune before relying on them)",

@@ -4,9 +4,17 @@
   python -m launch.sample --workdir DIR --prompt_file prompts.txt --temperature 0.8 \
       --top_k 40 --top_p 0.95 --max_new_tokens 128 --seed 1 --stop "\\n\\n"
   python -m launch.sample --workdir DIR --prompt "import" --beam_size 4
+  python -m launch.sample --workdir runs/llama-chat --chat --prompt "Hi!" \
+      --system "You are terse." --temperature 0
 
 Loads the latest checkpoint (or --step) and the tokenizer from the workdir.
 Prompts are left-padded into one batch; each prompt gets --num_samples rows.
+A prompt starts with the bos token when the tokenizer adds one (`--bos
+auto`: lm's tokenizers and Llama's do, GPT-2's does not), as `transformers`
+encodes it; `--bos yes|no` forces either. `--chat` formats each prompt as a
+user turn with the model's chat template (`chat_template.jinja` or
+`tokenizer_config.json`'s `chat_template`, carried by launch.import_hf),
+which writes its own special tokens.
 """
 
 from __future__ import annotations
@@ -31,6 +39,15 @@ _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable; \\n esca
 _BEAM = flags.DEFINE_integer("beam_size", 0, "Beam search with this many beams (0 = sample).")
 _ALPHA = flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
 _SHOW_IDS = flags.DEFINE_bool("show_ids", False, "Also print the generated token ids.")
+_BOS = flags.DEFINE_enum("bos", "auto", ["auto", "yes", "no"],
+                         "Start prompts with the bos token: auto follows the "
+                         "tokenizer (lm's tokenizers and Llama's add it, "
+                         "GPT-2's does not).")
+_CHAT = flags.DEFINE_bool("chat", False, "Format each prompt as a user turn "
+                          "with the model's chat template (from the imported "
+                          "tokenizer), then generate the reply.")
+_SYSTEM = flags.DEFINE_string("system", None, "With --chat: a system message "
+                              "before the user turn.")
 
 
 def _check_args():
@@ -64,6 +81,24 @@ def _prompts() -> list[str]:
   return prompts
 
 
+def _chat_prompts(trained, prompts: list[str]) -> list[str]:
+  """Each prompt as a user turn (after `--system`) in the chat template."""
+  from lm.errors import LmError
+  from lm.generation import chat
+  tok = trained.tokenizer
+  template = chat.find_template(tok.path)
+  if template is None:
+    raise LmError(f"{trained.workdir} has no chat template beside its "
+                  f"tokenizer {tok.path} (chat_template.jinja or "
+                  "tokenizer_config.json's chat_template); drop --chat, or "
+                  "import a chat model with launch.import_hf.")
+  system = [{"role": "system", "content": _SYSTEM.value}] if _SYSTEM.value else []
+  return [chat.render(template, [*system, {"role": "user", "content": p}],
+                      bos_token=tok.id_to_piece(tok.bos_id),
+                      eos_token=tok.id_to_piece(tok.eos_id))
+          for p in prompts]
+
+
 def main(argv):
   del argv
   common.quiet_logs()
@@ -79,16 +114,27 @@ def main(argv):
                     f"{objective!r}, which does not generate text; sample "
                     "from a run trained with objective 'causal'.")
     trained = load_trained(_WORKDIR.value, _STEP.value)
+    add_bos = {"auto": None, "yes": True, "no": False}[_BOS.value]
+    shown = prompts
+    if _CHAT.value:
+      prompts = _chat_prompts(trained, prompts)
+      if _BOS.value == "auto":
+        add_bos = False        # the template writes its own special tokens
     outputs = generate_text(
         trained.model, trained.params, trained.tokenizer, trained.mesh, prompts,
         num_samples=_NUM.value,
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
         max_new_tokens=_MAX_NEW.value, seed=_SEED.value,
         stops=[codecs.decode(s, "unicode_escape") for s in _STOP.value],
-        beam_size=_BEAM.value, length_penalty=_ALPHA.value)
+        beam_size=_BEAM.value, length_penalty=_ALPHA.value, add_bos=add_bos)
+  per_prompt = len(outputs) // len(shown)
   for i, sample in enumerate(outputs):
-    print(f"=== sample {i} ({sample.finish_reason}, {len(sample.ids)} tokens) "
-          f"===\n{sample.prompt}{sample.text}", flush=True)
+    head = f"=== sample {i} ({sample.finish_reason}, {len(sample.ids)} tokens) ==="
+    if _CHAT.value:
+      print(f"{head}\nuser: {shown[i // per_prompt]}\nassistant: "
+            f"{sample.text}", flush=True)
+    else:
+      print(f"{head}\n{sample.prompt}{sample.text}", flush=True)
     if _SHOW_IDS.value:
       print(f"ids: {sample.ids}", flush=True)
 

@@ -71,6 +71,27 @@ WORD_STYLES = ("sentencepiece", "wordpiece", "bytelevel", "token")
 _METASPACE = "\u2581"  # "▁"
 
 
+# Files that travel with a tokenizer file when it is copied: the special
+# tokens and settings, and the chat template (`lm.generation.chat`).
+COMPANION_FILES = (*CONFIG_FILES, "chat_template.jinja")
+
+
+def tokenizer_setting(path: str, key: str):
+  """`key` of the `tokenizer_config.json` beside the tokenizer file `path`,
+  or None (no file, no key, or unreadable: the special-token reader reports
+  a broken file).
+
+  Example: tokenizer_setting("llama/tokenizer.json", "add_bos_token") -> True.
+  """
+  file = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILES[0])
+  try:
+    with open(file, encoding="utf-8") as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return config.get(key) if isinstance(config, dict) else None
+
+
 # Tokenizer files a directory may hold, in the order a fix names them.
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
@@ -229,6 +250,21 @@ class HfTokenizer:
   def mask_id(self) -> int | None:
     """The [MASK] token, or None when the tokenizer has none."""
     return self._ids["mask"]
+
+  @property
+  def adds_bos(self) -> bool:
+    """Whether the tokenizer starts a text with the bos token, as
+    `transformers` would encode a prompt: `add_bos_token` in the
+    `tokenizer_config.json` beside it, else what the `tokenizer.json`'s
+    post-processor puts first (GPT-2's adds nothing: False; Llama's adds
+    <s>: True)."""
+    setting = tokenizer_setting(self._path, "add_bos_token")
+    if isinstance(setting, bool):
+      return setting
+    bos = self._ids["bos"]
+    ids = self._tok.encode("a", add_special_tokens=True).ids
+    return bos is not None and bool(ids) and ids[0] == bos and (
+        self._tok.encode("a", add_special_tokens=False).ids[:1] != [bos])
 
   @property
   def has_bert_specials(self) -> bool:

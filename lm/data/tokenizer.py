@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-from lm.data.hf_tokenizer import HfTokenizer, directory_error
+from lm.data.hf_tokenizer import HfTokenizer, directory_error, tokenizer_setting
 from lm.errors import LmError
 from lm.files import default_file_mode
 
@@ -165,6 +165,13 @@ class Tokenizer:
   def mask_id(self) -> int | None:
     """The id of "[MASK]", or None when the model has no such piece."""
     return self._mask_id
+
+  @property
+  def adds_bos(self) -> bool:
+    """Whether a prompt starts with bos: `lm` frames every document with
+    it, so True, unless a `tokenizer_config.json` beside the model (an
+    imported Hugging Face model's) sets `add_bos_token` false."""
+    return tokenizer_setting(self._path, "add_bos_token") is not False
 
   @property
   def has_bert_specials(self) -> bool:

@@ -43,15 +43,23 @@ def generate_text(model, params, tokenizer, mesh, prompts: list[str], *,
                   num_samples: int = 1,
                   temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
                   max_new_tokens: int = 128, seed: int = 0, stops=(),
-                  beam_size: int = 0, length_penalty: float = 0.6):
+                  beam_size: int = 0, length_penalty: float = 0.6,
+                  add_bos: bool | None = None):
   """A `Sample` per row: `num_samples` per prompt, in prompt order.
+
+  A prompt starts with the bos token when `add_bos`, or by default when the
+  tokenizer adds it (`tokenizer.adds_bos`: `lm`'s own tokenizers do, GPT-2's
+  does not, Llama's does), so the ids are those `transformers` would
+  generate from; an empty prompt always starts with bos.
 
   With `beam_size` > 0 the completions are the best `num_samples` beams.
   A prompt that does not leave room for `max_new_tokens` in the model's
   context is refused with one sentence.
   """
   tok, cfg = tokenizer, model.config
-  encoded = [[tok.bos_id] + tok.encode(p) for p in prompts]
+  bos = tok.adds_bos if add_bos is None else add_bos
+  encoded = [tok.encode(p) for p in prompts]
+  encoded = [[tok.bos_id] + ids if bos or not ids else ids for ids in encoded]
   for p, ids in zip(prompts, encoded):
     ctx = context_length(cfg, len(ids), max_new_tokens)
     if len(ids) >= ctx:

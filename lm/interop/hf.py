@@ -168,8 +168,8 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
 
   `objective` decides the class: "causal" -> GPT2LMHeadModel or
   LlamaForCausalLM; "mlm" -> BertForPreTraining (MLM and NSP heads),
-  BertForMaskedLM (MLM head only); "contrastive" (a BERT backbone) ->
-  BertModel; "classification" (a BERT backbone with its pooler) ->
+  BertForMaskedLM (MLM head only; no pooler); "contrastive" (a BERT
+  backbone) -> BertModel, with its pooler when the run carries one; "classification" (a BERT backbone with its pooler) ->
   BertForSequenceClassification, "tagging" -> BertForTokenClassification,
   both with `labels`; "qa" -> BertForQuestionAnswering. `extra` adds
   config.json fields (special token ids).
@@ -195,8 +195,11 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
       config["label2id"] = {l: i for i, l in enumerate(labels)}
     state = bert.export_task(params, cfg, arch)
   elif objective == "mlm":
-    arch = ("BertForPreTraining" if "nsp_head" in params
-            else "BertForMaskedLM")
+    if "nsp_head" in params:
+      arch = "BertForPreTraining"
+    else:     # BertForMaskedLM has no pooler: a carried one stays behind
+      arch = "BertForMaskedLM"
+      params = {k: v for k, v in params.items() if k != "pooler"}
     config = bert.hf_config(cfg, arch)
     state = bert.export_state(params, cfg)
   elif objective == "contrastive":

@@ -8,8 +8,8 @@ and an Orbax checkpoint at step 0, so `launch.sample`, `launch.evaluate`,
 it like any run. The run's objective follows the checkpoint: "causal"
 (GPT-2, Llama), "mlm" (BERT; NSP is on when the checkpoint has the NSP
 head), "classification" (`BertForSequenceClassification`, with its label
-names), or "contrastive" when asked (a sentence encoder over the
-backbone: `launch.encode` then embeds with `pooling`).
+names), or "contrastive" (a sentence encoder over the backbone:
+`launch.encode` then embeds with `pooling`).
 
 The model keeps its own tokenizer: `tokenizer.json` (read with the
 `tokenizers` package; `tokenizer_config.json` and `special_tokens_map.json`
@@ -17,9 +17,26 @@ come along for the special tokens) or else the SentencePiece
 `tokenizer.model` it ships. Either is copied into the workdir, and
 `config.json` records its path and kind ("hf" or "sentencepiece").
 
+A sentence-transformers directory (`modules.json`) imports as
+"contrastive" by default, with its Pooling module's pooling, its
+Normalize module (`contrastive.normalize`: `launch.encode` returns unit
+vectors) and its `max_seq_length`. Only the tensors the checkpoint has are
+imported: a BERT without the NSP head is a masked LM without one
+(`mlm.nsp` false), a pooler is kept wherever the source had one
+(`mlm.pooler`, `contrastive.pooler`), and a head the objective needs but
+the checkpoint lacks (the MLM head of a bare `BertModel`) is initialised
+from the seed and named once. The model size is recorded as the named size
+whose shape matches, else "custom". A chat template
+(`chat_template.jinja` or in `tokenizer_config.json`) travels with the
+tokenizer, and `generation_config.json` is kept in the workdir.
+
 `export_hf(workdir, out_dir)` writes the run's weights as a directory
 `transformers` loads (see `lm.interop.hf.write_hf_dir`), with the
-tokenizer files beside them.
+tokenizer files beside them; an `lm`-trained SentencePiece tokenizer also
+becomes a `tokenizer.json` that `AutoTokenizer` loads to the same ids
+(`lm.interop.sp_tokenizer`), a contrastive run gets the
+sentence-transformers module files, and `generation_config.json` and the
+chat template go back out.
 
 Example:
   import_hf("hf/bert-base-uncased", "runs/bert-base-uncased")
@@ -42,7 +59,6 @@ from lm.interop.tensors import INDEX, WEIGHTS
 
 OBJECTIVES = ("causal", "mlm", "classification", "tagging", "qa",
               "contrastive")
-_BASE_SIZE = {"transformer": "small", "bert": "bert_base"}
 
 
 @dataclasses.dataclass
@@ -71,25 +87,82 @@ def _find_tokenizer(hf_dir: str, tokenizer: str | None) -> str:
                 "the model's tokenizer there or name it with --tokenizer.")
 
 
-def _default_pooling(hf_dir: str, arch: str) -> str:
-  """A sentence-transformers directory's pooling (`1_Pooling/config.json`),
-  else "cls" for BERT and "last" for decoders."""
-  path = os.path.join(hf_dir, "1_Pooling", "config.json")
-  if os.path.isfile(path):
-    from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
-    modes = read_json(path, "fix it or pass --pooling")
-    if modes.get("pooling_mode_mean_tokens"):
-      return "mean"
-    if modes.get("pooling_mode_lasttoken"):
-      return "last"
-    if modes.get("pooling_mode_cls_token"):
-      return "cls"
-  return "cls" if arch == "bert" else "last"
+_ST_MODULE = "sentence_transformers.models."
+_ST_POOLINGS = {"pooling_mode_cls_token": "cls",
+                "pooling_mode_mean_tokens": "mean",
+                "pooling_mode_lasttoken": "last"}
+
+
+@dataclasses.dataclass
+class SentenceTransformer:
+  """What a sentence-transformers directory's `modules.json` asks for."""
+  pooling: str | None = None      # from the Pooling module's config.json
+  normalize: bool = False         # a Normalize module follows the pooling
+  seq_len: int | None = None      # sentence_bert_config.json max_seq_length
+
+
+def sentence_transformer(hf_dir: str, *, pooling_given: bool = False
+                         ) -> SentenceTransformer:
+  """The pooling, normalisation and length of a sentence-transformers model
+  directory (`modules.json`, its Pooling module's `config.json`,
+  `sentence_bert_config.json`); an empty answer for a plain model directory.
+
+  A module `lm` cannot reproduce (Dense, LayerNorm, ...) or a pooling mode
+  other than cls, mean and last token (unless `--pooling` chose one) is one
+  sentence: the embeddings would differ from sentence-transformers' own.
+  """
+  from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
+  out = SentenceTransformer()
+  path = os.path.join(hf_dir, "modules.json")
+  modules = (read_json(path, "fix it or remove it") if os.path.isfile(path)
+             else [{"type": _ST_MODULE + "Transformer", "path": ""},
+                   {"type": _ST_MODULE + "Pooling", "path": "1_Pooling"}])
+  if not isinstance(modules, list):
+    raise LmError(f"{path} is not a list of modules; fix it or remove it.")
+  for module in modules:
+    kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+    name = kind.removeprefix(_ST_MODULE)
+    where = os.path.join(hf_dir, str(module.get("path", "")) if isinstance(
+        module, dict) else "")
+    if name == "Transformer":
+      continue
+    if name == "Pooling":
+      config = os.path.join(where, "config.json")
+      if not os.path.isfile(config):
+        if os.path.isfile(path):
+          raise LmError(f"{path} names a Pooling module without "
+                        f"{config}; download the model again.")
+        continue
+      modes = read_json(config, "fix it or pass --pooling")
+      chosen = [ours for key, ours in _ST_POOLINGS.items() if modes.get(key)]
+      other = sorted(k for k, v in modes.items()
+                     if k.startswith("pooling_mode_") and v
+                     and k not in _ST_POOLINGS)
+      if (other or len(chosen) > 1) and not pooling_given:
+        raise LmError(f"{config} pools with {', '.join(other + chosen)}; lm "
+                      "pools with one of cls, mean or last token, so pass "
+                      "--pooling to choose one (the embeddings will differ "
+                      "from sentence-transformers').")
+      out.pooling = chosen[0] if len(chosen) == 1 else None
+    elif name == "Normalize":
+      out.normalize = True
+    else:
+      raise LmError(f"{path} has a {kind or module!r} module, which lm's "
+                    "sentence encoder does not have (only Transformer, "
+                    "Pooling and Normalize); its embeddings cannot be "
+                    "reproduced.")
+  bert_config = os.path.join(hf_dir, "sentence_bert_config.json")
+  if os.path.isfile(bert_config):
+    length = read_json(bert_config, "fix it or remove it").get("max_seq_length")
+    if isinstance(length, int) and length > 0:
+      out.seq_len = length
+  return out
 
 
 def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
-                       seq_len: int, pooling: str):
+                       seq_len: int, st: SentenceTransformer):
   """The experiment config of the imported run (no data sources)."""
+  from lm.models.config import size_name  # pylint: disable=g-import-not-at-top
   from lm.training import experiment  # pylint: disable=g-import-not-at-top
   c = experiment.base_config()
   c.objective = objective
@@ -97,24 +170,29 @@ def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
   c.data.eval = ""
   c.data.tokenizer.path = tok_path
   c.seq_len = seq_len
-  c.model.size = _BASE_SIZE[m.config.arch]
+  c.model.size = size_name(m.config)
   for key, value in dataclasses.asdict(m.config).items():
     c.model[key] = value
   if objective == "mlm":
     c.mlm.nsp = "nsp_head" in m.params
+    c.mlm.pooler = "pooler" in m.params
   if objective == "classification":
     c.task.pooling = "pooler"
   if objective == "contrastive":
-    c.contrastive.pooling = pooling
+    c.contrastive.pooling = st.pooling
+    c.contrastive.normalize = st.normalize
     c.contrastive.projection = False
+    c.contrastive.pooler = "pooler" in m.params.get("backbone", m.params)
   return c
 
 
 def _params_for(m: hf_lib.HfModel, objective: str) -> dict:
-  """The checkpoint's tree for the objective's model."""
+  """The checkpoint's tree for the objective's model (a sentence encoder
+  keeps the pooler, unused but carried to the export, and drops the
+  pretraining heads)."""
   if objective == "contrastive":
     backbone = dict(m.params.get("backbone", m.params))
-    for head in bert.HEADS:
+    for head in bert.HEADS[1:]:
       backbone.pop(head, None)
     return {"backbone": backbone}
   return m.params
@@ -168,14 +246,18 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   from lm.training.state import TrainState, init_state  # pylint: disable=g-import-not-at-top
   from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
-      copy_tokenizer, state_layout, tokenizer_record, write_json_atomic)
+      copy_tokenizer, read_json, state_layout, tokenizer_record,
+      write_json_atomic)
 
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
       os.path.join(workdir, "checkpoints")):
     raise LmError(f"{workdir} already holds a run; import into a new "
                   "--workdir.")
   m = hf_lib.read_hf_dir(hf_dir)
-  objective = objective or m.objective
+  is_st = os.path.isfile(os.path.join(hf_dir, "modules.json"))
+  # A sentence-transformers directory is a sentence encoder unless asked.
+  objective = objective or ("contrastive" if is_st and m.objective == "mlm"
+                            else m.objective)
   if objective not in OBJECTIVES:
     raise LmError(f"--objective={objective!r} is not one of "
                   f"{', '.join(OBJECTIVES)}.")
@@ -186,9 +268,13 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
                   f"not {objective!r}; drop --objective or pick one of those.")
   if pooling and objective != "contrastive":
     raise LmError("--pooling applies to --objective=contrastive only.")
-  pooling = pooling or _default_pooling(hf_dir, m.config.arch)
-  seq_len = seq_len or min(m.config.max_len, 512 if m.config.arch == "bert"
-                           else 1024)
+  st = SentenceTransformer()
+  if objective == "contrastive":
+    st = sentence_transformer(hf_dir, pooling_given=bool(pooling))
+    st.pooling = pooling or st.pooling or (
+        "cls" if m.config.arch == "bert" else "last")
+  seq_len = seq_len or st.seq_len or min(
+      m.config.max_len, 512 if m.config.arch == "bert" else 1024)
   if m.config.position == "learned" and seq_len > m.config.max_len:
     raise LmError(f"--seq_len={seq_len} exceeds the model's "
                   f"{m.config.max_len} positions; lower it.")
@@ -200,7 +286,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
     raise LmError(f"the tokenizer {source} has {tok.vocab_size} tokens but "
                   f"the model only {m.config.vocab_size} embeddings; import "
                   "the tokenizer that came with the model.")
-  config = _experiment_config(m, objective, tok.path, seq_len, pooling)
+  config = _experiment_config(m, objective, tok.path, seq_len, st)
   stored = {"labels": m.labels} if m.labels else None
   obj = make_objective(config, stored=stored)
   obj.check_model(m.config)
@@ -236,14 +322,93 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   ckpt.save(0, state, {"step": 0}, resolved, force=True)
   ckpt.wait()
   ckpt.close()
+  generation = os.path.join(hf_dir, GENERATION_CONFIG)
+  if os.path.isfile(generation):      # carried to launch.export_hf
+    write_json_atomic(os.path.join(workdir, GENERATION_CONFIG),
+                      read_json(generation, "fix it or remove it"))
   write_json_atomic(os.path.join(workdir, "config.json"), resolved)
   return Imported(workdir, m, objective, tok, tuple(fresh),
                   count_params(params))
 
 
+def _sentencepiece_files(tok, out_dir: str, frame: str, seq_len: int,
+                         say) -> list[str]:
+  """`tokenizer.json` and `tokenizer_config.json` for an `lm` SentencePiece
+  tokenizer, so `AutoTokenizer` encodes to its ids (`lm.interop.sp_tokenizer`);
+  a chat template or other settings of an imported model's
+  `tokenizer_config.json` are kept."""
+  from lm.interop import sp_tokenizer  # pylint: disable=g-import-not-at-top
+  from lm.training.workdir import write_json_atomic  # pylint: disable=g-import-not-at-top
+  try:
+    spec = sp_tokenizer.tokenizer_json(tok, frame=frame)
+  except LmError as e:
+    say(f"warning: {e}")
+    return []
+  differs = sp_tokenizer.check_same_ids(tok, spec)
+  if differs is not None:
+    say(f"warning: the exported tokenizer.json encodes {differs[:40]!r} to "
+        "other ids than the SentencePiece model; transformers users should "
+        "load tokenizer.model with the sentencepiece package.")
+  config_path = os.path.join(out_dir, CONFIG_FILES[0])
+  config = {}
+  if os.path.isfile(config_path):       # an imported model's own settings
+    from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
+    config = read_json(config_path, "fix it or remove it")
+    config.pop("tokenizer_file", None)
+  kept = {k: config[k] for k in ("chat_template", "model_max_length")
+          if k in config}
+  config.update(sp_tokenizer.tokenizer_config(tok, frame=frame,
+                                              model_max_length=seq_len), **kept)
+  written = [os.path.join(out_dir, "tokenizer.json"), config_path]
+  write_json_atomic(written[0], spec)
+  write_json_atomic(written[1], config)
+  return written
+
+
+def _sentence_transformers_files(c, cfg, out_dir: str) -> list[str]:
+  """`modules.json`, the Pooling (and Normalize) module and
+  `sentence_bert_config.json` of a contrastive run, so
+  `SentenceTransformer(out_dir)` embeds as `launch.encode` does."""
+  from lm.training.workdir import write_json_atomic  # pylint: disable=g-import-not-at-top
+  k = c.contrastive
+  modules = [{"idx": 0, "name": "0", "path": "",
+              "type": _ST_MODULE + "Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling",
+              "type": _ST_MODULE + "Pooling"}]
+  if k.get("normalize", False):
+    modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                    "type": _ST_MODULE + "Normalize"})
+    os.makedirs(os.path.join(out_dir, "2_Normalize"), exist_ok=True)
+  pooling = {"word_embedding_dimension": cfg.d_model,
+             **{key: k.pooling == ours for key, ours in _ST_POOLINGS.items()},
+             "pooling_mode_max_tokens": False,
+             "pooling_mode_mean_sqrt_len_tokens": False,
+             "pooling_mode_weightedmean_tokens": False,
+             "include_prompt": True}
+  files = {"modules.json": modules,
+           os.path.join("1_Pooling", "config.json"): pooling,
+           "sentence_bert_config.json": {"max_seq_length": int(c.seq_len),
+                                         "do_lower_case": False}}
+  written = []
+  for name, value in files.items():
+    path = os.path.join(out_dir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_json_atomic(path, value)
+    written.append(path)
+  return written
+
+
+GENERATION_CONFIG = "generation_config.json"
+
+
 def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
-              best: bool = False) -> list[str]:
-  """Writes the run in `workdir` as a Hugging Face model directory."""
+              best: bool = False, say=lambda _: None) -> list[str]:
+  """Writes the run in `workdir` as a Hugging Face model directory: the
+  weights as the class the run is, its tokenizer (an `lm` SentencePiece
+  model also as a `tokenizer.json` that `AutoTokenizer` loads to the same
+  ids), the chat template and `generation_config.json` an imported model
+  came with, and for a contrastive run the sentence-transformers modules.
+  `say` receives warnings."""
   from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
       copy_tokenizer, load_trained)
   for name in ("config.json", INDEX, WEIGHTS):
@@ -261,4 +426,16 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
   written = hf_lib.write_hf_dir(out_dir, trained.model_cfg, trained.params,
                                 objective=c.objective, labels=labels,
                                 extra=extra)
-  return written + copy_tokenizer(tok.path, out_dir)
+  written += copy_tokenizer(tok.path, out_dir)
+  if tok.kind == "sentencepiece":
+    frame = ("bert" if trained.model_cfg.arch == "bert"
+             else "bos" if tok.adds_bos else "none")
+    written += _sentencepiece_files(tok, out_dir, frame, int(c.seq_len), say)
+  generation = os.path.join(workdir, GENERATION_CONFIG)
+  if os.path.isfile(generation):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.copyfile(generation, os.path.join(out_dir, GENERATION_CONFIG))
+    written.append(os.path.join(out_dir, GENERATION_CONFIG))
+  if c.objective == "contrastive":
+    written += _sentence_transformers_files(c, trained.model_cfg, out_dir)
+  return sorted(set(written), key=written.index)

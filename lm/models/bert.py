@@ -81,14 +81,20 @@ class BertModel(nn.Module):
       parameters) and returns `(None, {"hidden": [B, T, D]})`: the backbone
       that sentence encoders (`lm.models.embedder`) and fine-tuning heads
       sit on, with the same parameter names as the full model.
-    pooler: with `heads=False`, keep the pooler (its pretrained weights)
-      and return `{"hidden", "pooled"}`: the backbone of a classifier over
-      BERT's pooled output (`lm.models.task_model`).
+    pooler: keep the pooler (its pretrained weights) and return
+      `aux["pooled"]`: with `heads=False` the backbone of a classifier over
+      BERT's pooled output (`lm.models.task_model`) or of a sentence encoder
+      carrying an imported pooler; with `heads=True` and `nsp=False` a
+      masked LM that keeps the pooler its checkpoint had.
+    nsp: with `heads=True`, build the next-sentence head (and the pooler it
+      reads); False is a masked LM alone, as `BertForMaskedLM`, whose
+      `aux` has no "nsp_logits" (nor "pooled" unless `pooler`).
   """
 
   config: ModelConfig
   heads: bool = True
   pooler: bool = False
+  nsp: bool = True
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *,
@@ -135,12 +141,13 @@ class BertModel(nn.Module):
     x = nn.with_logical_constraint(x, EMBED_AXES)
 
     hidden = Encoder(cfg, name="encoder")(x, positions, mask, deterministic)
-    if not self.heads and not self.pooler:
-      return None, {"hidden": hidden}
-    pooled = Pooler(cfg, name="pooler")(hidden)  # [B, D]
+    aux = {"hidden": hidden}
+    if self.pooler or (self.heads and self.nsp):
+      aux["pooled"] = Pooler(cfg, name="pooler")(hidden)  # [B, D]
     if not self.heads:
-      return None, {"hidden": hidden, "pooled": pooled}
-    nsp_logits = NspHead(cfg, name="nsp_head")(pooled)  # [B, 2]
+      return None, aux
+    if self.nsp:
+      aux["nsp_logits"] = NspHead(cfg, name="nsp_head")(aux["pooled"])  # [B, 2]
     if masked_positions is None:
       selected = hidden  # [B, T, D]
     else:
@@ -148,5 +155,4 @@ class BertModel(nn.Module):
           hidden, masked_positions[:, :, None].astype(jnp.int32), axis=1,
           mode="fill")  # [B, P, D]
     logits = MlmHead(cfg, name="mlm_head")(selected, embed)
-    return logits, {"hidden": hidden, "pooled": pooled,
-                    "nsp_logits": nsp_logits}
+    return logits, aux

@@ -226,6 +226,12 @@ _BERT = dict(arch="bert", max_len=512, position="learned", norm="layernorm",
              gelu_approximate=False, use_bias=True, tie_embeddings=True,
              type_vocab_size=2, dropout=0.1, attention_dropout=0.1)
 
+CUSTOM = "custom"
+# Fields that a run sets for itself, not part of a named size's shape.
+_RUN_FIELDS = ("vocab_size", "max_len", "dropout", "attention_dropout",
+               "init_std", "dtype", "param_dtype", "scan_layers", "remat",
+               "attention_impl")
+
 SIZES: dict[str, dict[str, Any]] = {
     # Unit tests.
     "tiny": dict(d_model=64, num_layers=2, num_heads=4, d_ff=256,
@@ -283,19 +289,47 @@ def make_model_config(size: str, **overrides: Any) -> ModelConfig:
   """Returns the validated config of a named size with fields overridden.
 
   Args:
-    size: a key of `SIZES`.
+    size: a key of `SIZES`, or `CUSTOM` ("custom"): no named size, every
+      field from `overrides` and `ModelConfig`'s defaults (what an imported
+      model whose shape matches no named size records).
     **overrides: `ModelConfig` fields to replace, e.g. `vocab_size=8000`.
 
   Raises:
     LmError: unknown size or field, or an invalid resulting config.
   """
-  if size not in SIZES:
+  if size not in SIZES and size != CUSTOM:
     raise LmError(
-        f"model size {size!r} is unknown; pick one of {', '.join(SIZES)}.")
+        f"model size {size!r} is unknown; pick one of {', '.join(SIZES)} "
+        f"(or {CUSTOM!r} with every model field set).")
   fields = [f.name for f in dataclasses.fields(ModelConfig)]
   for key in overrides:
     if key not in fields:
       raise LmError(
           f"model.{key} is not a model config field; valid fields are "
           f"{', '.join(fields)}.")
-  return ModelConfig(**{**SIZES[size], **overrides}).validate()
+  return ModelConfig(**{**SIZES.get(size, {}), **overrides}).validate()
+
+
+def size_name(cfg: ModelConfig) -> str:
+  """The named size whose fields all equal `cfg`'s (the vocabulary and
+  context length aside), else `CUSTOM`.
+
+  Example: an imported 6-layer, 384-wide MiniLM -> "custom"; HF's
+  bert-base-uncased -> "bert_base".
+  """
+  mine = dataclasses.asdict(cfg)
+  for name in SIZES:
+    theirs = dataclasses.asdict(make_model_config(name, vocab_size=cfg.vocab_size,
+                                                  max_len=cfg.max_len))
+    if all(mine[k] == theirs[k] for k in mine if k not in _RUN_FIELDS):
+      return name
+  return CUSTOM
+
+
+def describe(cfg: ModelConfig) -> str:
+  """The shape of `cfg` in words.
+
+  Example: "6 layers x 384 wide, 12 heads, mlp 1536, vocab 30522".
+  """
+  return (f"{cfg.num_layers} layers x {cfg.d_model} wide, {cfg.num_heads} "
+          f"heads, mlp {cfg.mlp_size}, vocab {cfg.vocab_size}")

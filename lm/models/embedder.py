@@ -90,6 +90,9 @@ class SentenceEncoder(nn.Module):
     temperature: the InfoNCE temperature (initial value when learned).
     learn_temperature: make `log_temperature` a trained parameter.
     min_temperature: floor of a learned temperature (CLIP clamps at 0.01).
+    pooler: a BERT backbone keeps its pooler (`backbone/pooler/...`, an
+      imported checkpoint's, carried to the export; the embedding does not
+      read it).
   """
 
   config: ModelConfig
@@ -98,6 +101,7 @@ class SentenceEncoder(nn.Module):
   temperature: float = 0.05
   learn_temperature: bool = False
   min_temperature: float = 0.01
+  pooler: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *,
@@ -109,7 +113,7 @@ class SentenceEncoder(nn.Module):
     check_pooling(cfg.arch, self.pooling)
     if cfg.arch == "bert":
       from lm.models.bert import BertModel  # pylint: disable=g-import-not-at-top
-      _, aux = BertModel(cfg, heads=False, name="backbone")(
+      _, aux = BertModel(cfg, heads=False, pooler=self.pooler, name="backbone")(
           tokens, segment_ids=segment_ids, deterministic=deterministic)
     else:
       from lm.models import build_model  # pylint: disable=g-import-not-at-top

@@ -168,7 +168,9 @@ class Contrastive:
                            projection=bool(k.projection),
                            temperature=float(k.temperature),
                            learn_temperature=bool(k.learn_temperature),
-                           min_temperature=float(k.min_temperature))
+                           min_temperature=float(k.min_temperature),
+                           pooler=bool(k.get("pooler", False))
+                           and model_cfg.arch == "bert")
 
   # --- data -------------------------------------------------------------------
 
@@ -336,7 +338,8 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
 
   `trained` is `lm.training.workdir.load_trained(...)` of a contrastive
   workdir; rows are framed and cut to the run's `seq_len` as in training,
-  without dropout. Example: embed_texts(load_trained("runs/code_search"),
+  without dropout, and scaled to unit length when `contrastive.normalize`
+  (an imported sentence-transformers model with a `Normalize` module). Example: embed_texts(load_trained("runs/code_search"),
   ["sort a list"]).shape -> (1, 256).
   """
   from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
@@ -373,4 +376,7 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
                                      seq_len=config.seq_len, **frame)
     emb = np.asarray(jax.device_get(fn(trained.params, tokens, mask)))
     out.append(emb[index >= 0])
-  return np.concatenate(out).astype(np.float32)
+  emb = np.concatenate(out).astype(np.float32)
+  if config.contrastive.get("normalize", False):    # sentence-transformers'
+    emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+  return emb

@@ -46,9 +46,13 @@ def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
       rngs=None if deterministic else {"dropout": rng})          # [B, P, V]
   mlm_sum, mlm_correct, n_pred = token_cross_entropy(
       logits, batch["masked_targets"], batch["masked_weights"])
-  nsp_sum, nsp_correct, n_ex = token_cross_entropy(
-      aux["nsp_logits"][:, None], batch["nsp_labels"][:, None],
-      batch["nsp_weights"][:, None])                             # [B, 1, 2]
+  if "nsp_logits" in aux:     # a model without the NSP head has no logits
+    nsp_sum, nsp_correct, n_ex = token_cross_entropy(
+        aux["nsp_logits"][:, None], batch["nsp_labels"][:, None],
+        batch["nsp_weights"][:, None])                           # [B, 1, 2]
+  else:
+    n_ex = jnp.sum(batch["nsp_weights"].astype(jnp.float32))
+    nsp_sum = nsp_correct = jnp.zeros((), jnp.float32)
   loss_sum = mlm_sum
   if nsp:
     scale = jax.lax.stop_gradient(n_pred / jnp.maximum(n_ex, 1.0))
@@ -121,7 +125,14 @@ class MaskedLM:
   backbone_path = ()
 
   def build_model(self, model_cfg):
-    return build_backbone(model_cfg)
+    """BERT with the MLM head; the NSP head (and the pooler it reads) only
+    with `mlm.nsp`, the pooler alone with `mlm.pooler` (an imported
+    checkpoint's pretrained pooler, kept for fine-tuning and export)."""
+    if model_cfg.arch != "bert":
+      return build_backbone(model_cfg)     # refused by check_model
+    from lm.models.bert import BertModel  # pylint: disable=g-import-not-at-top
+    return BertModel(model_cfg, nsp=self.nsp,
+                     pooler=bool(self.config.mlm.get("pooler", False)))
 
   def open_source(self, uri: str, *, train: bool):
     del train

@@ -62,7 +62,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Masked LM + next-sentence prediction (objective "mlm"; lm.data.nsp).
   c.mlm = ml_collections.ConfigDict()
-  c.mlm.nsp = True                 # False: one segment per row, no NSP loss
+  c.mlm.nsp = True                 # False: one segment per row, no NSP
+                                   # loss, no NSP head (BertForMaskedLM)
+  c.mlm.pooler = False             # keep a pooler without NSP (an imported
+                                   # checkpoint's, for fine-tuning/export)
   c.mlm.documents = "auto"         # source | blank_lines | auto (blank_lines
                                    # for text: files, source otherwise)
   c.mlm.segments = "lines"         # lines | sentences
@@ -82,6 +85,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.contrastive.negative_field = ""          # hard negatives ("" = none)
   c.contrastive.pooling = "cls"         # cls | mean | last
   c.contrastive.projection = True       # tanh(dense) head, training only
+  c.contrastive.pooler = False          # carry BERT's pooler (imported; the
+                                        # loss does not read it) for export
+  c.contrastive.normalize = False       # unit-length embeddings from
+                                        # launch.encode (sentence-transformers
+                                        # Normalize)
   c.contrastive.temperature = 0.05
   c.contrastive.learn_temperature = False
   c.contrastive.min_temperature = 0.01  # floor of a learned temperature

@@ -48,6 +48,31 @@ def split_source(init_from: str) -> tuple[str, int | None]:
   return init_from, None
 
 
+def has_pooler(init_from: str) -> bool:
+  """Whether the BERT run `init_from` names has a pretrained pooler, by its
+  stored config: a masked LM with NSP (or one imported with a pooler), a
+  sentence encoder imported with one, or a classifier over it. True when
+  the run cannot be read (the warm start reports that; a resumed run built
+  before its source moved keeps the pooler it has).
+
+  Example: a run imported from a `BertForMaskedLM` -> False.
+  """
+  from lm.training.workdir import read_resolved  # pylint: disable=g-import-not-at-top
+  try:
+    config = read_resolved(split_source(init_from)[0]).get("config", {})
+  except LmError:
+    return True
+  objective = config.get("objective")
+  if objective == "mlm":
+    mlm = config.get("mlm", {})
+    return bool(mlm.get("nsp", True) or mlm.get("pooler", False))
+  if objective == "contrastive":
+    return bool(config.get("contrastive", {}).get("pooler", False))
+  if objective == "classification":
+    return config.get("task", {}).get("pooling") in ("auto", "pooler")
+  return False
+
+
 def check_model(source_model: dict, model_cfg, workdir: str) -> None:
   """LmError naming the first architecture field that differs."""
   new = dataclasses.asdict(model_cfg)
@@ -87,8 +112,8 @@ def graft(params, shardings, source_params, backbone_path: tuple, workdir: str):
     name = _path_name(path)
     if name not in flat_source and name.startswith("pooler/"):
       raise LmError(f"config.init_from={workdir} has no pretrained BERT "
-                    "pooler (only masked-LM runs train one); set "
-                    "config.task.pooling to 'cls' or 'mean'.")
+                    "pooler (masked-LM runs with NSP train one); set "
+                    "config.task.pooling to 'auto', 'cls' or 'mean'.")
     if name not in flat_source:
       raise LmError(f"config.init_from={workdir} has no parameter {name!r} "
                     "that this model's backbone needs; initialise from a run "

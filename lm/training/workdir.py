@@ -11,7 +11,7 @@ import sys
 import jax
 import ml_collections
 
-from lm.data.hf_tokenizer import CONFIG_FILES
+from lm.data.hf_tokenizer import COMPANION_FILES
 from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
 from lm.models.config import ModelConfig
@@ -95,15 +95,16 @@ def tokenizer_record(tok, workdir: str | None = None) -> dict:
 
 def copy_tokenizer(path: str, out_dir: str) -> list[str]:
   """Copies the tokenizer file `path` into `out_dir` under its standard
-  name: a `tokenizer.json` with the special-token files beside it, or a
-  SentencePiece `tokenizer.model` (and its `.vocab`). Returns the copies,
+  name: a `tokenizer.json` or a SentencePiece `tokenizer.model` (and its
+  `.vocab`), with the special-token, settings and chat-template files
+  beside it (`COMPANION_FILES`). Returns the copies,
   the tokenizer first."""
   os.makedirs(out_dir, exist_ok=True)
   json_file = path.endswith(".json")
   pairs = [(path, "tokenizer.json" if json_file else "tokenizer.model")]
-  if json_file:   # the special tokens, when present
-    pairs += [(os.path.join(os.path.dirname(path), n), n) for n in CONFIG_FILES]
-  else:
+  # the special tokens, settings and chat template, when present
+  pairs += [(os.path.join(os.path.dirname(path), n), n) for n in COMPANION_FILES]
+  if not json_file:
     pairs.append((os.path.splitext(path)[0] + ".vocab", "tokenizer.vocab"))
   copied = []
   for source, name in pairs:

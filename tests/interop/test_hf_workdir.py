@@ -36,20 +36,33 @@ def test_gpt2_import_samples_and_evaluates_like_transformers(tmp_path):
   tok = trained.tokenizer
   assert tok.bos_id == tok.eos_id == 0      # <|endoftext|>
   prompt = "the film was"
-  ids = [tok.bos_id] + tok.encode(prompt)
+
+  def reference(ids):
+    with torch.no_grad():
+      return ref.generate(torch.tensor([ids]), max_new_tokens=12,
+                          attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                          do_sample=False, pad_token_id=0,
+                          eos_token_id=None)[0, len(ids):].tolist()
+
+  # GPT-2's tokenizer adds no BOS, so neither does sampling by default: the
+  # ids are those of generate(**tokenizer(prompt)).
+  hf_ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(
+      prompt)["input_ids"]
+  assert not tok.adds_bos and hf_ids == tok.encode(prompt)
+  want = reference(hf_ids)
   got, = generate_text(trained.model, trained.params, tok, trained.mesh,
                        [prompt], temperature=0.0, max_new_tokens=12)
-  with torch.no_grad():
-    want = ref.generate(torch.tensor([ids]), max_new_tokens=12,
-                        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                        do_sample=False, pad_token_id=0,
-                        eos_token_id=None)[0, len(ids):].tolist()
   assert got.ids == want
+  forced, = generate_text(trained.model, trained.params, tok, trained.mesh,
+                          [prompt], temperature=0.0, max_new_tokens=12,
+                          add_bos=True)
+  with_bos = reference([tok.bos_id] + hf_ids)
+  assert forced.ids == with_bos != want
   p = cli("launch.sample", "--workdir", str(tmp_path / "run"), "--prompt",
           prompt, "--temperature", "0", "--max_new_tokens", "12",
-          "--show_ids")
+          "--show_ids", "--bos", "yes")
   assert p.returncode == 0, p.stderr
-  assert f"ids: {want}" in p.stdout
+  assert f"ids: {with_bos}" in p.stdout
   # Evaluation on a text file: the loss is transformers' on the same rows.
   (tmp_path / "eval.txt").write_text("\n".join(hf_dirs.SENTENCES[:4]))
   r = evaluate_workdir(str(tmp_path / "run"), data=f"text:{tmp_path}/eval.txt")
@@ -141,8 +154,12 @@ def test_bare_bert_as_sentence_encoder_matches_transformers(tmp_path):
 def test_sst2_config_fine_tunes_an_imported_bert(tmp_path):
   hf_dirs.bert_dir(tmp_path / "hf", transformers.BertForMaskedLM, seed=1)
   r = import_hf(str(tmp_path / "hf"), str(tmp_path / "bert"), seq_len=32)
-  # A BertForMaskedLM has neither the pooler nor the NSP head.
-  assert set(r.initialised) == {"pooler", "nsp_head"}
+  # A BertForMaskedLM has neither the pooler nor the NSP head: the run has
+  # neither (nothing random), and the classifier pools [CLS] instead.
+  assert r.initialised == ()
+  stored = json.loads((tmp_path / "bert" / "config.json").read_text())
+  assert stored["config"]["mlm"]["nsp"] is False
+  assert stored["config"]["mlm"]["pooler"] is False
   rng = random.Random(0)
   data = tmp_path / "sst2"
   data.mkdir()
@@ -154,7 +171,7 @@ def test_sst2_config_fine_tunes_an_imported_bert(tmp_path):
       rows.append(f"the film was {' and '.join(words)} .\t{int(y)}")
     (data / f"{split}.tsv").write_text("\n".join(rows) + "\n")
   c = finetune_sst2.get_config(f"{tmp_path}/bert,data={data},runlocal")
-  assert c.model.size == "bert_base" and c.model.d_model == 32
+  assert c.model.size == "custom" and c.model.d_model == 32
   imdb = finetune_imdb.get_config(f"{tmp_path}/bert")
   assert imdb.init_from == f"{tmp_path}/bert" and imdb.model.d_model == 32
   c.steps, c.eval_every, c.checkpoint_every = 2, 2, 2
@@ -162,6 +179,10 @@ def test_sst2_config_fine_tunes_an_imported_bert(tmp_path):
   loop.train(c, str(tmp_path / "tuned"))
   tuned = load_trained(str(tmp_path / "tuned"))
   source = load_trained(str(tmp_path / "bert"))
+  assert tuned.objective.pooling() == "cls"
+  assert json.loads((tmp_path / "tuned" / "config.json").read_text())[
+      "batch"]["pooling"] == "cls"
+  assert "pooler" not in tuned.params["backbone"]
   assert tuned.tokenizer.fingerprint() == source.tokenizer.fingerprint()
   got, want = _leaves(tuned.params["backbone"]), _leaves(source.params)
   for name, value in got.items():     # frozen: exactly the imported weights
