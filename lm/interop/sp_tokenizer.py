@@ -175,7 +175,9 @@ def tokenizer_config(tok, *, frame: str, model_max_length: int) -> dict:
             "unk_token": piece(tok.unk_id), "pad_token": piece(tok.pad_id)}
   if frame == "bert":
     config.update(cls_token=piece(tok.cls_id), sep_token=piece(tok.sep_id),
-                  mask_token=piece(tok.mask_id))
+                  mask_token=piece(tok.mask_id),
+                  model_input_names=["input_ids", "token_type_ids",
+                                     "attention_mask"])
   return {k: v for k, v in config.items() if v is not None}
 
 

@@ -147,8 +147,8 @@ def test_bare_bert_as_sentence_encoder_matches_transformers(tmp_path):
     assert np.abs(row - want).max() < 1e-4
   export_hf(str(tmp_path / "run"), str(tmp_path / "out"))
   back = transformers.BertModel.from_pretrained(tmp_path / "out")
-  # The encoder has no pooler; everything else comes back exactly.
-  assert hf_dirs.differing_tensors(ref, back, skip=("pooler",)) == []
+  # Every tensor, the (unused) pooler included, comes back exactly.
+  assert hf_dirs.differing_tensors(ref, back) == []
 
 
 def test_sst2_config_fine_tunes_an_imported_bert(tmp_path):
