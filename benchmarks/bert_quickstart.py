@@ -46,7 +46,7 @@ def main():
     start = time.perf_counter()
     loop.train(c, workdir)
     wall = time.perf_counter() - start
-    result = evaluate_workdir(workdir)   # the whole held-out split
+    result = evaluate_workdir(workdir, full=True)   # the whole held-out split
     run = loop.prepare(c, workdir)
     baseline = majority_baseline(
         run.objective.eval_batches(run.eval_data, c.batch_size, None))

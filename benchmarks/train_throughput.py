@@ -110,7 +110,7 @@ def main():
                  "BERT sizes use 0.1)")
   args = p.parse_args()
   dev = jax.devices()[0]
-  peak = metrics_lib.measure_matmul_peak(2.0, dtype=args.dtype)
+  peak = metrics_lib.measure_matmul_peak(repeats=10, dtype=args.dtype)
   if dev.platform != "cpu":
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "

@@ -10,13 +10,19 @@ report their task's metrics: accuracy, macro-F1 and MCC (classification),
 entity precision/recall/F1 (tagging), exact match and F1 (qa).
 
   python -m launch.evaluate --workdir runs/quickstart
+  python -m launch.evaluate --workdir runs/quickstart --full
   python -m launch.evaluate --workdir DIR --data text:held_out/*.txt --step 500
   python -m launch.evaluate --workdir runs/code_search --data pystdlib:validation
   python -m launch.evaluate --workdir DIR --sts jsonl:sts.jsonl  # text_a, text_b, score
   python -m launch.evaluate --workdir runs/sst2 --data tsv:sst2/test.tsv --best
 
-Uses the run's eval split unless --data names another source; prints the
-metrics and writes them to WORKDIR/eval/<data>-step<N>.json.
+Uses the run's eval split unless --data names another source, and the
+run's own eval setting: config.eval_steps batches of config.batch_size
+(every batch when the run evaluated its whole split), so on the run's split
+the numbers are those its training log shows for that step. --full
+evaluates the whole split, --max_batches N the first N batches. Prints the
+metrics with what they covered (tokens or examples, and batches) and writes
+them to WORKDIR/eval/<data>-step<N>.json.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ from launch import common
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a trained run.")
 _DATA = flags.DEFINE_string("data", None, "Data URI (default: the run's data.eval).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-_MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "Batches to evaluate (0 = all).")
+_MAX_BATCHES = flags.DEFINE_integer("max_batches", None, "Batches to evaluate "
+                                     "(default: the run's config.eval_steps; "
+                                     "0 = all).")
+_FULL = flags.DEFINE_bool("full", False, "Evaluate the whole split (default: "
+                          "the run's config.eval_steps batches).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per batch (0 = the run's batch_size).")
 _BEST = flags.DEFINE_bool("best", False, "Use the best checkpoint by the run's "
                           "eval metric (default: the latest).")
@@ -40,15 +50,44 @@ _STS = flags.DEFINE_string("sts", None, "Contrastive runs: scored pairs for "
                            "Spearman (default: the run's contrastive.sts).")
 
 
+# What the count of each objective counts, in words (where not its name).
+_COUNTED = {"mlm": "masked predictions", "contrastive": "pairs",
+            "tagging": "scored pieces"}
+
+
 def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = None,
-                     max_batches: int = 0, batch_size: int = 0,
-                     sts: str | None = None, best: bool = False) -> dict:
+                     max_batches: int | None = None, batch_size: int = 0,
+                     sts: str | None = None, best: bool = False,
+                     full: bool = False) -> dict:
+  """The metrics of a trained run's checkpoint on a split, as
+  `{"data", "step", "objective", <metric>: value, ..., <counted>: n,
+  "batches": n, "counted", "scope", "path"}`: `counted` names what the
+  objective counts ("tokens", "examples", ...), `scope` says which batches
+  were evaluated.
+
+  `max_batches` None evaluates as the run did (`config.eval_steps`); 0, or
+  `full`, the whole split; N the first N batches.
+  """
   from lm.errors import LmError
   from lm.objectives import make_objective
   from lm.training import loop, step as step_lib
   from lm.training.workdir import load_trained
+  if full and max_batches:
+    raise LmError("give --full (the whole split) or --max_batches, not both.")
+  if max_batches is not None and max_batches < 0:
+    raise LmError(f"--max_batches={max_batches} must be >= 0 (0 evaluates the "
+                  "whole split).")
   trained = load_trained(workdir, step, best=best)
   c = trained.config
+  if full:
+    max_batches = 0
+  if max_batches is None:
+    max_batches = int(c.eval_steps)
+    scope = (f"the run's config.eval_steps={max_batches}" if max_batches
+             else "the whole split, as the run's config.eval_steps=0")
+  else:
+    scope = (f"--max_batches={max_batches}" if max_batches
+             else "the whole split")
   uri = data or c.data.eval
   c.data.eval = uri       # what the objective reads (imported runs: no train)
   if sts is not None:
@@ -75,8 +114,11 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   if not metrics:
     raise LmError(f"{uri} yields no evaluation batches; use a larger split.")
   result = {"data": uri, "step": trained.step, "objective": c.objective,
-            **{k[len("eval_"):]: v for k, v in metrics.items()}}
-  result["tokens"] = int(result["tokens"])
+            **{k[len("eval_"):]: v for k, v in metrics.items()},
+            "scope": scope, "counted": loop.count_key(objective)}
+  for key in (result["counted"], "batches"):
+    if key in result:
+      result[key] = int(result[key])
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   name = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:80]
@@ -96,15 +138,23 @@ def main(argv):
   with common.user_errors():
     r = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value,
                          _MAX_BATCHES.value, _BATCH.value, _STS.value,
-                         _BEST.value)
-  skip = ("data", "step", "objective", "tokens", "path")
-  shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.items()
-                    if k not in skip)
-  counted = {"mlm": "masked predictions", "contrastive": "pairs",
-             "classification": "examples", "tagging": "scored pieces",
-             "qa": "windows"}.get(r["objective"], "tokens")
-  print(f"step {r['step']} on {r['data']}: {shown} over {r['tokens']:,} "
-        f"{counted} -> {r['path']}", flush=True)
+                         _BEST.value, _FULL.value)
+  print(summary_line(r), flush=True)
+
+
+def summary_line(r: dict) -> str:
+  """What `main` prints for an `evaluate_workdir` result. Example:
+  "step 6 on pystdlib:validation: loss 3.8600, perplexity 47.4649 over
+  512 tokens in 2 batches (the run's config.eval_steps=2; --full for the
+  whole split) -> runs/q/eval/pystdlib_validation-step6.json"."""
+  from lm.training.metrics import describe_eval
+  metrics = {k: v for k, v in r.items()
+             if k not in ("data", "step", "objective", "scope", "counted",
+                          "path")}
+  hint = "" if "whole split" in r["scope"] else "; --full for the whole split"
+  return (f"step {r['step']} on {r['data']}: "
+          f"{describe_eval(metrics, r['counted'], _COUNTED.get(r['objective']))}"
+          f" ({r['scope']}{hint}) -> {r['path']}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ Each has the same methods:
   best_metric
       Optional: `(eval metric, "min" | "max")` that picks the checkpoint
       kept as best; `("eval_loss", "min")` without it.
+  count_key
+      Optional: the key of `aux` that counts what a batch scores, and the
+      name of that count in the train and eval metrics: "tokens" without
+      it, "examples" for classification, "windows" for QA rows.
 """
 
 from __future__ import annotations

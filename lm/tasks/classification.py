@@ -11,7 +11,8 @@ The loss is cross-entropy, optionally class-weighted
 mean, as PyTorch's `CrossEntropyLoss(weight=...)`). Evaluation reports
 accuracy, macro-F1 and Matthews correlation (`lm.tasks.scores`) over the
 whole eval split; `config.task.metric` picks the one that selects the best
-checkpoint (accuracy by default; "mcc" for CoLA-style sets).
+checkpoint (accuracy by default; "mcc" for CoLA-style sets). Logged counts
+are `examples` (train and eval), not tokens.
 
 Example config (SST-2 from TFDS):
   c.objective = "classification"
@@ -79,6 +80,7 @@ class Classification(finetune.Task):
   main_metric = "accuracy"
   metrics = ("accuracy", "macro_f1", "mcc")
   train_keys = ("tokens", "token_types", "mask", "label")
+  count_key = "examples"     # what the logged counts count (one per row)
 
   def __init__(self, config, stored=None):
     super().__init__(config, stored)
@@ -179,7 +181,6 @@ class Classification(finetune.Task):
                                batch_size=batch_size, max_batches=max_batches)
     out = scores.classification_scores(totals["confusion"])
     out["loss"] = float(totals["loss_sum"] / max(totals["tokens"], 1e-9))
-    out["tokens"] = float(totals["examples"])
     return {f"eval_{k}": float(v) for k, v in out.items()}
 
   # --- prediction -------------------------------------------------------------

@@ -92,6 +92,7 @@ class QuestionAnswering(finetune.Task):
   main_metric = "f1"
   metrics = ("f1", "exact_match")
   train_keys = ("tokens", "token_types", "mask", "start", "end")
+  count_key = "windows"      # what the logged counts count (model rows)
 
   def __init__(self, config, stored=None):
     super().__init__(config, {**(stored or {}), "labels": ["start", "end"]})
@@ -181,7 +182,7 @@ class QuestionAnswering(finetune.Task):
       total = total + 0.5 * nll
       right = right * (jnp.argmax(lg, axis=-1) == batch[name])
     sums = {"loss_sum": jnp.sum(w * total), "tokens": jnp.sum(w),
-            "correct": jnp.sum(w * right)}
+            "windows": jnp.sum(w), "correct": jnp.sum(w * right)}
     if deterministic:
       sums["start_logits"] = logits["start"]
       sums["end_logits"] = logits["end"]
@@ -241,7 +242,7 @@ class QuestionAnswering(finetune.Task):
     out = {k: float(v) for k, v in self.summarize(totals).items()}
     sq = scores.squad_scores(preds, golds)
     out.update(exact_match=sq["exact_match"], f1=sq["f1"],
-               questions=sq["questions"], tokens=float(totals["tokens"]))
+               questions=sq["questions"], windows=float(totals["windows"]))
     return {f"eval_{k}": v for k, v in out.items()}
 
   def open_data(self, source, tokenizer, cache_dir, max_chars):

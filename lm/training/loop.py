@@ -189,6 +189,13 @@ def make_run_optimizer(run: Run):
       num_layers=run.model_cfg.num_layers)
 
 
+def count_key(objective) -> str:
+  """What an objective's batch sums count, the name of that metric:
+  "tokens" unless the objective says otherwise (`count_key`: "examples"
+  for classification, "windows" for QA rows)."""
+  return getattr(objective, "count_key", "tokens")
+
+
 def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
   """The objective's metrics over `max_batches` eval batches, as `eval_*`."""
   if run.eval_data is None:
@@ -203,24 +210,40 @@ def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,
 
   Every host reads its rows of each global batch; the per-batch sums are
   added up on the host and turned into metrics by `objective.summarize`.
-  Returns `{"eval_<metric>": value}` plus `eval_tokens`, the counted tokens.
-  An objective with metrics beyond batch sums (retrieval) computes them in
-  its own `evaluate` with the same arguments.
+  Returns `{"eval_<metric>": value}` with what was evaluated:
+  `eval_<count_key>` (the counted tokens, or examples) and `eval_batches`
+  (the eval steps run). An objective with metrics beyond batch sums
+  (retrieval) computes them in its own `evaluate` with the same arguments.
   """
+  counted = _Counted(eval_fn)
   if hasattr(objective, "evaluate"):
-    return objective.evaluate(data, eval_fn, params, mesh,
-                              batch_size=batch_size, max_batches=max_batches)
+    out = objective.evaluate(data, counted, params, mesh,
+                             batch_size=batch_size, max_batches=max_batches)
+    return {**out, "eval_batches": float(counted.calls)} if out else out
   totals = None
   for _, out in step_lib.eval_outputs(
-      eval_fn, params, mesh,
+      counted, params, mesh,
       objective.eval_batches(data, batch_size, max_batches)):
     out = {k: np.float64(v) for k, v in out.items()}
     totals = out if totals is None else {k: totals[k] + out[k] for k in out}
   if totals is None:
     return {}
   summary = {k: float(v) for k, v in objective.summarize(totals).items()}
+  key = count_key(objective)
   return {**{f"eval_{k}": v for k, v in summary.items()},
-          "eval_tokens": float(totals["tokens"])}
+          f"eval_{key}": float(totals[key]),
+          "eval_batches": float(counted.calls)}
+
+
+class _Counted:
+  """`eval_fn` that counts its calls (the eval batches run)."""
+
+  def __init__(self, fn):
+    self.fn, self.calls = fn, 0
+
+  def __call__(self, *args):
+    self.calls += 1
+    return self.fn(*args)
 
 
 def evaluate_untrained(config, workdir: str) -> dict:
@@ -327,10 +350,12 @@ def _train(config, workdir: str, preempted, lock) -> dict:
   objective = run.objective
   fpt = objective.flops_per_token(run.model_cfg, n_params)
   peak = c.peak_tflops * 1e12 or _measured_peak()
+  count = count_key(objective)
 
   train_fn, eval_fn = step_lib.jit_steps(
       run.model, objective.loss, tx, schedule, c.seed, mesh, rules, shardings,
-      accum_steps=c.grad_accum_steps, summarize=objective.summarize)
+      accum_steps=c.grad_accum_steps, summarize=objective.summarize,
+      count=count)
   batches = objective.train_batches(run.train_data, jax.process_index(),
                                     jax.process_count())
   bsharding = sharding_lib.batch_sharding(mesh)
@@ -338,9 +363,13 @@ def _train(config, workdir: str, preempted, lock) -> dict:
     ckpt.close()
     return _stopped_before_start(workdir, latest, say_main)
   writer = metrics_lib.MetricsWriter(workdir, start) if is_main else None
-  bar = metrics_lib.ProgressBar(c.steps, start, enabled=is_main and c.progress_bar)
+  bar = metrics_lib.ProgressBar(c.steps, start, enabled=c.progress_bar,
+                               quiet=not is_main)
   say = bar.message if is_main else (lambda _: None)
-  say(f"model {c.model.size}: {n_params:,} parameters, vocab "
+  mfu = metrics_lib.MfuMeter(peak, measured=not c.peak_tflops,
+                             warn=lambda m: say(f"warning: {m}"))
+  say(f"model {c.model.size} ({_shape(run.model_cfg)}): {n_params:,} "
+      "parameters, vocab "
       f"{run.model_cfg.vocab_size}, mesh {dict(mesh.shape)}; "
       f"{'resuming at step ' + str(start) if start else 'starting'}; "
       f"train corpus {len(run.train_data.tokens):,} tokens")
@@ -356,7 +385,7 @@ def _train(config, workdir: str, preempted, lock) -> dict:
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
-  clock, clock_step, eval_seconds = None, start, 0.0
+  clock, clock_step, paused = None, start, 0.0   # paused: eval and saves
   bar_step = start
   saving = None    # the step whose save may still be in flight
 
@@ -414,17 +443,19 @@ def _train(config, workdir: str, preempted, lock) -> dict:
         vals = jax.device_get([m for _, m in pending])
         now = time.perf_counter()
         steps_timed = done - clock_step
-        busy = now - clock - eval_seconds
+        busy = now - clock - paused
         tps = tokens_per_step * steps_timed / busy if steps_timed else 0.0
         last = {k: float(np.mean([v[k] for v in vals])) for k in vals[-1]}
         last["learning_rate"] = float(vals[-1]["learning_rate"])
-        last.update(tokens_per_second=tps, mfu=fpt * tps / peak if peak else 0.0,
-                    epoch=batches.epoch(done))
+        last.update(tokens_per_second=tps, epoch=batches.epoch(done))
+        ratio = mfu(fpt * tps)
+        if ratio is not None:
+          last["mfu"] = ratio
         if writer:
           writer.write(done, last)
         bar.update(done, done - bar_step, last)
         bar_step = done
-        clock, clock_step, eval_seconds = now, done, 0.0
+        clock, clock_step, paused = now, done, 0.0
       if log_now or save_now:
         pending = []
       eval_metrics = {}
@@ -434,12 +465,11 @@ def _train(config, workdir: str, preempted, lock) -> dict:
         last.update(eval_metrics)
         if writer:
           writer.write(done, eval_metrics)
-        say(f"step {done}: " + ", ".join(
-            f"{k[5:].replace('_', ' ')} {v:.4f}" for k, v in eval_metrics.items()
-            if k != "eval_tokens"))
+        say(metrics_lib.eval_line(done, eval_metrics, count, c.eval_steps))
         if clock is not None:
-          eval_seconds += time.perf_counter() - eval_start
+          paused += time.perf_counter() - eval_start
       if save_now:
+        save_start = time.perf_counter()
         intact = committed()
         try:
           ckpt.save(done, state, batches.state(done), run.resolved,
@@ -451,6 +481,8 @@ def _train(config, workdir: str, preempted, lock) -> dict:
           ckpt.manager.reload()
           raise _save_failed(workdir, done, e, intact) from None
         saving = done
+        if clock is not None:
+          paused += time.perf_counter() - save_start
       if stop_now:
         break
     committed()
@@ -530,6 +562,18 @@ def sample_text(run: Run, params, prompt: str) -> str:
                           temperature=c.sample.temperature, top_k=c.sample.top_k,
                           top_p=c.sample.top_p, max_new_tokens=new, seed=c.seed)
   return sample.text
+
+
+def _shape(model_cfg: ModelConfig) -> str:
+  """The model's shape in words, e.g. "6 layers x 384 wide, 12 heads, mlp
+  1536" (what a size name does not say for an imported model)."""
+  shape = f"{model_cfg.num_layers} layers x {model_cfg.d_model} wide"
+  if model_cfg.arch == "lstm":
+    return shape + ", lstm"
+  heads = f"{model_cfg.num_heads} heads"
+  if model_cfg.kv_heads != model_cfg.num_heads:
+    heads += f" ({model_cfg.kv_heads} kv)"
+  return f"{shape}, {heads}, mlp {model_cfg.mlp_size}"
 
 
 def _measured_peak() -> float:

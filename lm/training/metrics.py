@@ -1,4 +1,7 @@
-"""Metric sinks: `metrics.jsonl`, TensorBoard event files and a console bar."""
+"""Metric sinks and their text: `metrics.jsonl`, TensorBoard event files,
+the console (a tqdm bar on a terminal, plain lines otherwise), the lines
+that say what an evaluation covered, and MFU against a measured or given
+peak (`MfuMeter`, which refuses ratios above 1)."""
 
 from __future__ import annotations
 
@@ -40,26 +43,78 @@ def encoder_flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
   return flops_per_token(n, model_cfg.num_layers, seq_len, attn)
 
 
-def measure_matmul_peak(seconds: float = 1.0, n: int | None = None,
-                        dtype: str = "float32") -> float:
-  """FLOP/s of one n×n matmul on the default device, best of repeated runs.
+def measure_matmul_peak(repeats: int = 5, n: int | None = None,
+                        dtype: str = "float32", warmup: int = 2,
+                        min_seconds: float = 0.05) -> float:
+  """FLOP/s of an n×n matmul on the default device: the best of `repeats`
+  timed repetitions after `warmup` untimed calls (compile, caches, clocks).
 
-  This is the rate of a single device; the caller scales it by the device
-  count where devices are separate chips (not for simulated CPU devices).
+  Each repetition runs enough back-to-back matmuls to last `min_seconds`, so
+  timer resolution and dispatch do not count; the best one is the rate the
+  device reaches when nothing else holds it, which a busy machine lowers
+  only if it is busy throughout (`MfuMeter` catches that case). This is the
+  rate of a single device; the caller scales it by the device count where
+  devices are separate chips (not for simulated CPU devices).
   """
   import jax
   import jax.numpy as jnp
   if n is None:
-    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+    n = 1024 if jax.devices()[0].platform == "cpu" else 8192
   a = jnp.ones((n, n), dtype)
   f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best, deadline = 0.0, time.perf_counter() + seconds
-  while time.perf_counter() < deadline:
-    t = time.perf_counter()
+  for _ in range(max(warmup, 1)):
     f(a).block_until_ready()
-    best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
+  t = time.perf_counter()
+  f(a).block_until_ready()
+  inner = max(1, math.ceil(min_seconds / max(time.perf_counter() - t, 1e-9)))
+  best = 0.0
+  for _ in range(repeats):
+    t = time.perf_counter()
+    for _ in range(inner):
+      out = f(a)
+    out.block_until_ready()
+    best = max(best, 2.0 * n ** 3 * inner / (time.perf_counter() - t))
   return best
+
+
+class MfuMeter:
+  """Model FLOPs utilisation of the logged steps against a peak FLOP/s.
+
+  `meter(flops_per_second)` is the ratio to `peak`, or None when there is
+  no peak or the ratio is not believable: a run cannot beat the peak, so a
+  ratio above 1 means the peak is wrong (measured low on a busy machine, or
+  a `config.peak_tflops` below the device's). Then `warn` is called once
+  with what to do, and MFU stays unreported for the rest of the run, since
+  every ratio against that peak is inflated.
+
+  Example: MfuMeter(1e12, measured=True, warn=print)(2e11) -> 0.2;
+  (2e12) -> None, after one warning naming --config.peak_tflops.
+  """
+
+  def __init__(self, peak: float, *, measured: bool, warn):
+    self.peak = float(peak)
+    self.measured = measured
+    self._warn = warn
+    self.unreliable = False
+
+  def __call__(self, flops_per_second: float) -> float | None:
+    if self.unreliable or not self.peak > 0:
+      return None
+    ratio = float(flops_per_second) / self.peak
+    if ratio <= 1.0:
+      return ratio
+    self.unreliable = True
+    peak_tf = self.peak / 1e12
+    if self.measured:
+      where = (f"the matmul peak measured at start-up ({peak_tf:.3g} TFLOP/s),"
+               " so that measurement was unreliable (a busy machine?)")
+    else:
+      where = (f"config.peak_tflops={peak_tf:g}, which is below what the "
+               "device reached")
+    self._warn(f"MFU came out at {100 * ratio:.0f}% of {where}; MFU is not "
+               "reported for the rest of this run. Set --config.peak_tflops=N, "
+               "the device's peak in TFLOP/s, to report it.")
+    return None
 
 
 def final_metrics(workdir: str, step: int) -> dict:
@@ -79,6 +134,31 @@ def final_metrics(workdir: str, step: int) -> dict:
       if isinstance(row, dict) and row.get("step") == step:
         merged.update({k: v for k, v in row.items() if k != "step"})
   return merged
+
+
+def eval_line(step: int, metrics: dict, count: str,
+              eval_steps: int | None = None) -> str:
+  """The log line of an evaluation, saying what it covered. Example:
+  eval_line(250, {"eval_loss": 3.86, "eval_tokens": 20480.0,
+  "eval_batches": 10.0}, "tokens", 10) -> "step 250: eval loss 3.8600 over
+  20,480 tokens in 10 batches (config.eval_steps=10)"."""
+  return (f"step {step}: eval " + describe_eval(
+      {k[len("eval_"):]: v for k, v in metrics.items()}, count)
+          + (f" (config.eval_steps={eval_steps})" if eval_steps
+             else " (the whole split)"))
+
+
+def describe_eval(result: dict, count: str, noun: str | None = None) -> str:
+  """Metrics (without the `eval_` prefix) and what they were computed
+  over. Example: ({"loss": 3.86, "tokens": 20480, "batches": 10}, "tokens")
+  -> "loss 3.8600 over 20,480 tokens in 10 batches"; `noun` names the
+  count in words ("pairs" for "tokens")."""
+  shown = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in result.items()
+                    if k not in (count, "batches")
+                    and isinstance(v, (int, float)))
+  n = int(result.get("batches", 0))
+  over = f"{int(result[count]):,} {noun or count} in " if count in result else ""
+  return f"{shown} over {over}{n:,} batch{'' if n == 1 else 'es'}"
 
 
 class MetricsWriter:
@@ -127,28 +207,71 @@ class MetricsWriter:
 
 
 class ProgressBar:
-  """tqdm bar with loss, tokens/s and MFU; a plain log line when not a TTY."""
+  """The console view of training, one update per log step.
 
-  def __init__(self, total: int, initial: int, enabled: bool = True):
+  A tqdm bar with the loss, tokens/s and MFU just logged, when `enabled`
+  and the console is a terminal (`tty`; default: stdout and stderr both
+  are). Otherwise one plain line per log step on stdout, so a log file
+  holds lines rather than the bar's `\\r` frames:
+
+    step 20/200: loss 3.1234, 7,100 tok/s, mfu 12.3%, lr 1.00e-03, grad norm 0.812
+
+  `message` prints a line above the bar (or on its own). A `quiet` bar
+  (processes other than the first) shows nothing.
+  """
+
+  def __init__(self, total: int, initial: int, enabled: bool = True,
+               tty: bool | None = None, file=None, quiet: bool = False):
+    self._total = total
+    self._quiet = quiet
     self._bar = None
-    if enabled:
+    if tty is None:
+      tty = sys.stdout.isatty() and sys.stderr.isatty()
+    if enabled and tty and not quiet:
       from tqdm import tqdm
+      # Redrawn on every update (they come once per log step), so the bar
+      # never lags behind the numbers just logged.
       self._bar = tqdm(total=total, initial=initial, dynamic_ncols=True,
-                       file=sys.stderr, mininterval=1.0)
+                       file=file or sys.stderr, mininterval=0, miniters=1)
 
   def update(self, step: int, n: int, info: dict) -> None:
+    """Advances by `n` steps to `step` and shows `info`, the metrics just
+    logged (`loss`, `tokens_per_second`, optional `mfu`, ...)."""
+    mfu = info.get("mfu")
     if self._bar is not None:
+      postfix = {"loss": f"{info['loss']:.3f}",
+                 "tok_s": f"{info['tokens_per_second']:.0f}"}
+      if mfu is not None:
+        postfix["mfu"] = f"{100 * mfu:.1f}%"
+      # The postfix goes in before the update that draws it: set after it
+      # (without a refresh) it would show only at the next log step.
+      self._bar.set_postfix(postfix, refresh=False)
       self._bar.update(n)
-      self._bar.set_postfix(
-          loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_second']:.0f}",
-          mfu=f"{100 * info['mfu']:.1f}%", refresh=False)
+    elif not self._quiet:
+      print(log_line(step, self._total, info), flush=True)
 
   def message(self, text: str) -> None:
     if self._bar is not None:
       self._bar.write(text)
-    else:
+    elif not self._quiet:
       print(text, flush=True)
 
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+
+
+def log_line(step: int, total: int, info: dict) -> str:
+  """One log step as text. Example: log_line(20, 200, {"loss": 3.1234,
+  "tokens_per_second": 7100.4, "mfu": 0.123, "learning_rate": 1e-3}) ->
+  "step 20/200: loss 3.1234, 7,100 tok/s, mfu 12.3%, lr 1.00e-03"."""
+  parts = [f"loss {info['loss']:.4f}"]
+  if "tokens_per_second" in info:
+    parts.append(f"{info['tokens_per_second']:,.0f} tok/s")
+  if info.get("mfu") is not None:
+    parts.append(f"mfu {100 * info['mfu']:.1f}%")
+  if "learning_rate" in info:
+    parts.append(f"lr {info['learning_rate']:.2e}")
+  if "grad_norm" in info:
+    parts.append(f"grad norm {info['grad_norm']:.3g}")
+  return f"step {step}/{total}: " + ", ".join(parts)

@@ -4,7 +4,8 @@ The steps know objectives only through their contract (`lm.objectives`):
 `objective(params, batch, rng, model, *, deterministic) -> (loss, aux)`, where
 `aux` holds float32 sums over the batch: `loss_sum` (what is differentiated),
 `tokens` (its normaliser) and any further sums the objective's `summarize`
-turns into metrics.
+turns into metrics. The train metrics carry one count of what the batch
+scored, `aux[count]`: "tokens" by default, "examples" for a classifier.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ from lm.training.state import TrainState
 
 
 def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
-               seed: int, accum_steps: int = 1, summarize=causal_summarize):
+               seed: int, accum_steps: int = 1, summarize=causal_summarize,
+               count: str = "tokens"):
   """One optimizer update. Randomness is `fold_in(key(seed), step)`.
 
   With `accum_steps` > 1 the global batch is split into that many
   microbatches whose summed gradients (of the summed token losses) are
   divided by the total token count: the same update as the whole batch at
   once, within float32 rounding, at a fraction of the activation memory.
-  Metrics are `summarize(sums)` (the objective's own ratios) plus the token
-  count, gradient and parameter norms and the learning rate.
+  Metrics are `summarize(sums)` (the objective's own ratios) plus the
+  count `sums[count]` under that name (tokens, or examples), the gradient
+  and parameter norms and the learning rate.
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
@@ -64,7 +67,7 @@ def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
   params = optax.apply_updates(state.params, updates)
   metrics = {
       **summarize(aux),
-      "tokens": aux["tokens"],
+      count: aux[count],
       "grad_norm": optax.tree.norm(grads),
       "param_norm": optax.tree.norm(params),
       "learning_rate": schedule(state.step),
@@ -80,7 +83,8 @@ def eval_step(params, batch, *, model, objective):
 
 
 def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings,
-              accum_steps: int = 1, summarize=causal_summarize):
+              accum_steps: int = 1, summarize=causal_summarize,
+              count: str = "tokens"):
   """Returns (train_step, eval_step), each jitted once over `mesh`.
 
   The state is donated; every batch array is sharded over data+fsdp along
@@ -92,7 +96,7 @@ def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings
   train = jax.jit(
       functools.partial(train_step, model=model, objective=objective, tx=tx,
                         schedule=schedule, seed=seed, accum_steps=accum_steps,
-                        summarize=summarize),
+                        summarize=summarize, count=count),
       in_shardings=(state_shardings, batch_s),
       out_shardings=(state_shardings, repl),
       donate_argnums=0)

@@ -1,5 +1,7 @@
 """launch.sample and launch.evaluate on a tiny trained workdir."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -8,7 +10,7 @@ import sys
 import pytest
 
 from configs import quickstart
-from launch.evaluate import evaluate_workdir
+from launch.evaluate import evaluate_workdir, summary_line
 from lm.errors import LmError
 from lm.generation.text import cut_at_stop, generate_text
 from lm.training import loop
@@ -20,6 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
+  """A 4-step quickstart runlocal run; its console output is train.log next
+  to it. Its peak_tflops is far below what even a CPU reaches, so MFU comes
+  out above 1 and must be reported as unreliable."""
   tmp = tmp_path_factory.mktemp("sample")
   glob = write_corpus(tmp / "corpus", n_docs=30)
   c = quickstart.get_config("runlocal")
@@ -27,12 +32,21 @@ def workdir(tmp_path_factory):
   c.data.eval = f"text:{glob}[90%:]"
   c.data.tokenizer.vocab_size = 300
   c.sample.prompt = ""
-  c.peak_tflops = 1.0
+  c.peak_tflops = 1e-6
   c.steps = 4
   c.checkpoint_every = 2
   c.eval_every = 4
-  loop.train(c, str(tmp / "run"))
+  c.eval_steps = 1
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    loop.train(c, str(tmp / "run"))
+  (tmp / "train.log").write_text(out.getvalue())
   return str(tmp / "run")
+
+
+def metrics_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
 
 
 def parts(trained):
@@ -66,6 +80,48 @@ def test_generate_text_samples_and_beams(workdir):
 def test_cut_at_stop():
   assert cut_at_stop("a\n\nb", ["\n\n"]) == ("a", True)
   assert cut_at_stop("abc", ["x"]) == ("abc", False)
+
+
+def test_training_log_shows_each_logged_loss_and_what_eval_covered(workdir):
+  log = open(os.path.join(os.path.dirname(workdir), "train.log")).read()
+  lines = log.splitlines()
+  rows = metrics_rows(workdir)
+  train = [r for r in rows if "loss" in r]
+  evals = [r for r in rows if "eval_loss" in r]
+  assert [r["step"] for r in train] == [2, 4] and len(evals) == 1
+  assert lines[0].startswith("model tiny (2 layers x 64 wide, 4 heads, mlp "
+                             "256): ")
+  # Not a terminal: one plain line per log step, with the loss just logged.
+  for r in train:
+    line = next(l for l in lines if l.startswith(f"step {r['step']}/4: "))
+    assert line.startswith(f"step {r['step']}/4: loss {r['loss']:.4f}, "), line
+    assert "mfu" not in line
+  assert "\r" not in log
+  # MFU above 1 is one warning and no mfu in the metrics.
+  warned = [l for l in lines if "MFU came out at" in l]
+  assert len(warned) == 1 and "config.peak_tflops=1e-06" in warned[0], log
+  assert not any("mfu" in r for r in train)
+  ev = evals[0]
+  assert ev["eval_batches"] == 1 and 0 < ev["eval_tokens"] <= 8 * 32
+  assert (f"step 4: eval loss {ev['eval_loss']:.4f}, perplexity "
+          f"{ev['eval_perplexity']:.4f}, accuracy {ev['eval_accuracy']:.4f} "
+          f"over {ev['eval_tokens']:.0f} tokens in 1 batch "
+          "(config.eval_steps=1)") in lines
+
+
+def test_evaluate_defaults_to_the_runs_eval_steps_and_full_takes_all(workdir):
+  ev = [r for r in metrics_rows(workdir) if "eval_loss" in r][-1]
+  r = evaluate_workdir(workdir)
+  assert r["loss"] == pytest.approx(ev["eval_loss"], rel=1e-5)
+  assert (r["tokens"], r["batches"]) == (ev["eval_tokens"], 1)
+  assert summary_line(r).endswith(
+      f" over {r['tokens']} tokens in 1 batch (the run's config.eval_steps=1; "
+      f"--full for the whole split) -> {r['path']}")
+  full = evaluate_workdir(workdir, full=True)
+  assert full["tokens"] > r["tokens"] and full["batches"] > 1
+  assert full["loss"] != r["loss"] and full["scope"] == "the whole split"
+  with pytest.raises(LmError, match="--full .* or --max_batches, not both"):
+    evaluate_workdir(workdir, full=True, max_batches=2)
 
 
 def test_evaluate_writes_json(workdir):

@@ -66,8 +66,18 @@ def test_pair_classifier_learns_and_predicts(pairs_run):
   # The label is the review's sentiment: learnable from the second text.
   assert out["eval_accuracy"] >= 0.9, out
   assert read_resolved(workdir)["batch"]["labels"] == ["no", "yes"]
+  # A classifier counts examples, not tokens, in training and evaluation.
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  train = [r for r in rows if "loss" in r]
+  evals = [r for r in rows if "eval_loss" in r]
+  assert train and all(r["examples"] == 16 and "tokens" not in r
+                       for r in train)
+  assert evals and all(r["eval_examples"] == 48 and r["eval_batches"] == 3
+                       and "eval_tokens" not in r for r in evals)
   r = evaluate_workdir(workdir, best=True)
   assert r["accuracy"] >= 0.9 and r["examples"] == 48
+  assert r["counted"] == "examples" and "tokens" not in r
   # Balanced class weights come from the training labels, stored with the
   # run: evaluating again gives the logged loss, and a one-class file works.
   again = evaluate_workdir(workdir, step=40)
@@ -201,6 +211,7 @@ def test_qa_end_to_end_on_jsonl(tmp_path):
   workdir = str(tmp_path / "run")
   out = loop.train(c, workdir)
   assert out["eval_questions"] == 40.0
+  assert out["eval_windows"] >= 40.0 and "eval_tokens" not in out
   assert out["eval_f1"] > 0.8 and out["eval_exact_match"] > 0.7, out
   context = "the movie was. Ann Lee lives in Rome. went to see the city."
   p = cli("launch.predict", "--workdir", workdir, "--text",
