@@ -37,7 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
                              # weights start the backbone (step 0 only;
                              # lm.training.warm_start)
   c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
-  c.progress_bar = True
+  c.progress_bar = True      # tqdm bar on a terminal (False, or output not a
+                             # terminal: one plain line per log step)
 
   c.model = ml_collections.ConfigDict()
   c.model.size = "quickstart"
