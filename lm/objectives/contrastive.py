@@ -72,6 +72,7 @@ def contrastive_loss(params, batch, rng, model, *, deterministic: bool = False,
       z[:, 0], z[:, 1], tau, symmetric=symmetric,
       negatives=z[:, 2:] if k > 2 else None, valid=batch["weights"])
   sums = {"loss_sum": loss_sum, "correct": correct, "tokens": count,
+          "pairs": count,   # what is counted: anchor-positive pairs
           "temperature_sum": jax.lax.stop_gradient(tau) * count}
   if deterministic:
     e = out["embedding"].reshape(b, k, -1)
@@ -124,6 +125,7 @@ class Contrastive:
 
   name = "contrastive"
   backbone_path = ("backbone",)
+  count_key = "pairs"      # what the logged counts count (anchor-positive pairs)
 
   def __init__(self, config):
     from lm.models.config import make_model_config  # pylint: disable=g-import-not-at-top
@@ -254,7 +256,7 @@ class Contrastive:
       out.update({k: float(v) for k, v in self.summarize(totals).items()})
       out.update(retrieval.retrieval_metrics(a, p, ks=(1, 10)))
       out["candidates"] = float(len(a))
-      out["tokens"] = float(totals["tokens"])
+      out["pairs"] = float(totals["pairs"])
     if data.sts is not None:
       batches = pair_batches.eval_batches(
           data.sts, ("anchor", "positive"), batch_size=batch_size,
@@ -262,7 +264,7 @@ class Contrastive:
       _, a, b = _embed_pairs(eval_outputs(eval_fn, params, mesh, batches))
       out["sts_spearman"] = retrieval.similarity_spearman(
           a, b, np.asarray(data.sts.scores)[:len(a)])
-      out.setdefault("tokens", 0.0)
+      out.setdefault("pairs", 0.0)
     return {f"eval_{k}": v for k, v in out.items()}
 
   def data_settings(self) -> dict:

@@ -4,7 +4,9 @@ Rows are `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` for BERT (token types
 0 for the first text and its frame, 1 for the second), `bos a eos (b eos)`
 for decoders; a pair too long for `seq_len` loses tokens from the end of its
 longer text first. The head reads the pooled output (`config.task.pooling`:
-"auto" is BERT's pretrained pooler, or the last real token of a decoder).
+"auto" is BERT's pretrained pooler (the [CLS] token when the init_from run
+has none, as one imported from a `BertForMaskedLM`), or the last real token
+of a decoder; the choice is stored with the run).
 
 The loss is cross-entropy, optionally class-weighted
 (`config.task.class_weights`: "balanced" or "label=weight,..."; the weighted
@@ -86,6 +88,9 @@ class Classification(finetune.Task):
     super().__init__(config, stored)
     self.class_weights = None
     self.label_counts = None
+    # "auto" pooling as the run resolved it when it started (the init_from
+    # source may have moved since)
+    self._pooling = (stored or {}).get("pooling")
     if stored and stored.get("label_counts") is not None:
       self._set_weights(np.asarray(stored["label_counts"], np.int64))
 
@@ -98,8 +103,14 @@ class Classification(finetune.Task):
   def pooling(self) -> str:
     from lm.models.task_model import check_pooling  # pylint: disable=g-import-not-at-top
     pooling = self.config.task.pooling
-    if pooling == "auto":
-      pooling = "pooler" if self.arch == "bert" else "last"
+    if pooling == "auto" and self._pooling:
+      pooling = self._pooling
+    elif pooling == "auto":   # BERT's pooler when the backbone has a trained one
+      from lm.training.warm_start import has_pooler  # pylint: disable=g-import-not-at-top
+      pooling = ("last" if self.arch != "bert"
+                 else "pooler" if not self.config.init_from
+                 or has_pooler(self.config.init_from) else "cls")
+      self._pooling = pooling
     check_pooling(self.arch, pooling)
     return pooling
 
@@ -142,7 +153,8 @@ class Classification(finetune.Task):
   def data_settings(self) -> dict:
     counts = None if self.label_counts is None else [
         int(n) for n in self.label_counts]
-    return {**super().data_settings(), "label_counts": counts}
+    return {**super().data_settings(), "label_counts": counts,
+            "pooling": self.pooling()}
 
   # --- objective --------------------------------------------------------------
 

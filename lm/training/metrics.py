@@ -266,10 +266,11 @@ def log_line(step: int, total: int, info: dict) -> str:
   "tokens_per_second": 7100.4, "mfu": 0.123, "learning_rate": 1e-3}) ->
   "step 20/200: loss 3.1234, 7,100 tok/s, mfu 12.3%, lr 1.00e-03"."""
   parts = [f"loss {info['loss']:.4f}"]
-  if "tokens_per_second" in info:
+  # the first step's compile is not timed: no speed until a step is
+  if info.get("tokens_per_second"):
     parts.append(f"{info['tokens_per_second']:,.0f} tok/s")
-  if info.get("mfu") is not None:
-    parts.append(f"mfu {100 * info['mfu']:.1f}%")
+    if info.get("mfu") is not None:
+      parts.append(f"mfu {100 * info['mfu']:.1f}%")
   if "learning_rate" in info:
     parts.append(f"lr {info['learning_rate']:.2e}")
   if "grad_norm" in info:

@@ -249,10 +249,12 @@ def test_fine_tune_from_causal_and_contrastive_runs(tmp_path, kind):
       "checkpoint_every": 2})
   assert c.model.size == src.model.size
   if kind == "contrastive":
-    # SimCSE trains no pooler, so BERT's default pooling cannot start.
+    # SimCSE trains no pooler: asking for it is one sentence, and BERT's
+    # default pooling ("auto") reads [CLS] instead.
+    c.task.pooling = "pooler"
     with pytest.raises(LmError, match="has no pretrained BERT pooler"):
       loop.train(c, str(tmp_path / "no_pooler"))
-    c.task.pooling = "mean"
+    c.task.pooling = "auto"
   out = loop.train(c, str(tmp_path / "tuned"))
   assert out["step"] == 2 and 0.0 <= out["eval_accuracy"] <= 1.0
   tuned = load_trained(str(tmp_path / "tuned"))
@@ -262,5 +264,4 @@ def test_fine_tune_from_causal_and_contrastive_runs(tmp_path, kind):
   # source's, and decoders pool their last real token.
   assert {n: v.shape for n, v in _leaves(tuned.params["backbone"]).items()} == {
       n: v.shape for n, v in _leaves(backbone).items()}
-  if kind == "causal":
-    assert tuned.model.pooling == "last"
+  assert tuned.model.pooling == ("last" if kind == "causal" else "cls")
