@@ -62,6 +62,9 @@ def _check_args():
     raise LmError(f"--top_k={_TOP_K.value} is negative; use 0 to disable or a positive count.")
   if _NUM.value < 1 or _MAX_NEW.value < 1:
     raise LmError("--num_samples and --max_new_tokens must be at least 1.")
+  if _SYSTEM.value and not _CHAT.value:
+    raise LmError("--system is the system message of a chat; add --chat (or "
+                  "drop --system).")
   if _BEAM.value < 0:
     raise LmError(f"--beam_size={_BEAM.value} is negative; use 0 to sample or >= 1 beams.")
 

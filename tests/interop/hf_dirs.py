@@ -97,3 +97,22 @@ def differing_tensors(original, loaded, skip=()) -> list[str]:
   return [k for k, v in mine.items()
           if not any(s in k for s in skip)
           and (k not in theirs or not torch.equal(v, theirs[k]))]
+
+
+def encoded_and_reference(workdir, ref, tmp_path,
+                          texts=("a great film", "the plot was dull and boring .")):
+  """`(embedding, reference hidden states [T, D])` per text: the embeddings
+  `launch.encode` writes for `texts` from the run in `workdir`, beside
+  `ref`'s (a transformers BertModel) last hidden states on the same ids."""
+  from lm.tasks.embed import encode_file
+  from lm.training.workdir import load_trained
+  (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+  emb, _ = encode_file(str(workdir), str(tmp_path / "in.txt"),
+                       str(tmp_path / "emb.npy"))
+  tok = load_trained(str(workdir)).tokenizer
+  out = []
+  for row, text in zip(emb, texts):
+    ids = torch.tensor([[tok.cls_id, *tok.encode(text), tok.sep_id]])
+    with torch.no_grad():
+      out.append((row, ref(ids).last_hidden_state[0]))
+  return out

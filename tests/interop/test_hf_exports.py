@@ -94,7 +94,6 @@ def _sentence_transformers_dir(path, normalize: bool):
 
 
 def test_sentence_transformers_directory_encodes_and_exports_whole(tmp_path):
-  from lm.tasks.embed import encode_file
   ref = _sentence_transformers_dir(tmp_path / "st", normalize=True)
   p = cli("launch.import_hf", "--hf_dir", str(tmp_path / "st"), "--workdir",
           str(tmp_path / "run"))
@@ -106,16 +105,9 @@ def test_sentence_transformers_directory_encodes_and_exports_whole(tmp_path):
   assert stored["model"]["size"] == "custom" and stored["seq_len"] == 24
   k = stored["contrastive"]
   assert (k["pooling"], k["normalize"], k["pooler"]) == ("mean", True, True)
-  texts = ["a great film", "the plot was dull and boring ."]
-  (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
-  emb, _ = encode_file(str(tmp_path / "run"), str(tmp_path / "in.txt"),
-                       str(tmp_path / "emb.npy"))
-  tok = load_trained(str(tmp_path / "run")).tokenizer
-  for row, text in zip(emb, texts):
-    ids = torch.tensor([[tok.cls_id, *tok.encode(text), tok.sep_id]])
-    with torch.no_grad():
-      want = torch.nn.functional.normalize(
-          ref(ids).last_hidden_state.mean(1), dim=-1)[0].numpy()
+  for row, hidden in hf_dirs.encoded_and_reference(tmp_path / "run", ref,
+                                                   tmp_path):
+    want = torch.nn.functional.normalize(hidden.mean(0), dim=-1).numpy()
     np.testing.assert_allclose(row, want, atol=1e-5)
     assert abs(np.linalg.norm(row) - 1) < 1e-5
   export_hf(str(tmp_path / "run"), str(tmp_path / "out"))

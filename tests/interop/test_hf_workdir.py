@@ -129,22 +129,14 @@ def test_bert_classifier_predicts_like_transformers_and_round_trips(tmp_path):
 
 
 def test_bare_bert_as_sentence_encoder_matches_transformers(tmp_path):
-  from lm.tasks.embed import encode_file
   ref = hf_dirs.bert_dir(tmp_path / "hf", transformers.BertModel, seed=2)
   p = cli("launch.import_hf", "--hf_dir", str(tmp_path / "hf"), "--workdir",
           str(tmp_path / "run"), "--objective", "contrastive",
           "--pooling", "mean", "--seq_len", "32")
   assert p.returncode == 0, p.stderr
-  texts = ["a great film", "the plot was dull and boring ."]
-  (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
-  emb, _ = encode_file(str(tmp_path / "run"), str(tmp_path / "in.txt"),
-                       str(tmp_path / "emb.npy"))
-  tok = load_trained(str(tmp_path / "run")).tokenizer
-  for row, text in zip(emb, texts):
-    ids = torch.tensor([[tok.cls_id, *tok.encode(text), tok.sep_id]])
-    with torch.no_grad():
-      want = ref(ids).last_hidden_state[0].mean(0).numpy()
-    assert np.abs(row - want).max() < 1e-4
+  for row, hidden in hf_dirs.encoded_and_reference(tmp_path / "run", ref,
+                                                   tmp_path):
+    assert np.abs(row - hidden.mean(0).numpy()).max() < 1e-4
   export_hf(str(tmp_path / "run"), str(tmp_path / "out"))
   back = transformers.BertModel.from_pretrained(tmp_path / "out")
   # Every tensor, the (unused) pooler included, comes back exactly.
