@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import bert_quickstart  # noqa: E402
 from launch.evaluate import evaluate_workdir  # noqa: E402
+from lm import experiments
 from lm.objectives.mlm import majority_baseline  # noqa: E402
-from lm.training import loop  # noqa: E402
 
 
 def main():
@@ -44,10 +44,10 @@ def main():
   workdir = args.workdir or tempfile.mkdtemp(prefix="bert_quickstart_")
   try:
     start = time.perf_counter()
-    loop.train(c, workdir)
+    experiments.train(c, workdir)
     wall = time.perf_counter() - start
     result = evaluate_workdir(workdir, full=True)   # the whole held-out split
-    run = loop.prepare(c, workdir)
+    run = experiments.prepare(c, workdir)
     baseline = majority_baseline(
         run.objective.eval_batches(run.eval_data, c.batch_size, None))
   finally:

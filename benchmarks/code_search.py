@@ -24,11 +24,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import code_search  # noqa: E402
+from lm import experiments
 from lm.data import pairs as pairs_lib  # noqa: E402
 from lm.objectives.contrastive import embed_texts  # noqa: E402
 from lm.tasks import retrieval  # noqa: E402
-from lm.training import loop  # noqa: E402
-from lm.training.workdir import load_trained  # noqa: E402
+from lm.experiments import load_trained  # noqa: E402
 
 
 def main():
@@ -48,7 +48,7 @@ def main():
     if workdir is None:
       workdir = os.path.join(tmp, "run")
       start = time.perf_counter()
-      loop.train(c, workdir)
+      experiments.train(c, workdir)
       seconds = time.perf_counter() - start
     trained = load_trained(workdir)
     c = trained.config
@@ -59,7 +59,7 @@ def main():
     b = embed_texts(trained, code)
     rows = {
         "trained": retrieval.retrieval_metrics(a, b, ks=(1, 10)),
-        "untrained": {k[len("eval_"):]: v for k, v in loop.evaluate_untrained(
+        "untrained": {k[len("eval_"):]: v for k, v in experiments.evaluate_untrained(
             c, os.path.join(tmp, "untrained")).items()},
         "TF-IDF": retrieval.tfidf_baseline(queries, code, ks=(1, 10)),
     }

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from lm.models import build_model  # noqa: E402
 from lm.models.config import make_model_config  # noqa: E402
-from lm.objectives.causal import causal_lm_loss  # noqa: E402
+from lm.objectives.causal import causal_lm_loss, summarize as causal_summarize  # noqa: E402
 from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import optim, step as step_lib  # noqa: E402
@@ -78,7 +78,8 @@ def main():
     rules = sharding_lib.logical_rules()
     state, _, shardings = init_state(model, tx, mesh, rules, 0, t)
     train, _ = step_lib.jit_steps(model, causal_lm_loss, tx, schedule, 0, mesh,
-                                  rules, shardings)
+                                  rules, shardings,
+                                  summarize=causal_summarize)
     batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh))
              for k, v in batch_np.items()}
     state, m = train(state, batch)

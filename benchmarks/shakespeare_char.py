@@ -27,8 +27,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import lstm_shakespeare_char, shakespeare_char  # noqa: E402
+from lm import experiments
 from lm.models.transformer import count_params  # noqa: E402
-from lm.training import loop  # noqa: E402
 
 MODELS = {
     # name: (config module, table label, expected module class name)
@@ -53,14 +53,14 @@ def run_one(name: str, data: str, steps: int, workdir: str) -> dict:
   # Builds the model exactly as `loop.train` will (and the tokenizer and data
   # cache, which `train` then reuses), so a loop that ignores `model.arch`
   # stops here instead of silently training the wrong architecture.
-  run = loop.prepare(c, workdir)
+  run = experiments.prepare(c, workdir)
   if type(run.model).__name__ != expected:
     sys.exit(f"error: the training loop built {type(run.model).__name__} for "
              f"model.arch={run.model_cfg.arch!r}; it must build models with "
              "lm.models.build_model before --model lstm can run.")
   params = _param_count(run.model, c.seq_len)
   start = time.perf_counter()
-  summary = loop.train(c, workdir)
+  summary = experiments.train(c, workdir)
   wall = time.perf_counter() - start
   return dict(label=label, params=params, steps=steps,
               loss=summary["eval_loss"], wall=wall)

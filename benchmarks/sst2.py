@@ -48,10 +48,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import common  # noqa: E402
 from launch.evaluate import evaluate_workdir  # noqa: E402
+from lm import experiments
 from lm.errors import LmError  # noqa: E402
 from lm.tasks import baseline  # noqa: E402
-from lm.training import experiment, loop  # noqa: E402
-from lm.training.workdir import load_trained  # noqa: E402
+from lm.training import experiment  # noqa: E402
+from lm.experiments import load_trained  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,7 +162,7 @@ def finetune_config(args, data: str, init_from: str | None):
 
 def train_timed(config, workdir: str) -> float:
   start = time.perf_counter()
-  loop.train(config, workdir)
+  experiments.train(config, workdir)
   return time.perf_counter() - start
 
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from lm.models.config import make_model_config  # noqa: E402
 from lm.models import build_model  # noqa: E402
 from lm.models.transformer import count_params  # noqa: E402
-from lm.objectives import make_objective  # noqa: E402
+from lm.experiments import make_objective  # noqa: E402
 from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import metrics as metrics_lib, optim, step as step_lib  # noqa: E402

@@ -31,9 +31,10 @@ def main(argv):
       common.fail(f"--{flag.name} is required: {what}.")
   common.quiet_logs()
   with common.user_errors():
+    from lm.experiments import load_trained
     from lm.tasks.embed import encode_file
     emb, path = encode_file(_WORKDIR.value, _INPUT.value, _OUTPUT.value,
-                            _STEP.value, _BATCH.value)
+                            _STEP.value, _BATCH.value, load_trained=load_trained)
   print(f"wrote {emb.shape[0]:,} x {emb.shape[1]} embeddings to {path}",
         flush=True)
 

@@ -69,9 +69,9 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   `full`, the whole split; N the first N batches.
   """
   from lm.errors import LmError
-  from lm.objectives import make_objective
+  from lm.experiments import make_objective
   from lm.training import loop, step as step_lib
-  from lm.training.workdir import load_trained
+  from lm.experiments import load_trained
   if full and max_batches:
     raise LmError("give --full (the whole split) or --max_batches, not both.")
   if max_batches is not None and max_batches < 0:

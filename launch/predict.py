@@ -59,7 +59,7 @@ def main(argv):
   common.quiet_logs()
   with common.user_errors():
     from lm.tasks.predict import predict, read_inputs
-    from lm.training.workdir import load_trained
+    from lm.experiments import load_trained
     trained = load_trained(_WORKDIR.value, _STEP.value, best=True)
     second = _CONTEXT.value or _TEXT_B.value
     records = read_inputs(trained, path=_INPUT.value, text=_TEXT.value,

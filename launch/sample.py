@@ -110,7 +110,8 @@ def main(argv):
     prompts = _prompts()
     from lm.errors import LmError
     from lm.generation.text import generate_text
-    from lm.training.workdir import load_trained, read_resolved
+    from lm.experiments import load_trained
+    from lm.training.workdir import read_resolved
     objective = read_resolved(_WORKDIR.value)["config"].get("objective", "causal")
     if objective != "causal":
       raise LmError(f"{_WORKDIR.value} holds a model trained with objective "

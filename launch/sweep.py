@@ -289,8 +289,8 @@ def run_local(config_spec: str, runs: Sequence[dict], workdir_root: str,
   of the run names. A run raising `LmError` is recorded as failed.
   """
   if train_fn is None:
-    from lm.training import loop
-    train_fn = loop.train
+    from lm import experiments
+    train_fn = experiments.train
   names = run_names(runs)
   rows = []
   for i, (name, overrides) in enumerate(zip(names, runs)):

@@ -52,13 +52,15 @@ def main(argv):
   if not _WORKDIR.value:
     common.fail("--workdir is required, e.g. --workdir runs/quickstart.")
   common.quiet_logs()
+  from lm import experiments
   from lm.parallel import distributed
   from lm.training import loop
   with common.user_errors():
     peers = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                    _PROCESS_ID.value)
-    summary = loop.train(config, _WORKDIR.value,
-                         loop.PreemptionFlag(signalled=early_stop.signalled))
+    summary = experiments.train(
+        config, _WORKDIR.value,
+        loop.PreemptionFlag(signalled=early_stop.signalled))
     if peers:       # a failed process leaves through JAX's exit handler
       distributed.shutdown()
   if summary.get("before_start"):

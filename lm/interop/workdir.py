@@ -242,7 +242,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`."""
   from lm.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
   from lm.models.transformer import count_params  # pylint: disable=g-import-not-at-top
-  from lm.objectives import make_objective  # pylint: disable=g-import-not-at-top
+  from lm.experiments import make_objective  # pylint: disable=g-import-not-at-top
   from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
   from lm.training.state import TrainState, init_state  # pylint: disable=g-import-not-at-top
   from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
@@ -409,8 +409,8 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
   ids), the chat template and `generation_config.json` an imported model
   came with, and for a contrastive run the sentence-transformers modules.
   `say` receives warnings."""
-  from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
-      copy_tokenizer, load_trained)
+  from lm.experiments import load_trained  # pylint: disable=g-import-not-at-top
+  from lm.training.workdir import copy_tokenizer  # pylint: disable=g-import-not-at-top
   for name in ("config.json", INDEX, WEIGHTS):
     if os.path.exists(os.path.join(out_dir, name)):
       raise LmError(f"{out_dir} already holds a model ({name}); export into "

@@ -2,7 +2,8 @@
 
 An objective is the one place that knows what a batch holds and what the loss
 is; the loop (`lm.training.loop`) and the steps (`lm.training.step`) only
-call it. `make_objective(config)` returns one of:
+call it, and are handed it: `lm.experiments.make_objective(config)` (the one
+registry of names) returns one of:
 
   "causal"  `CausalLM` (lm.objectives.causal): next-token prediction on packed
             documents, for the decoder and LSTM architectures.
@@ -60,11 +61,6 @@ Each has the same methods:
 
 from __future__ import annotations
 
-from lm.errors import LmError
-
-OBJECTIVES = ("causal", "mlm", "contrastive", "classification", "tagging",
-              "qa")
-
 
 def open_documents(config, uri: str):
   """`lm.data.sources.open_source` of `uri` with the config's field and
@@ -80,27 +76,3 @@ def build_backbone(model_cfg):
   """The bare model of `model_cfg` (what causal and masked LM train)."""
   from lm.models import build_model  # pylint: disable=g-import-not-at-top
   return build_model(model_cfg)
-
-
-def make_objective(config, stored=None):
-  """The objective `config.objective` names, bound to the experiment config.
-
-  The fine-tuning tasks ("classification", "tagging", "qa"; `lm.tasks`)
-  follow the same contract; `stored` is a trained task run's stored data
-  settings (`config.json`'s `batch`: its label vocabulary and label
-  counts), None when they come from the training data.
-  """
-  if config.objective in ("classification", "tagging", "qa"):
-    from lm.tasks import make_task  # pylint: disable=g-import-not-at-top
-    return make_task(config, stored)
-  if config.objective == "causal":
-    from lm.objectives.causal import CausalLM  # pylint: disable=g-import-not-at-top
-    return CausalLM(config)
-  if config.objective == "mlm":
-    from lm.objectives.mlm import MaskedLM  # pylint: disable=g-import-not-at-top
-    return MaskedLM(config)
-  if config.objective == "contrastive":
-    from lm.objectives.contrastive import Contrastive  # pylint: disable=g-import-not-at-top
-    return Contrastive(config)
-  raise LmError(f"config.objective={config.objective!r} is not known; use one "
-                f"of {', '.join(repr(o) for o in OBJECTIVES)}.")

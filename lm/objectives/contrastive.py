@@ -338,7 +338,7 @@ def _embed_pairs(outputs):
 def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   """Unprojected embeddings `[len(texts), D]` float32 of a contrastive run.
 
-  `trained` is `lm.training.workdir.load_trained(...)` of a contrastive
+  `trained` is `lm.experiments.load_trained(...)` of a contrastive
   workdir; rows are framed and cut to the run's `seq_len` as in training,
   without dropout, and scaled to unit length when `contrastive.normalize`
   (an imported sentence-transformers model with a `Normalize` module). Example: embed_texts(load_trained("runs/code_search"),

@@ -23,10 +23,12 @@ def read_lines(path: str) -> list[str]:
 
 
 def encode_file(workdir: str, input_path: str, output_path: str,
-                step: int | None = None, batch_size: int = 64):
-  """Embeds every line of `input_path`; returns (array, written path)."""
+                step: int | None = None, batch_size: int = 64, *,
+                load_trained):
+  """Embeds every line of `input_path` with the run in `workdir`, restored
+  by `load_trained(workdir, step)` (`lm.experiments.load_trained`); returns
+  (array, written path)."""
   from lm.objectives.contrastive import embed_texts  # pylint: disable=g-import-not-at-top
-  from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
   if not output_path.endswith(".npy"):
     raise LmError(f"--output {output_path} must end in .npy (it is written "
                   "with numpy.save).")

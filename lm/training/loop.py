@@ -25,7 +25,6 @@ from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import LmError
 from lm.models.config import ModelConfig, make_model_config
 from lm.models.transformer import count_params
-from lm.objectives import make_objective
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
@@ -81,8 +80,12 @@ class Run:
   prior: dict | None = None   # the config of the checkpoint it resumes
 
 
-def prepare(config, workdir: str, lock: WorkdirLock | None = None) -> Run:
+def prepare(config, workdir: str, make_objective,
+            lock: WorkdirLock | None = None) -> Run:
   """Validates config and data, builds tokenizer and token streams.
+
+  `make_objective(config, stored=None)` builds the objective the config
+  names (`lm.experiments.make_objective`); the engine knows no names.
 
   Every check that needs no new file runs first, against the workdir's
   newest checkpoint too (model, tokenizer, batch settings); only then is
@@ -246,15 +249,16 @@ class _Counted:
     return self.fn(*args)
 
 
-def evaluate_untrained(config, workdir: str) -> dict:
+def evaluate_untrained(config, workdir: str, make_objective) -> dict:
   """The eval metrics of the model as `config.seed` initialises it: the
   baseline that training is measured against (nothing is trained)."""
-  run = prepare(config, workdir)
+  run = prepare(config, workdir, make_objective)
   tx, schedule = make_run_optimizer(run)
   state, _, shardings = init_state(run.model, tx, run.mesh, run.rules,
                                    config.seed, config.seq_len)
   _, eval_fn = step_lib.jit_steps(run.model, run.objective.loss, tx, schedule,
-                                  config.seed, run.mesh, run.rules, shardings)
+                                  config.seed, run.mesh, run.rules, shardings,
+                                  summarize=run.objective.summarize)
   return evaluate(run, eval_fn, state.params, None)
 
 
@@ -282,9 +286,12 @@ def _save_failed(workdir: str, step: int, error: BaseException,
                     "re-run the same command to resume.")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
+def train(config: ml_collections.ConfigDict, workdir: str, make_objective,
           preempted: "PreemptionFlag | None" = None) -> dict:
   """Trains (or resumes) the experiment in `workdir`; returns final metrics.
+
+  `make_objective(config, stored=None)` builds the objective
+  (`lm.experiments.train` passes the registry's).
 
   `preempted` (default: a SIGTERM handler installed now) asks the run to
   stop: before the first step it stops without saving anything, later it
@@ -292,7 +299,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   preempted = preempted or PreemptionFlag()
   lock = WorkdirLock(workdir)
   try:
-    return _train(config, workdir, preempted, lock)
+    return _train(config, workdir, make_objective, preempted, lock)
   except OSError as e:
     if e.errno not in WRITE_ERRNOS:
       raise
@@ -302,8 +309,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     lock.release()
 
 
-def _train(config, workdir: str, preempted, lock) -> dict:
-  run = prepare(config, workdir, lock=lock)
+def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
+  run = prepare(config, workdir, make_objective, lock=lock)
   c, mesh, rules = run.config, run.mesh, run.rules
   is_main = jax.process_index() == 0
   tx, schedule = make_run_optimizer(run)
@@ -335,7 +342,8 @@ def _train(config, workdir: str, preempted, lock) -> dict:
     start = 0
     if c.init_from:
       state = state.replace(params=warm_start.start_from(
-          c.init_from, state.params, shardings.params, run.objective))
+          c.init_from, state.params, shardings.params, run.objective,
+          make_objective))
   if is_main:
     write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
   if start >= c.steps:

@@ -18,14 +18,13 @@ import jax.numpy as jnp
 import optax
 
 from lm.data.pipeline import to_global
-from lm.objectives.causal import summarize as causal_summarize
 from lm.parallel import sharding as sharding_lib
 from lm.training.state import TrainState
 
 
 
 def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
-               seed: int, accum_steps: int = 1, summarize=causal_summarize,
+               seed: int, summarize, accum_steps: int = 1,
                count: str = "tokens"):
   """One optimizer update. Randomness is `fold_in(key(seed), step)`.
 
@@ -83,8 +82,7 @@ def eval_step(params, batch, *, model, objective):
 
 
 def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings,
-              accum_steps: int = 1, summarize=causal_summarize,
-              count: str = "tokens"):
+              *, summarize, accum_steps: int = 1, count: str = "tokens"):
   """Returns (train_step, eval_step), each jitted once over `mesh`.
 
   The state is donated; every batch array is sharded over data+fsdp along

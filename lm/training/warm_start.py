@@ -137,16 +137,16 @@ def graft(params, shardings, source_params, backbone_path: tuple, workdir: str):
   return out
 
 
-def start_from(workdir: str, params, shardings, objective):
+def start_from(workdir: str, params, shardings, objective, make_objective):
   """`params` with the backbone of `workdir`'s latest checkpoint (or the
   checkpoint `workdir` names, see `split_source`) grafted in at
-  `objective.backbone_path` (see `graft`)."""
-  from lm.objectives import make_objective  # pylint: disable=g-import-not-at-top
+  `objective.backbone_path` (see `graft`); `make_objective` builds the
+  source run's objective (which says where its backbone sits)."""
   from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
   source_dir, step = split_source(workdir)
-  source = load_trained(source_dir, step)
+  source = load_trained(source_dir, step, make_objective=make_objective)
   tree = source.params
-  for key in make_objective(source.config).backbone_path:
+  for key in source.objective.backbone_path:
     tree = tree[key]
   return graft(params, shardings, tree, tuple(objective.backbone_path),
                workdir)

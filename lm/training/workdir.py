@@ -15,7 +15,6 @@ from lm.data.hf_tokenizer import COMPANION_FILES
 from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
 from lm.models.config import ModelConfig
-from lm.objectives import make_objective
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import optim
@@ -165,7 +164,7 @@ def state_layout(config, objective, model, model_cfg: ModelConfig):
   return mesh, rules, tx, abstract, shardings
 
 
-def load_trained(workdir: str, step: int | None = None, *,
+def load_trained(workdir: str, step: int | None = None, *, make_objective,
                  best: bool = False) -> Trained:
   """Config, tokenizer, model and the verified params of `step` (default:
   the latest intact checkpoint, falling back past damaged ones with a

@@ -105,10 +105,10 @@ def encoded_and_reference(workdir, ref, tmp_path,
   `launch.encode` writes for `texts` from the run in `workdir`, beside
   `ref`'s (a transformers BertModel) last hidden states on the same ids."""
   from lm.tasks.embed import encode_file
-  from lm.training.workdir import load_trained
+  from lm.experiments import load_trained
   (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
   emb, _ = encode_file(str(workdir), str(tmp_path / "in.txt"),
-                       str(tmp_path / "emb.npy"))
+                       str(tmp_path / "emb.npy"), load_trained=load_trained)
   tok = load_trained(str(workdir)).tokenizer
   out = []
   for row, text in zip(emb, texts):

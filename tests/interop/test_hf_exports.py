@@ -11,11 +11,11 @@ import torch
 import transformers
 
 from configs import quickstart
+from lm import experiments
 from lm.data.tokenizer import train_tokenizer
 from lm.interop.sp_tokenizer import tokenizer_config, tokenizer_json
 from lm.interop.workdir import export_hf, import_hf
-from lm.training import loop
-from lm.training.workdir import load_trained
+from lm.experiments import load_trained
 from tests.cli import cli
 from tests.interop import hf_dirs
 
@@ -31,7 +31,7 @@ def test_native_run_exports_a_tokenizer_that_autotokenizer_reads_alike(tmp_path)
   c.steps, c.eval_every, c.checkpoint_every, c.log_every = 2, 2, 2, 2
   c.sample.prompt = ""
   c.data.tokenizer.vocab_size = 600
-  loop.train(c, str(tmp_path / "run"))
+  experiments.train(c, str(tmp_path / "run"))
   export_hf(str(tmp_path / "run"), str(tmp_path / "out"))
   trained = load_trained(str(tmp_path / "run"))
   tok = trained.tokenizer

@@ -12,10 +12,10 @@ import torch
 import transformers
 
 from configs import finetune_imdb, finetune_sst2
+from lm import experiments
 from lm.errors import LmError
 from lm.interop.workdir import export_hf, import_hf
-from lm.training import loop
-from lm.training.workdir import load_trained
+from lm.experiments import load_trained
 from tests.cli import cli
 from tests.interop import hf_dirs
 
@@ -168,7 +168,7 @@ def test_sst2_config_fine_tunes_an_imported_bert(tmp_path):
   assert imdb.init_from == f"{tmp_path}/bert" and imdb.model.d_model == 32
   c.steps, c.eval_every, c.checkpoint_every = 2, 2, 2
   c.optimizer.freeze_backbone = True
-  loop.train(c, str(tmp_path / "tuned"))
+  experiments.train(c, str(tmp_path / "tuned"))
   tuned = load_trained(str(tmp_path / "tuned"))
   source = load_trained(str(tmp_path / "bert"))
   assert tuned.objective.pooling() == "cls"
@@ -318,7 +318,7 @@ def test_causal_training_continues_from_an_imported_gpt2(tmp_path):
   c.steps, c.eval_every, c.checkpoint_every = 3, 3, 3
   c.optimizer.lr = 0.0          # the weights must come through unchanged
   c.sample.prompt = ""
-  out = loop.train(c, str(tmp_path / "run"))
+  out = experiments.train(c, str(tmp_path / "run"))
   assert np.isfinite(out["eval_loss"])
   tuned, source = load_trained(str(tmp_path / "run")), load_trained(
       str(tmp_path / "gpt2"))

@@ -7,11 +7,11 @@ import pytest
 
 from configs import code_search
 from launch import evaluate as evaluate_cli
+from lm import experiments
 from lm.errors import LmError
 from lm.objectives.contrastive import embed_texts
 from lm.tasks import embed
-from lm.training import loop
-from lm.training.workdir import load_trained
+from lm.experiments import load_trained
 from tests.launch.test_sample_evaluate import cli, workdir as causal_workdir  # noqa: F401
 
 
@@ -22,7 +22,7 @@ def run(tmp_path_factory):
   c.steps = 4
   c.checkpoint_every = 4
   c.eval_every = 4
-  loop.train(c, str(tmp / "run"))
+  experiments.train(c, str(tmp / "run"))
   return str(tmp / "run")
 
 
@@ -51,9 +51,10 @@ def test_encode_errors_are_one_sentence(run, causal_workdir, tmp_path):  # noqa:
   (tmp_path / "in.txt").write_text("x\n")
   with pytest.raises(LmError, match="holds a 'causal' run; embeddings come"):
     embed.encode_file(causal_workdir, str(tmp_path / "in.txt"),
-                           str(tmp_path / "e.npy"))
+                      str(tmp_path / "e.npy"), load_trained=load_trained)
   with pytest.raises(LmError, match="must end in .npy"):
-    embed.encode_file(run, str(tmp_path / "in.txt"), str(tmp_path / "e.txt"))
+    embed.encode_file(run, str(tmp_path / "in.txt"), str(tmp_path / "e.txt"),
+                      load_trained=load_trained)
   assert not (tmp_path / "e.npy").exists()
 
 

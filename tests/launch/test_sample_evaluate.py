@@ -11,10 +11,10 @@ import pytest
 
 from configs import quickstart
 from launch.evaluate import evaluate_workdir, summary_line
+from lm import experiments
 from lm.errors import LmError
 from lm.generation.text import cut_at_stop, generate_text
-from lm.training import loop
-from lm.training.workdir import load_trained
+from lm.experiments import load_trained
 from tests.training.corpus import write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +39,7 @@ def workdir(tmp_path_factory):
   c.eval_steps = 1
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    loop.train(c, str(tmp / "run"))
+    experiments.train(c, str(tmp / "run"))
   (tmp / "train.log").write_text(out.getvalue())
   return str(tmp / "run")
 
@@ -177,7 +177,7 @@ def test_lstm_is_trained_evaluated_and_sampled_by_the_same_tools(tmp_path):
   c.sample.max_new_tokens = 5
   c.peak_tflops = 1.0
   workdir = str(tmp_path / "lstm")
-  summary = loop.train(c, workdir)
+  summary = experiments.train(c, workdir)
   assert summary["eval_loss"] < 5.0
   trained = load_trained(workdir)
   assert type(trained.model).__name__ == "LstmLM"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import bert_quickstart, code_search, quickstart
+from lm import experiments
 from lm.data import pairs as pairs_lib
 from lm.errors import LmError
 from lm.models.config import make_model_config
@@ -15,9 +16,9 @@ from lm.objectives.contrastive import contrastive_loss, embed_texts
 from lm.parallel.mesh import make_mesh
 from lm.parallel.sharding import batch_sharding
 from lm.tasks import retrieval
-from lm.training import loop, optim, warm_start
+from lm.training import optim, warm_start
 from lm.training.state import init_state
-from lm.training.workdir import load_trained
+from lm.experiments import load_trained
 from tests.training.corpus import set_keys
 
 V, T = 64, 10
@@ -96,8 +97,8 @@ def _code_search(**overrides):
 
 def test_short_run_on_pystdlib_pairs_beats_the_untrained_encoder(tmp_path):
   c = _code_search()
-  before = loop.evaluate_untrained(c, str(tmp_path / "untrained"))
-  after = loop.train(c, str(tmp_path / "run"))
+  before = experiments.evaluate_untrained(c, str(tmp_path / "untrained"))
+  after = experiments.train(c, str(tmp_path / "run"))
   assert after["eval_candidates"] == 256
   # Measured: recall@1 0.07 -> 0.24, recall@10 0.27 -> 0.62 (256 candidates).
   assert after["eval_recall@1"] > max(2 * before["eval_recall@1"],
@@ -126,7 +127,7 @@ def _source_run(tmp_path, kind):
                 "log_every": 1, "data.train": f"text:{train}", "data.eval": "",
                 "data.tokenizer.vocab_size": 300, "sample.prompt": ""})
   workdir = str(tmp_path / kind)
-  loop.train(c, workdir)
+  experiments.train(c, workdir)
   return train, workdir
 
 
@@ -151,7 +152,7 @@ def test_warm_start_takes_the_backbone_and_the_tokenizer(tmp_path, kind, size,
   train, source = _source_run(tmp_path, kind)
   c = _simcse(train, size, source, **{"contrastive.pooling": pooling,
                                       "contrastive.projection": True})
-  run = loop.prepare(c, str(tmp_path / "simcse"))
+  run = experiments.prepare(c, str(tmp_path / "simcse"))
   src = load_trained(source)
   assert run.tokenizer.fingerprint() == src.tokenizer.fingerprint()
   tx, _ = optim.make_optimizer(c.optimizer, c.steps)
@@ -174,7 +175,7 @@ def test_warm_start_takes_the_backbone_and_the_tokenizer(tmp_path, kind, size,
       _leaves(params["projection"])["dense/kernel"],
       _leaves(state.params["projection"])["dense/kernel"])
   # The loop does the same at step 0 and trains from there.
-  summary = loop.train(c, str(tmp_path / "simcse"))
+  summary = experiments.train(c, str(tmp_path / "simcse"))
   assert summary["step"] == 2 and np.isfinite(summary["loss"])
 
 
@@ -183,20 +184,20 @@ def test_warm_start_and_config_errors_are_one_sentence(tmp_path):
   c = _simcse(train, "bert_mini", source)
   with pytest.raises(LmError, match=r"holds a model with model.d_ff=512, "
                      r"but this run builds model.d_ff=1024; use the source"):
-    loop.prepare(c, str(tmp_path / "a"))
+    experiments.prepare(c, str(tmp_path / "a"))
   c = _simcse(train, "bert_tiny", str(tmp_path / "nowhere"))
   with pytest.raises(LmError, match="does not exist"):
-    loop.prepare(c, str(tmp_path / "b"))
+    experiments.prepare(c, str(tmp_path / "b"))
   c = _simcse(train, "bert_tiny", "", grad_accum_steps=2)
   with pytest.raises(LmError, match="accumulation would shrink them"):
-    loop.prepare(c, str(tmp_path / "c"))
+    experiments.prepare(c, str(tmp_path / "c"))
   c = _simcse(train, "tiny", "", **{"contrastive.pooling": "cls"})
   with pytest.raises(LmError, match="pooling 'cls' reads the first token"):
-    loop.prepare(c, str(tmp_path / "d"))
+    experiments.prepare(c, str(tmp_path / "d"))
   c = _simcse(train, "bert_tiny", "", **{"contrastive.mode": "triplet"})
   with pytest.raises(LmError, match="contrastive.mode='triplet' is not one"):
-    loop.prepare(c, str(tmp_path / "e"))
+    experiments.prepare(c, str(tmp_path / "e"))
   c = _simcse(train, "bert_tiny", "", **{"data.train": f"text:{train}",
                                          "contrastive.mode": "supervised"})
   with pytest.raises(LmError, match="has no text pairs"):
-    loop.prepare(c, str(tmp_path / "f"))
+    experiments.prepare(c, str(tmp_path / "f"))

@@ -8,7 +8,7 @@ import pytest
 from lm.errors import LmError
 from lm.models.bert import BertModel
 from lm.models.config import make_model_config
-from lm.objectives import make_objective
+from lm.experiments import make_objective
 from lm.objectives.mlm import mlm_loss, summarize
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh

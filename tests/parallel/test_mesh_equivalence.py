@@ -7,7 +7,7 @@ import pytest
 
 from lm.models import build_model
 from lm.models.config import make_model_config
-from lm.objectives.causal import causal_lm_loss
+from lm.objectives.causal import causal_lm_loss, summarize as causal_summarize
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import optim, step as step_lib
@@ -37,7 +37,8 @@ def run(mesh_sizes, devices, steps=3, accum=1, **model_kw):
   tx, schedule = optim.make_optimizer(opt, 10)
   state, _, shardings = init_state(model, tx, mesh, rules, 0, T)
   train, _ = step_lib.jit_steps(model, causal_lm_loss, tx, schedule, 0, mesh,
-                                rules, shardings, accum_steps=accum)
+                                rules, shardings, accum_steps=accum,
+                                summarize=causal_summarize)
   batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh))
            for k, v in batch_np().items()}
   losses = []
@@ -87,7 +88,8 @@ def test_checkpoint_moves_to_another_mesh(tmp_path):
     tx, schedule = optim.make_optimizer(opt, 10)
     abstract, shardings = state_shardings(model, tx, mesh, rules, T)
     train, _ = step_lib.jit_steps(model, causal_lm_loss, tx, schedule, 0, mesh,
-                                  rules, shardings)
+                                  rules, shardings,
+                                  summarize=causal_summarize)
     batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh))
              for k, v in batch_np().items()}
     return model, tx, mesh, rules, abstract, shardings, train, batch

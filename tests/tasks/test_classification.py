@@ -10,7 +10,8 @@ import pytest
 from lm.errors import LmError
 from lm.models.config import make_model_config
 from lm.models.task_model import TaskModel
-from lm.tasks import finetune, make_task
+from lm.experiments import make_objective as make_task
+from lm.tasks import finetune
 from lm.tasks.classification import pair_rows, truncate_pair
 from lm.training.experiment import base_config
 

@@ -12,11 +12,11 @@ import tensorflow_datasets as tfds
 from configs import (bert_quickstart, finetune_conll, finetune_imdb,
                      finetune_sst2, finetune_squad)
 from launch.evaluate import evaluate_workdir
+from lm import experiments
 from lm.errors import LmError
 from lm.tasks.predict import read_inputs
-from lm.training import loop
 from lm.training.checkpoint import Checkpointer
-from lm.training.workdir import load_trained, read_resolved
+from lm.experiments import load_trained, read_resolved
 from tests.cli import cli
 from tests.tasks import data
 from tests.training.corpus import set_keys, write_corpus
@@ -33,7 +33,7 @@ def test_classification_on_tfds_mock_data(tmp_path, config, names):
   c = config.get_config("runlocal")
   workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=40):
-    out = loop.train(c, workdir)
+    out = experiments.train(c, workdir)
   assert out["step"] == c.steps
   for key in ("eval_accuracy", "eval_macro_f1", "eval_loss"):
     assert 0.0 <= out[key] <= (1.0 if key != "eval_loss" else 10.0), key
@@ -58,7 +58,7 @@ def pairs_run(tmp_path_factory):
       "steps": 40, "eval_every": 20, "checkpoint_every": 20,
       "batch_size": 16, "log_every": 10})
   workdir = str(tmp / "run")
-  return loop.train(c, workdir), workdir, tmp
+  return experiments.train(c, workdir), workdir, tmp
 
 
 def test_pair_classifier_learns_and_predicts(pairs_run):
@@ -120,7 +120,7 @@ def mlm_run(tmp_path_factory):
       "steps": 3, "checkpoint_every": 3, "eval_every": 100, "log_every": 1,
       "data.train": f"text:{train}", "data.eval": "",
       "data.tokenizer.vocab_size": 300})
-  loop.train(c, str(tmp / "mlm"))
+  experiments.train(c, str(tmp / "mlm"))
   return str(tmp / "mlm")
 
 
@@ -133,7 +133,7 @@ def test_backbone_only_restore_and_linear_probe(mlm_run, tmp_path):
       "steps": 2, "eval_every": 2, "checkpoint_every": 2})
   assert c.init_from == source and c.model.size == "bert_tiny"
   workdir = str(tmp_path / "probe")
-  loop.train(c, workdir)
+  experiments.train(c, workdir)
   tuned, src = load_trained(workdir), load_trained(mlm_run)
   assert tuned.tokenizer.fingerprint() == src.tokenizer.fingerprint()
   got, want = _leaves(tuned.params["backbone"]), _leaves(src.params)
@@ -150,7 +150,7 @@ def test_backbone_only_restore_and_linear_probe(mlm_run, tmp_path):
   assert np.abs(head["dense/bias"]).sum() > 0
   # Full fine-tuning moves the backbone.
   c.optimizer.freeze_backbone = False
-  loop.train(c, str(tmp_path / "full"))
+  experiments.train(c, str(tmp_path / "full"))
   full = _leaves(load_trained(str(tmp_path / "full")).params["backbone"])
   assert any(not np.array_equal(full[n], want[n]) for n in full)
 
@@ -162,23 +162,23 @@ def test_init_from_errors_are_one_sentence(mlm_run, pairs_run, tmp_path):
   c = set_keys(finetune_sst2.get_config(f"{mlm_run},runlocal"),
                {**base, "model.d_ff": 1024})
   with pytest.raises(LmError, match="holds a model with model.d_ff=512"):
-    loop.prepare(c, str(tmp_path / "a"))
+    experiments.prepare(c, str(tmp_path / "a"))
   c = set_keys(finetune_sst2.get_config(f"{mlm_run},runlocal"), base)
   c.data.tokenizer.path = os.path.join(pairs_run[1], "tokenizer.model")
   with pytest.raises(LmError, match="is not the tokenizer of config.init_from"):
-    loop.prepare(c, str(tmp_path / "b"))
+    experiments.prepare(c, str(tmp_path / "b"))
   c = set_keys(finetune_sst2.get_config("runlocal"),
                {**base, "init_from": os.path.join(mlm_run, "checkpoints", "9")})
   with pytest.raises(LmError, match="checkpoint step 9 does not exist"):
-    loop.train(c, str(tmp_path / "c"))
+    experiments.train(c, str(tmp_path / "c"))
   c = set_keys(finetune_sst2.get_config("runlocal"),
                {**base, "task.metric": "f1"})
   with pytest.raises(LmError, match="not a classification metric"):
-    loop.prepare(c, str(tmp_path / "d"))
+    experiments.prepare(c, str(tmp_path / "d"))
   c = set_keys(finetune_sst2.get_config("runlocal"),
                {**base, "task.class_weights": "maybe=2"})
   with pytest.raises(LmError, match="does not name a label"):
-    loop.prepare(c, str(tmp_path / "e"))
+    experiments.prepare(c, str(tmp_path / "e"))
 
 
 def test_tagging_end_to_end_on_conll_files(tmp_path):
@@ -189,7 +189,7 @@ def test_tagging_end_to_end_on_conll_files(tmp_path):
       "batch_size": 16, "log_every": 10})
   assert c.data.train == f"conll:{train}"
   workdir = str(tmp_path / "run")
-  out = loop.train(c, workdir)
+  out = experiments.train(c, workdir)
   assert out["eval_f1"] > 0.8 and out["eval_entities"] == 80.0, out
   labels = read_resolved(workdir)["batch"]["labels"]
   assert labels[0] == "O" and set(labels) == {"O", "B-PER", "I-PER", "B-LOC",
@@ -209,7 +209,7 @@ def test_qa_end_to_end_on_jsonl(tmp_path):
       "eval_every": 60, "checkpoint_every": 60,
       "batch_size": 16, "log_every": 20})
   workdir = str(tmp_path / "run")
-  out = loop.train(c, workdir)
+  out = experiments.train(c, workdir)
   assert out["eval_questions"] == 40.0
   assert out["eval_windows"] >= 40.0 and "eval_tokens" not in out
   assert out["eval_f1"] > 0.8 and out["eval_exact_match"] > 0.7, out
@@ -227,7 +227,7 @@ def test_mock_conll_and_squad_fail_in_one_sentence(tmp_path):
   for config, match in ((finetune_conll, "tags"), (finetune_squad, "answer")):
     with tfds.testing.mock_data(num_examples=4):
       with pytest.raises(LmError, match=match):
-        loop.prepare(config.get_config("runlocal"), str(tmp_path / match))
+        experiments.prepare(config.get_config("runlocal"), str(tmp_path / match))
 
 
 @pytest.mark.parametrize("kind", ["causal", "contrastive"])
@@ -241,7 +241,7 @@ def test_fine_tune_from_causal_and_contrastive_runs(tmp_path, kind):
       "data.tokenizer.vocab_size": 300})
   if kind == "causal":
     src.sample.prompt = ""
-  loop.train(src, str(tmp_path / kind))
+  experiments.train(src, str(tmp_path / kind))
   train = data.write_pairs_tsv(tmp_path / "train.tsv", 64)
   c = set_keys(finetune_sst2.get_config(f"{tmp_path / kind},runlocal"), {
       "data.train": f"tsv:{train}", "data.eval": f"tsv:{train}",
@@ -253,9 +253,9 @@ def test_fine_tune_from_causal_and_contrastive_runs(tmp_path, kind):
     # default pooling ("auto") reads [CLS] instead.
     c.task.pooling = "pooler"
     with pytest.raises(LmError, match="has no pretrained BERT pooler"):
-      loop.train(c, str(tmp_path / "no_pooler"))
+      experiments.train(c, str(tmp_path / "no_pooler"))
     c.task.pooling = "auto"
-  out = loop.train(c, str(tmp_path / "tuned"))
+  out = experiments.train(c, str(tmp_path / "tuned"))
   assert out["step"] == 2 and 0.0 <= out["eval_accuracy"] <= 1.0
   tuned = load_trained(str(tmp_path / "tuned"))
   source = load_trained(str(tmp_path / kind))

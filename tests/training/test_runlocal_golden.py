@@ -11,6 +11,7 @@ meant to move them rewrites it, with the reason in the commit:
   python -m tests.training.test_runlocal_golden --write
 """
 
+from lm import experiments
 import glob
 import json
 import os
@@ -75,8 +76,7 @@ def _config(name: str, tmp):
 
 def run_case(name: str, tmp) -> dict:
   """The final metrics (train and eval) of case `name`, as floats."""
-  from lm.training import loop
-  out = loop.train(_config(name, tmp), str(tmp / "run"))
+  out = experiments.train(_config(name, tmp), str(tmp / "run"))
   return {k: float(v) for k, v in sorted(out.items())
           if isinstance(v, (int, float)) and k not in (
               "tokens_per_second", "mfu")}

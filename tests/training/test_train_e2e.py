@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import quickstart
+from lm import experiments
 from lm.errors import LmError
 from lm.training import loop
 from lm.training.checkpoint import Checkpointer
@@ -37,7 +38,7 @@ def test_train_from_local_text_files(tmp_path):
                   log_every=5, eval_every=15, checkpoint_every=15)
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_steps = 5
-  summary = loop.train(c, workdir)
+  summary = experiments.train(c, workdir)
   records = read_metrics(workdir)
   train = [r for r in records if "loss" in r]
   assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30]
@@ -61,7 +62,7 @@ def test_train_from_tfds_mock_data(tmp_path):
   c = tiny_config("tfds:lm1b:train", "tfds:lm1b:test", steps=4, log_every=2,
                   eval_every=4, checkpoint_every=4)
   with tfds.testing.mock_data(num_examples=64):
-    summary = loop.train(c, str(tmp_path / "run"))
+    summary = experiments.train(c, str(tmp_path / "run"))
   assert np.isfinite(summary["loss"]) and np.isfinite(summary["eval_loss"])
 
 
@@ -75,7 +76,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   c.optimizer.clip_norm = 0.0
   c.optimizer.schedule = "constant"
   with pytest.raises(loop.NonFiniteLoss, match=r"at step (\d+)") as err:
-    loop.train(c, workdir)
+    experiments.train(c, workdir)
   bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
   ckpt = Checkpointer(workdir)
   steps = ckpt.all_steps()
@@ -91,7 +92,7 @@ def test_workdir_with_other_model_is_refused_untouched(tmp_path):
   workdir = str(tmp_path / "run")
   c = tiny_config(f"text:{glob}", "", steps=2, log_every=1, checkpoint_every=2,
                   eval_every=100)
-  loop.train(c, workdir)
+  experiments.train(c, workdir)
 
   def snapshot():
     out = {}
@@ -106,14 +107,14 @@ def test_workdir_with_other_model_is_refused_untouched(tmp_path):
                    eval_every=100)
   c2.model.d_model = 32
   with pytest.raises(LmError, match=r"different model \(model.d_model"):
-    loop.train(c2, workdir)
+    experiments.train(c2, workdir)
   assert snapshot() == before
 
 
 def test_missing_data_path_is_one_sentence(tmp_path):
   c = tiny_config(f"text:{tmp_path}/nothing/*.txt", "")
   with pytest.raises(LmError, match="nothing"):
-    loop.train(c, str(tmp_path / "run"))
+    experiments.train(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
@@ -121,5 +122,5 @@ def test_batch_not_divisible_by_mesh_is_one_sentence(tmp_path):
   glob = write_corpus(tmp_path / "corpus", n_docs=5)
   c = tiny_config(f"text:{glob}", "", batch_size=12)
   with pytest.raises(LmError, match=r"batch_size=12 \(microbatch 12\) is not divisible by the 8 batch shards"):
-    loop.train(c, str(tmp_path / "run"))
+    experiments.train(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")

@@ -10,9 +10,9 @@ import pytest
 from configs import bert_quickstart
 from launch import evaluate as evaluate_cli
 from tests.launch.test_sample_evaluate import cli
+from lm import experiments
 from lm.errors import LmError
 from lm.objectives.mlm import majority_baseline
-from lm.training import loop
 from tests.training.corpus import set_keys, write_corpus
 
 
@@ -34,8 +34,8 @@ def test_tiny_bert_beats_the_majority_baseline_on_held_out_files(tmp_path):
                  batch_size=16, seq_len=48)
   c.optimizer.lr = 2e-3
   c.optimizer.warmup_steps = 30
-  summary = loop.train(c, workdir)
-  run = loop.prepare(c, workdir)
+  summary = experiments.train(c, workdir)
+  run = experiments.prepare(c, workdir)
   baseline = majority_baseline(
       run.objective.eval_batches(run.eval_data, run.config.batch_size, None))
   assert summary["eval_mlm_accuracy"] > baseline + 0.2, (summary, baseline)
@@ -58,11 +58,11 @@ def test_resumed_mlm_run_is_bitwise_the_uninterrupted_run(tmp_path):
   train = write_corpus(tmp_path / "train", n_docs=30)
   c = mlm_config(f"text:{train}", "", steps=6, checkpoint_every=3,
                  eval_every=100, log_every=1)
-  whole = loop.train(c, str(tmp_path / "whole"))
+  whole = experiments.train(c, str(tmp_path / "whole"))
   c.steps = 3
-  loop.train(c, str(tmp_path / "split"))
+  experiments.train(c, str(tmp_path / "split"))
   c.steps = 6
-  resumed = loop.train(c, str(tmp_path / "split"))
+  resumed = experiments.train(c, str(tmp_path / "split"))
   assert resumed["loss"] == whole["loss"]
   assert resumed["mlm_accuracy"] == whole["mlm_accuracy"]
   # An encoder workdir cannot be sampled from: one sentence, exit 2.
@@ -80,7 +80,7 @@ def test_mlm_with_a_decoder_size_fails_before_writing(tmp_path):
   c.model.size = "tiny"
   workdir = tmp_path / "run"
   with pytest.raises(LmError, match="BERT size"):
-    loop.train(c, str(workdir))
+    experiments.train(c, str(workdir))
   assert not workdir.exists()
 
 
@@ -89,7 +89,7 @@ def test_mlm_without_nsp_trains_and_reports_no_nsp_metrics(tmp_path):
   c = mlm_config(f"text:{train}", f"text:{train}", steps=4, eval_every=4,
                  checkpoint_every=4)
   c.mlm.nsp = False
-  summary = loop.train(c, str(tmp_path / "run"))
+  summary = experiments.train(c, str(tmp_path / "run"))
   assert np.isfinite(summary["eval_mlm_loss"])
   assert "eval_nsp_accuracy" not in summary
   assert summary["loss"] == pytest.approx(summary["mlm_loss"])
