@@ -316,7 +316,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
                         "architecture": m.architecture,
                         "initialised": sorted(fresh)},
   }
-  best_metric, best_mode = getattr(obj, "best_metric", ("eval_loss", "min"))
+  best_metric, best_mode = obj.best_metric
   ckpt = Checkpointer(workdir, keep=1, async_save=False,
                       best_metric=best_metric, best_mode=best_mode)
   ckpt.save(0, state, {"step": 0}, resolved, force=True)
@@ -417,7 +417,7 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
                     "a new directory.")
   trained = load_trained(workdir, step, best=best)
   c, tok = trained.config, trained.tokenizer
-  labels = getattr(trained.objective, "labels", None)
+  labels = trained.objective.labels
   extra = {}
   for key, value in (("pad_token_id", tok.pad_id), ("bos_token_id", tok.bos_id),
                      ("eos_token_id", tok.eos_id)):

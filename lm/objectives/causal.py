@@ -16,6 +16,7 @@ from lm.errors import LmError
 from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
 from lm.training import metrics as metrics_lib
+from lm.training.objective import Objective
 
 
 def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
@@ -45,7 +46,7 @@ def summarize(sums) -> dict:
           "accuracy": sums["correct"] / tokens}
 
 
-class CausalLM:
+class CausalLM(Objective):
   """The causal objective over packed token streams (see `lm.objectives`)."""
 
   name = "causal"

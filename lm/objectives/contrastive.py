@@ -40,6 +40,7 @@ from lm.errors import LmError
 from lm.objectives.contrastive_loss import info_nce
 from lm.tasks import retrieval
 from lm.training import metrics as metrics_lib
+from lm.training.objective import Objective
 
 MODES = ("unsupervised", "supervised")
 TEXTS = ("lines", "documents")
@@ -120,7 +121,7 @@ class Tokenized:
                 pad=self.pad)
 
 
-class Contrastive:
+class Contrastive(Objective):
   """The contrastive objective (see `lm.objectives` for the contract)."""
 
   name = "contrastive"
@@ -345,7 +346,7 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   ["sort a list"]).shape -> (1, 256).
   """
   from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from lm.training.step import _run_in_mesh  # pylint: disable=g-import-not-at-top
+  from lm.training.step import run_in_mesh  # pylint: disable=g-import-not-at-top
   config, tok, mesh = trained.config, trained.tokenizer, trained.mesh
   if config.objective != "contrastive":
     raise LmError(f"{trained.workdir} holds a {config.objective!r} run; "
@@ -367,7 +368,7 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
     return model.apply({"params": params}, tokens, segment_ids=mask)["embedding"]
 
   bs = sharding_lib.batch_sharding(mesh)
-  fn = _run_in_mesh(jax.jit(
+  fn = run_in_mesh(jax.jit(
       encode, in_shardings=(trained.state_shardings.params, bs, bs),
       out_shardings=sharding_lib.replicated(mesh)), mesh, trained.rules)
   out = []

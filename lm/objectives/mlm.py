@@ -25,6 +25,7 @@ from lm.errors import LmError
 from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
 from lm.training import metrics as metrics_lib
+from lm.training.objective import Objective
 
 
 def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
@@ -95,7 +96,7 @@ def majority_baseline(batches) -> float:
   return max(counts.values()) / sum(counts.values()) if counts else 0.0
 
 
-class MaskedLM:
+class MaskedLM(Objective):
   """The masked-LM (+ NSP) objective over segment streams (see `lm.objectives`)."""
 
   name = "mlm"

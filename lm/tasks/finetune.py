@@ -25,6 +25,7 @@ import numpy as np
 from lm.data import packing, pipeline
 from lm.errors import LmError
 from lm.training import metrics as metrics_lib
+from lm.training.objective import Objective
 
 
 @dataclasses.dataclass
@@ -117,7 +118,7 @@ def label_ids(values: Sequence[str], labels: Sequence[str], uri: str
   return out
 
 
-class Task:
+class Task(Objective):
   """The objective contract (`lm.objectives`) for fine-tuning.
 
   `stored` is a trained run's `data_settings()` as its `config.json` holds

@@ -123,7 +123,7 @@ def predict(trained, records, *, batch_size: int = 32) -> list[dict]:
   """One prediction dict per record (see the module docstring), from the
   run's model without dropout."""
   from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from lm.training.step import _run_in_mesh  # pylint: disable=g-import-not-at-top
+  from lm.training.step import run_in_mesh  # pylint: disable=g-import-not-at-top
   task = _task(trained)
   if batch_size < 1:
     raise LmError(f"batch size must be positive, got {batch_size}.")
@@ -141,7 +141,7 @@ def predict(trained, records, *, batch_size: int = 32) -> list[dict]:
                        segment_ids=batch["mask"], **kwargs)
 
   bs = sharding_lib.batch_sharding(mesh)
-  fn = _run_in_mesh(jax.jit(
+  fn = run_in_mesh(jax.jit(
       forward, in_shardings=(trained.state_shardings.params, bs),
       out_shardings=sharding_lib.replicated(mesh)), mesh, trained.rules)
   parts = []

@@ -188,7 +188,7 @@ def make_run_optimizer(run: Run):
   """`optim.make_optimizer` for the run's config, objective and model."""
   return optim.make_optimizer(
       run.config.optimizer, run.config.steps,
-      backbone_path=tuple(getattr(run.objective, "backbone_path", ())),
+      backbone_path=tuple(run.objective.backbone_path),
       num_layers=run.model_cfg.num_layers)
 
 
@@ -196,7 +196,7 @@ def count_key(objective) -> str:
   """What an objective's batch sums count, the name of that metric:
   "tokens" unless the objective says otherwise (`count_key`: "examples"
   for classification, "windows" for QA rows)."""
-  return getattr(objective, "count_key", "tokens")
+  return objective.count_key
 
 
 def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
@@ -219,9 +219,9 @@ def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,
   (retrieval) computes them in its own `evaluate` with the same arguments.
   """
   counted = _Counted(eval_fn)
-  if hasattr(objective, "evaluate"):
-    out = objective.evaluate(data, counted, params, mesh,
-                             batch_size=batch_size, max_batches=max_batches)
+  out = objective.evaluate(data, counted, params, mesh,
+                           batch_size=batch_size, max_batches=max_batches)
+  if out is not None:      # the objective's own metrics
     return {**out, "eval_batches": float(counted.calls)} if out else out
   totals = None
   for _, out in step_lib.eval_outputs(
@@ -263,7 +263,7 @@ def evaluate_untrained(config, workdir: str, make_objective) -> dict:
 
 
 def _best(objective) -> tuple[str, str]:
-  return getattr(objective, "best_metric", ("eval_loss", "min"))
+  return objective.best_metric
 
 
 class SaveFailed(LmError):

@@ -82,8 +82,7 @@ def prior_record(workdir: str, objective) -> dict | None:
   reads and verifies, or None when it holds none (nothing is written)."""
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
-  best_metric, best_mode = getattr(objective, "best_metric",
-                                   ("eval_loss", "min"))
+  best_metric, best_mode = objective.best_metric
   ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,
                       read_only=True)
   try:

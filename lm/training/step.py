@@ -98,7 +98,7 @@ def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings
       in_shardings=(state_shardings, batch_s),
       out_shardings=(state_shardings, repl),
       donate_argnums=0)
-  return (_run_in_mesh(train, mesh, rules),
+  return (run_in_mesh(train, mesh, rules),
           jit_eval_step(model, objective, mesh, rules, state_shardings.params))
 
 
@@ -108,7 +108,7 @@ def jit_eval_step(model, objective, mesh, rules, params_shardings):
       functools.partial(eval_step, model=model, objective=objective),
       in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
       out_shardings=sharding_lib.replicated(mesh))
-  return _run_in_mesh(evaluate, mesh, rules)
+  return run_in_mesh(evaluate, mesh, rules)
 
 
 def eval_outputs(eval_fn, params, mesh, batches):
@@ -126,7 +126,7 @@ def eval_outputs(eval_fn, params, mesh, batches):
     yield batch, jax.device_get(eval_fn(params, to_global(rows, bsharding)))
 
 
-def _run_in_mesh(fn, mesh, rules):
+def run_in_mesh(fn, mesh, rules):
   """Calls `fn` with the mesh and logical rules active (for Flax constraints)."""
   @functools.wraps(fn)
   def wrapped(*args):

@@ -158,7 +158,7 @@ def state_layout(config, objective, model, model_cfg: ModelConfig):
   rules = sharding_lib.logical_rules(config.mesh.get("rules") or ())
   tx, _ = optim.make_optimizer(
       config.optimizer, config.steps,
-      backbone_path=tuple(getattr(objective, "backbone_path", ())),
+      backbone_path=tuple(objective.backbone_path),
       num_layers=model_cfg.num_layers)
   abstract, shardings = state_shardings(model, tx, mesh, rules, config.seq_len)
   return mesh, rules, tx, abstract, shardings
@@ -177,8 +177,7 @@ def load_trained(workdir: str, step: int | None = None, *, make_objective,
                   "reach its first checkpoint_every step.")
   config = ml_collections.ConfigDict(resolved["config"])
   objective = make_objective(config, stored=resolved.get("batch"))
-  best_metric, best_mode = getattr(objective, "best_metric",
-                                   ("eval_loss", "min"))
+  best_metric, best_mode = objective.best_metric
   ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,
                       read_only=True)
   steps = ckpt.all_steps()
