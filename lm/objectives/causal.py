@@ -13,9 +13,9 @@ import jax.numpy as jnp
 
 from lm.data import packing, pipeline
 from lm.errors import LmError
+from lm.models import flops
 from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
-from lm.training import metrics as metrics_lib
 from lm.training.objective import Objective
 
 
@@ -105,5 +105,5 @@ class CausalLM(Objective):
     attn_width = 0
     if model_cfg.arch == "transformer":
       attn_width = model_cfg.num_heads * model_cfg.head_size
-    return metrics_lib.flops_per_token(n, model_cfg.num_layers,
+    return flops.flops_per_token(n, model_cfg.num_layers,
                                        self.config.seq_len, attn_width)

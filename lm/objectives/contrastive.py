@@ -37,9 +37,9 @@ import numpy as np
 
 from lm.data import pair_batches, pairs as pairs_lib, sources
 from lm.errors import LmError
+from lm.models import flops
 from lm.objectives.contrastive_loss import info_nce
 from lm.tasks import retrieval
-from lm.training import metrics as metrics_lib
 from lm.training.objective import Objective
 
 MODES = ("unsupervised", "supervised")
@@ -280,7 +280,7 @@ class Contrastive(Objective):
     per row (2, or 3 with hard negatives); N leaves out the lookup tables
     and any LM head the pooled embedding never reaches."""
     k = 3 if (not self.unsupervised and self.config.contrastive.negative_field) else 2
-    return k * metrics_lib.encoder_flops_per_token(model_cfg, n_params,
+    return k * flops.encoder_flops_per_token(model_cfg, n_params,
                                                    self.config.seq_len)
 
 

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 
 from lm.data import masking, nsp as nsp_lib, segments as segments_lib
 from lm.errors import LmError
+from lm.models import flops
 from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
-from lm.training import metrics as metrics_lib
 from lm.training.objective import Objective
 
 
@@ -195,7 +195,7 @@ class MaskedLM(Objective):
     if model_cfg.position == "learned":
       n -= model_cfg.max_len * d
     n += v * d * self.max_predictions() / self.config.seq_len
-    return metrics_lib.flops_per_token(
+    return flops.flops_per_token(
         n, model_cfg.num_layers, self.config.seq_len,
         model_cfg.num_heads * model_cfg.head_size)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from lm.data import packing, pipeline
 from lm.errors import LmError
-from lm.training import metrics as metrics_lib
+from lm.models import flops
 from lm.training.objective import Objective
 
 
@@ -238,7 +238,7 @@ class Task(Objective):
   def flops_per_token(self, model_cfg, n_params: int) -> float:
     """6·N + attention per row token; N leaves out the lookup tables and
     any LM head the task head never reads."""
-    return metrics_lib.encoder_flops_per_token(model_cfg, n_params,
+    return flops.encoder_flops_per_token(model_cfg, n_params,
                                                self.config.seq_len)
 
   # --- evaluation -------------------------------------------------------------
