@@ -20,43 +20,12 @@ from configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, runlocal=False)
   c = common.base_config()
-  c.objective = "contrastive"
-  c.model.size = "bert_mini"
-  c.model.dropout = 0.1
-  c.model.attention_dropout = 0.1
-  c.seq_len = 64
-  c.batch_size = 64
-  c.steps = 200
-  c.log_every = 20
-  c.eval_every = 100
-  c.eval_steps = 0
-  c.checkpoint_every = 100
-  c.data.train = "pystdlib:train"
-  c.data.eval = "pystdlib:validation"
-  c.data.tokenizer.vocab_size = 2048
-  c.data.tokenizer.max_chars = 8_000_000
-  c.contrastive.mode = "supervised"
-  c.contrastive.pooling = "mean"
-  c.contrastive.projection = False
-  c.contrastive.temperature = 0.05
+  common.sentence_encoder(c, mode="supervised", pooling="mean", projection=False,
+                          steps=200, eval_every=100)
   c.contrastive.symmetric = True
   c.contrastive.eval_candidates = 1000
-  c.optimizer.lr = 1e-3
-  c.optimizer.warmup_steps = 40
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
+  common.adamw_linear(c, lr=1e-3, warmup_steps=40)
   if args["runlocal"]:
-    c.model.size = "bert_tiny"
-    c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 6
-    c.log_every = 2
-    c.eval_every = 3
-    c.checkpoint_every = 3
+    common.runlocal_encoder(c)
     c.contrastive.eval_candidates = 32
-    c.data.tokenizer.vocab_size = 512
-    c.data.tokenizer.max_chars = 300_000
-    c.progress_bar = False
   return c

@@ -112,3 +112,56 @@ def fine_tune(c, args: dict, *, lr: float, warmup_steps: int,
     c.data.tokenizer.vocab_size = 512
     c.optimizer.warmup_steps = 1
     c.progress_bar = False
+
+
+def sentence_encoder(c, *, mode: str, pooling: str, projection: bool,
+                     steps: int, eval_every: int) -> None:
+  """The CPU sentence-encoder recipe both contrastive quickstarts share:
+  bert_mini with dropout 0.1 on the standard library's source, 64x64 rows,
+  a whole-split eval, temperature 0.05."""
+  c.objective = "contrastive"
+  c.model.size = "bert_mini"
+  c.model.dropout = 0.1
+  c.model.attention_dropout = 0.1
+  c.seq_len = 64
+  c.batch_size = 64
+  c.steps = steps
+  c.log_every = 20
+  c.eval_every = eval_every
+  c.eval_steps = 0
+  c.checkpoint_every = eval_every
+  c.data.train = "pystdlib:train"
+  c.data.eval = "pystdlib:validation"
+  c.data.tokenizer.vocab_size = 2048
+  c.data.tokenizer.max_chars = 8_000_000
+  c.contrastive.mode = mode
+  c.contrastive.pooling = pooling
+  c.contrastive.projection = projection
+  c.contrastive.temperature = 0.05
+
+
+def adamw_linear(c, *, lr: float, warmup_steps: int) -> None:
+  """AdamW (b2 0.999, weight decay 0.01) with linear warmup and a linear
+  decay to zero."""
+  c.optimizer.lr = lr
+  c.optimizer.warmup_steps = warmup_steps
+  c.optimizer.schedule = "linear"
+  c.optimizer.min_lr_ratio = 0.0
+  c.optimizer.b2 = 0.999
+  c.optimizer.weight_decay = 0.01
+
+
+def runlocal_encoder(c) -> None:
+  """The tiny CPU variant of a BERT-sized encoder run that the tests use:
+  bert_tiny, 6 steps of 8x32, evals and checkpoints every 3 steps."""
+  c.model.size = "bert_tiny"
+  c.seq_len = 32
+  c.batch_size = 8
+  c.steps = 6
+  c.log_every = 2
+  c.eval_every = 3
+  c.checkpoint_every = 3
+  c.data.tokenizer.vocab_size = 512
+  c.data.tokenizer.max_chars = 300_000
+  c.progress_bar = False
+
