@@ -159,7 +159,7 @@ def test_warm_start_takes_the_backbone_and_the_tokenizer(tmp_path, kind, size,
   state, _, shardings = init_state(run.model, tx, run.mesh, run.rules, c.seed,
                                    c.seq_len)
   params = warm_start.start_from(source, state.params, shardings.params,
-                                 run.objective)
+                                 run.objective, experiments.make_objective)
   got, want = _leaves(params["backbone"]), _leaves(src.params)
   fresh = _leaves(state.params["backbone"])
   for name, value in got.items():

@@ -16,7 +16,8 @@ from lm import experiments
 from lm.errors import LmError
 from lm.tasks.predict import read_inputs
 from lm.training.checkpoint import Checkpointer
-from lm.experiments import load_trained, read_resolved
+from lm.experiments import load_trained
+from lm.training.workdir import read_resolved
 from tests.cli import cli
 from tests.tasks import data
 from tests.training.corpus import set_keys, write_corpus

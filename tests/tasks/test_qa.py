@@ -7,7 +7,7 @@ import pytest
 from lm.data.records import Records
 from lm.data.tokenizer import train_tokenizer
 from lm.errors import LmError
-from lm.tasks import make_task
+from lm.experiments import make_objective as make_task
 from lm.tasks.qa import answer_pieces, best_span, windows
 from lm.training.experiment import base_config
 

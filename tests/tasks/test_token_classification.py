@@ -7,7 +7,7 @@ import pytest
 
 from lm.data.records import Records
 from lm.data.tokenizer import train_tokenizer
-from lm.tasks import make_task
+from lm.experiments import make_objective as make_task
 from lm.tasks.token_classification import tag_rows, word_pieces, word_tags
 from lm.training.experiment import base_config
 
