@@ -52,7 +52,8 @@ def main(argv):
                   tokenizer=_TOKENIZER.value)
   from lm.models.config import describe, size_name
   print(f"imported {r.model.architecture} (model size "
-        f"{size_name(r.model.config)}: {describe(r.model.config)}; "
+        f"{size_name(r.model.config)}: {describe(r.model.config)}, vocab "
+        f"{r.model.config.vocab_size}; "
         f"{r.n_params:,} parameters) as a {r.objective!r} run in "
         f"{r.workdir}; tokenizer {r.tokenizer.path} ({r.tokenizer.kind})",
         flush=True)

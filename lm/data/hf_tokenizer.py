@@ -142,6 +142,7 @@ class HfTokenizer:
     self._tok.no_truncation()
     self._tok.no_padding()
     self._path = path
+    self._adds_bos = None
     self._raw = raw if raw is not None else backend.to_str().encode("utf-8")
     vocab = backend.get_vocab(with_added_tokens=True)
     self._vocab_size = max(backend.get_vocab_size(with_added_tokens=True),
@@ -258,13 +259,16 @@ class HfTokenizer:
     `tokenizer_config.json` beside it, else what the `tokenizer.json`'s
     post-processor puts first (GPT-2's adds nothing: False; Llama's adds
     <s>: True)."""
-    setting = tokenizer_setting(self._path, "add_bos_token")
-    if isinstance(setting, bool):
-      return setting
-    bos = self._ids["bos"]
-    ids = self._tok.encode("a", add_special_tokens=True).ids
-    return bos is not None and bool(ids) and ids[0] == bos and (
-        self._tok.encode("a", add_special_tokens=False).ids[:1] != [bos])
+    if self._adds_bos is None:      # read once, on first use
+      setting = tokenizer_setting(self._path, "add_bos_token")
+      if isinstance(setting, bool):
+        self._adds_bos = setting
+      else:
+        bos = self._ids["bos"]
+        ids = self._tok.encode("a", add_special_tokens=True).ids
+        self._adds_bos = bos is not None and bool(ids) and ids[0] == bos and (
+            self._tok.encode("a", add_special_tokens=False).ids[:1] != [bos])
+    return self._adds_bos
 
   @property
   def has_bert_specials(self) -> bool:

@@ -114,22 +114,22 @@ def sentence_transformer(hf_dir: str, *, pooling_given: bool = False
   from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
   out = SentenceTransformer()
   path = os.path.join(hf_dir, "modules.json")
-  modules = (read_json(path, "fix it or remove it") if os.path.isfile(path)
-             else [{"type": _ST_MODULE + "Transformer", "path": ""},
-                   {"type": _ST_MODULE + "Pooling", "path": "1_Pooling"}])
-  if not isinstance(modules, list):
+  listed = os.path.isfile(path)
+  # without modules.json, an older layout may still hold 1_Pooling/
+  modules = (read_json(path, "fix it or remove it") if listed
+             else [{"type": _ST_MODULE + "Pooling", "path": "1_Pooling"}])
+  if not (isinstance(modules, list)
+          and all(isinstance(m, dict) for m in modules)):
     raise LmError(f"{path} is not a list of modules; fix it or remove it.")
   for module in modules:
-    kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+    kind = str(module.get("type", ""))
     name = kind.removeprefix(_ST_MODULE)
-    where = os.path.join(hf_dir, str(module.get("path", "")) if isinstance(
-        module, dict) else "")
     if name == "Transformer":
       continue
     if name == "Pooling":
-      config = os.path.join(where, "config.json")
+      config = os.path.join(hf_dir, str(module.get("path", "")), "config.json")
       if not os.path.isfile(config):
-        if os.path.isfile(path):
+        if listed:
           raise LmError(f"{path} names a Pooling module without "
                         f"{config}; download the model again.")
         continue
@@ -147,7 +147,7 @@ def sentence_transformer(hf_dir: str, *, pooling_given: bool = False
     elif name == "Normalize":
       out.normalize = True
     else:
-      raise LmError(f"{path} has a {kind or module!r} module, which lm's "
+      raise LmError(f"{path} has a {kind!r} module, which lm's "
                     "sentence encoder does not have (only Transformer, "
                     "Pooling and Normalize); its embeddings cannot be "
                     "reproduced.")
@@ -432,10 +432,10 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
              else "bos" if tok.adds_bos else "none")
     written += _sentencepiece_files(tok, out_dir, frame, int(c.seq_len), say)
   generation = os.path.join(workdir, GENERATION_CONFIG)
-  if os.path.isfile(generation):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.copyfile(generation, os.path.join(out_dir, GENERATION_CONFIG))
+  if os.path.isfile(generation):      # written as import_hf wrote it
+    from lm.training.workdir import read_json, write_json_atomic  # pylint: disable=g-import-not-at-top
     written.append(os.path.join(out_dir, GENERATION_CONFIG))
+    write_json_atomic(written[-1], read_json(generation, "fix it or remove it"))
   if c.objective == "contrastive":
     written += _sentence_transformers_files(c, trained.model_cfg, out_dir)
   return sorted(set(written), key=written.index)

@@ -327,9 +327,17 @@ def size_name(cfg: ModelConfig) -> str:
 
 
 def describe(cfg: ModelConfig) -> str:
-  """The shape of `cfg` in words.
+  """The shape of `cfg` in words (what a size name does not say for an
+  imported model).
 
-  Example: "6 layers x 384 wide, 12 heads, mlp 1536, vocab 30522".
+  Example: "6 layers x 384 wide, 12 heads, mlp 1536"; grouped-query
+  attention adds "(4 kv)" to the heads; an LSTM is "2 layers x 224 wide,
+  lstm".
   """
-  return (f"{cfg.num_layers} layers x {cfg.d_model} wide, {cfg.num_heads} "
-          f"heads, mlp {cfg.mlp_size}, vocab {cfg.vocab_size}")
+  shape = f"{cfg.num_layers} layers x {cfg.d_model} wide"
+  if cfg.arch == "lstm":
+    return shape + ", lstm"
+  heads = f"{cfg.num_heads} heads"
+  if cfg.kv_heads != cfg.num_heads:
+    heads += f" ({cfg.kv_heads} kv)"
+  return f"{shape}, {heads}, mlp {cfg.mlp_size}"

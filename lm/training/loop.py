@@ -23,7 +23,7 @@ import numpy as np
 
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import LmError
-from lm.models.config import ModelConfig, make_model_config
+from lm.models.config import ModelConfig, describe, make_model_config
 from lm.models.transformer import count_params
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
@@ -376,7 +376,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
   say = bar.message if is_main else (lambda _: None)
   mfu = metrics_lib.MfuMeter(peak, measured=not c.peak_tflops,
                              warn=lambda m: say(f"warning: {m}"))
-  say(f"model {c.model.size} ({_shape(run.model_cfg)}): {n_params:,} "
+  say(f"model {c.model.size} ({describe(run.model_cfg)}): {n_params:,} "
       "parameters, vocab "
       f"{run.model_cfg.vocab_size}, mesh {dict(mesh.shape)}; "
       f"{'resuming at step ' + str(start) if start else 'starting'}; "
@@ -570,18 +570,6 @@ def sample_text(run: Run, params, prompt: str) -> str:
                           temperature=c.sample.temperature, top_k=c.sample.top_k,
                           top_p=c.sample.top_p, max_new_tokens=new, seed=c.seed)
   return sample.text
-
-
-def _shape(model_cfg: ModelConfig) -> str:
-  """The model's shape in words, e.g. "6 layers x 384 wide, 12 heads, mlp
-  1536" (what a size name does not say for an imported model)."""
-  shape = f"{model_cfg.num_layers} layers x {model_cfg.d_model} wide"
-  if model_cfg.arch == "lstm":
-    return shape + ", lstm"
-  heads = f"{model_cfg.num_heads} heads"
-  if model_cfg.kv_heads != model_cfg.num_heads:
-    heads += f" ({model_cfg.kv_heads} kv)"
-  return f"{shape}, {heads}, mlp {model_cfg.mlp_size}"
 
 
 def _measured_peak() -> float:
