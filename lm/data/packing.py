@@ -162,13 +162,18 @@ def _sha256(path: str) -> str:
     return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
+def save_arrays(path: str, arrays: dict[str, np.ndarray], *,
+                keep_existing: bool = False) -> None:
   """Writes `path/<name>.npy` for each array and `path/checksums.json`,
   atomically.
 
   The directory is written under a temporary name and renamed into place, so
   readers see either nothing or every array together with its checksums
-  (sha256 of the file, shape, dtype). An existing `path` is replaced. The
+  (sha256 of the file, shape, dtype). An existing `path` is replaced, unless
+  `keep_existing`: then a `path` that appeared while the arrays were being
+  written (another process sharing the cache, building the same
+  content-addressed entry) is kept and this copy dropped, so a process
+  already reading that entry never sees it removed under it. The
   directory and files get the modes `os.makedirs` and `open` would give them
   under the current umask. Example: save_arrays("/tmp/c/x", {"tokens": t})
   -> /tmp/c/x/tokens.npy, /tmp/c/x/checksums.json.
@@ -189,6 +194,13 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
       json.dump({"format": _CHECKSUMS_FORMAT, "files": entries}, f, indent=1,
                 sort_keys=True)
     os.chmod(tmp, default_dir_mode())
+    if keep_existing:
+      try:
+        os.rename(tmp, path)  # fails when another writer's `path` is there
+      except OSError:
+        if not os.path.isdir(path):
+          raise
+      return
     if os.path.isdir(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
@@ -295,22 +307,19 @@ def cached_arrays(key: Sequence, build, cache_dir: str, prefix: str, *,
   digest = hashlib.sha256(repr(list(key)).encode()).hexdigest()[:16]
   path = os.path.join(cache_dir, f"{prefix}-{digest}")
   if not os.path.isdir(path):
-    arrays = build()
-    try:
-      save_arrays(path, arrays)
-    except OSError:
-      if not os.path.isdir(path):  # not just another process winning the race
-        raise
+    save_arrays(path, build(), keep_existing=True)
   return load_arrays(path, vocab_size=vocab_size, what="Cached arrays")
 
 
-def save_stream(stream: TokenStream, path: str) -> None:
+def save_stream(stream: TokenStream, path: str, *,
+                keep_existing: bool = False) -> None:
   """Writes `stream` as a directory `path/` with tokens.npy, doc_starts.npy
   and checksums.json (atomically, see `save_arrays`). Example: save_stream(s,
   "/tmp/c/stream-ab12") -> /tmp/c/stream-ab12/{tokens,doc_starts}.npy.
   """
   save_arrays(path, {"tokens": np.asarray(stream.tokens),
-                     "doc_starts": np.asarray(stream.doc_starts, np.int64)})
+                     "doc_starts": np.asarray(stream.doc_starts, np.int64)},
+              keep_existing=keep_existing)
 
 
 def load_stream(path: str, mmap: bool = True, *,
@@ -349,12 +358,8 @@ def cached_stream(source: DocumentSource, tokenizer: Tokenizer, cache_dir: str,
   """
   path = stream_cache_path(source, tokenizer, cache_dir, max_chars)
   if not os.path.isdir(path):
-    stream = build_stream(source, tokenizer, max_chars=max_chars)
-    try:
-      save_stream(stream, path)
-    except OSError:
-      if not os.path.isdir(path):  # not just another process winning the race
-        raise
+    save_stream(build_stream(source, tokenizer, max_chars=max_chars), path,
+                keep_existing=True)
   return load_stream(path, mmap=True, vocab_size=tokenizer.vocab_size)
 
 

@@ -228,13 +228,15 @@ def build_segment_stream(source: DocumentSource, tokenizer: Tokenizer, *,
   return SegmentStream(np.concatenate(parts), seg_starts, doc_starts)
 
 
-def save_segment_stream(stream: SegmentStream, path: str) -> None:
+def save_segment_stream(stream: SegmentStream, path: str, *,
+                        keep_existing: bool = False) -> None:
   """Writes `stream` as `path/{tokens,seg_starts,doc_starts}.npy`, atomically
   (see `packing.save_arrays`). Example: -> /tmp/c/segments-ab12/tokens.npy, ...
   """
   save_arrays(path, {"tokens": np.asarray(stream.tokens),
                      "seg_starts": np.asarray(stream.seg_starts, np.int64),
-                     "doc_starts": np.asarray(stream.doc_starts, np.int64)})
+                     "doc_starts": np.asarray(stream.doc_starts, np.int64)},
+              keep_existing=keep_existing)
 
 
 def load_segment_stream(path: str, mmap: bool = True, *,
@@ -280,11 +282,7 @@ def cached_segment_stream(source: DocumentSource, tokenizer: Tokenizer,
   if not os.path.isdir(path):
     stream = build_segment_stream(source, tokenizer, documents=documents,
                                   segments=segments, max_chars=max_chars)
-    try:
-      save_segment_stream(stream, path)
-    except OSError:
-      if not os.path.isdir(path):  # not just another process winning the race
-        raise
+    save_segment_stream(stream, path, keep_existing=True)
   return load_segment_stream(path, mmap=True,
                              vocab_size=tokenizer.vocab_size)
 

@@ -252,6 +252,32 @@ def test_cached_arrays_refuses_a_flipped_byte(tmp_path):
     packing.cached_arrays(("k",), build, str(tmp_path), "rows")
 
 
+def test_cached_arrays_keeps_an_entry_another_process_wrote_meanwhile(
+    tmp_path):
+  # Two processes sharing a cache both miss the entry and build it; the
+  # second to finish must not remove the first one's entry, which the first
+  # process may already be reading.
+  arrays = {"tokens": np.arange(10, dtype=np.int32)}
+  seen = {}
+
+  def build():  # the other process finishes first and starts reading
+    packing.save_arrays(os.path.join(tmp_path, entry_name()), arrays)
+    seen["entry"] = os.path.join(tmp_path, entry_name())
+    seen["inode"] = os.stat(seen["entry"]).st_ino
+    seen["reader"] = open(os.path.join(seen["entry"], "tokens.npy"), "rb")
+    return arrays
+
+  def entry_name():
+    digest = hashlib.sha256(repr(["k"]).encode()).hexdigest()[:16]
+    return f"rows-{digest}"
+
+  out = packing.cached_arrays(("k",), build, str(tmp_path), "rows")
+  np.testing.assert_array_equal(out["tokens"], arrays["tokens"])
+  assert os.stat(seen["entry"]).st_ino == seen["inode"]
+  seen["reader"].close()
+  assert os.listdir(tmp_path) == [entry_name()]  # no temporary left behind
+
+
 def test_save_arrays_modes_follow_the_umask(tmp_path):
   old = os.umask(0o022)
   try:
