@@ -59,7 +59,7 @@ from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import digest as digest_lib, optim  # noqa: E402
 from lm.training.checkpoint import Checkpointer  # noqa: E402
-from lm.training.experiment import base_config  # noqa: E402
+from lm.experiments import base_config  # noqa: E402
 from lm.training.state import TrainState, init_state  # noqa: E402
 
 

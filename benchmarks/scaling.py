@@ -33,7 +33,7 @@ from lm.objectives.causal import causal_lm_loss, summarize as causal_summarize  
 from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import optim, step as step_lib  # noqa: E402
-from lm.training.experiment import base_config  # noqa: E402
+from lm.experiments import base_config  # noqa: E402
 from lm.training.state import init_state  # noqa: E402
 
 LAYOUTS = [(8, 1, 1), (1, 8, 1), (2, 4, 1), (4, 1, 2), (2, 2, 2), (1, 4, 2)]

@@ -51,7 +51,6 @@ from launch.evaluate import evaluate_workdir  # noqa: E402
 from lm import experiments
 from lm.errors import LmError  # noqa: E402
 from lm.tasks import baseline  # noqa: E402
-from lm.training import experiment  # noqa: E402
 from lm.experiments import load_trained  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +99,7 @@ def write_corpus(data: str, path: str) -> int:
 
 
 def mlm_config(args, corpus: str):
-  c = experiment.base_config()
+  c = experiments.base_config()
   c.objective = "mlm"
   c.progress_bar = False
   c.model.size = args.size
@@ -129,7 +128,7 @@ def mlm_config(args, corpus: str):
 
 
 def finetune_config(args, data: str, init_from: str | None):
-  c = experiment.base_config()
+  c = experiments.base_config()
   c.objective = "classification"
   c.progress_bar = False
   c.model.size = args.size

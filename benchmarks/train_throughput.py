@@ -32,7 +32,7 @@ from lm.experiments import make_objective  # noqa: E402
 from lm.parallel import sharding as sharding_lib  # noqa: E402
 from lm.parallel.mesh import make_mesh  # noqa: E402
 from lm.training import metrics as metrics_lib, optim, step as step_lib  # noqa: E402
-from lm.training.experiment import base_config  # noqa: E402
+from lm.experiments import base_config  # noqa: E402
 from lm.training.state import init_state  # noqa: E402
 
 # size -> (batch, seq_len) on a small machine

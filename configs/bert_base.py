@@ -37,26 +37,10 @@ def get_config(arg=None):
   c.mlm.documents = "source"
   c.mlm.segments = "sentences"
   c.mlm.whole_word = True
-  c.optimizer.lr = 1e-4
-  c.optimizer.warmup_steps = 10_000
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
+  common.adamw_linear(c, lr=1e-4, warmup_steps=10_000)
   c.optimizer.eps = 1e-6
-  c.optimizer.weight_decay = 0.01
   c.mesh.data = -1
   c.mesh.fsdp = 1
   if args["runlocal"]:
-    c.model.size = "bert_tiny"
-    c.model.dtype = "float32"
-    c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 4
-    c.eval_steps = 1
-    c.checkpoint_every = 4
-    c.data.tokenizer.vocab_size = 300
-    c.data.tokenizer.max_chars = 200_000
-    c.progress_bar = False
+    common.runlocal_at_scale(c, "bert_tiny")
   return c

@@ -35,23 +35,7 @@ def get_config(arg=None):
   c.data.tokenizer.max_chars = 8_000_000
   c.mlm.documents = "source"
   c.mlm.segments = "lines"
-  c.optimizer.lr = 1e-3
-  c.optimizer.warmup_steps = 60
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
+  common.adamw_linear(c, lr=1e-3, warmup_steps=60)
   if args["runlocal"]:
-    c.model.size = "bert_tiny"
-    c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 6
-    c.log_every = 2
-    c.eval_every = 3
-    c.eval_steps = 2
-    c.checkpoint_every = 3
-    c.data.max_chars = 300_000
-    c.data.tokenizer.vocab_size = 512
-    c.data.tokenizer.max_chars = 300_000
-    c.progress_bar = False
+    common.runlocal_quickstart(c, "bert_tiny")
   return c

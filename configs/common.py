@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lm.errors import LmError
-from lm.training.experiment import base_config  # noqa: F401  (re-exported)
+from lm.experiments import base_config  # noqa: F401  (re-exported)
 
 
 def parse_arg(arg: str | None, positional: str | None = None,
@@ -88,30 +88,18 @@ def fine_tune(c, args: dict, *, lr: float, warmup_steps: int,
   c.checkpoint_every = eval_every
   c.keep_checkpoints = 1      # plus the best by the task's metric
   c.log_every = 50
-  c.optimizer.schedule = "linear"
-  c.optimizer.min_lr_ratio = 0.0
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.01
   if args["init_from"]:
     c.model.size = "bert_base"    # until the backbone's config.json says
-    c.optimizer.lr = lr
-    c.optimizer.warmup_steps = warmup_steps
+    adamw_linear(c, lr=lr, warmup_steps=warmup_steps)
     from_backbone(c, args["init_from"])
   else:
     c.model.size = SCRATCH_SIZE
-    c.optimizer.lr = SCRATCH_LR
-    c.optimizer.warmup_steps = max(1, round(SCRATCH_WARMUP * c.steps))
+    adamw_linear(c, lr=SCRATCH_LR,
+                 warmup_steps=max(1, round(SCRATCH_WARMUP * c.steps)))
   if args["runlocal"]:
-    if not args["init_from"]:
-      c.model.size = "bert_tiny"
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.data.tokenizer.vocab_size = 512
+    runlocal(c, None if args["init_from"] else "bert_tiny", steps=4, every=2,
+             eval_steps=None, vocab_size=512)
     c.optimizer.warmup_steps = 1
-    c.progress_bar = False
 
 
 def sentence_encoder(c, *, mode: str, pooling: str, projection: bool,
@@ -151,17 +139,52 @@ def adamw_linear(c, *, lr: float, warmup_steps: int) -> None:
   c.optimizer.weight_decay = 0.01
 
 
+def runlocal(c, size: str | None, *, steps: int, every: int,
+             eval_steps: int | None, vocab_size: int,
+             tokenizer_chars: int | None = None,
+             data_chars: int | None = None) -> None:
+  """The tiny CPU variant (`:runlocal`) of a config, which the tests run:
+  model `size` (None keeps the config's), `steps` steps of 8 rows of 32
+  tokens with a log line every 2, evals and checkpoints `every` steps over
+  `eval_steps` batches (None keeps the config's), a `vocab_size` tokenizer
+  trained on `tokenizer_chars` characters and a corpus cut to `data_chars`
+  (None keeps the config's), no progress bar."""
+  if size is not None:
+    c.model.size = size
+  c.seq_len = 32
+  c.batch_size = 8
+  c.steps = steps
+  c.log_every = 2
+  c.eval_every = every
+  if eval_steps is not None:
+    c.eval_steps = eval_steps
+  c.checkpoint_every = every
+  if data_chars is not None:
+    c.data.max_chars = data_chars
+  c.data.tokenizer.vocab_size = vocab_size
+  if tokenizer_chars is not None:
+    c.data.tokenizer.max_chars = tokenizer_chars
+  c.progress_bar = False
+
+
+def runlocal_quickstart(c, size: str) -> None:
+  """`runlocal` of the quickstarts: 6 steps, evals of 2 batches every 3, a
+  512-piece tokenizer and a corpus cut to 300k characters."""
+  runlocal(c, size, steps=6, every=3, eval_steps=2, vocab_size=512,
+           tokenizer_chars=300_000, data_chars=300_000)
+
+
+def runlocal_at_scale(c, size: str) -> None:
+  """`runlocal` of the at-scale recipes (bf16 on large corpora): float32,
+  4 steps with one eval batch at the end, a 300-piece tokenizer."""
+  runlocal(c, size, steps=4, every=4, eval_steps=1, vocab_size=300,
+           tokenizer_chars=200_000)
+  c.model.dtype = "float32"
+
+
 def runlocal_encoder(c) -> None:
   """The tiny CPU variant of a BERT-sized encoder run that the tests use:
   bert_tiny, 6 steps of 8x32, evals and checkpoints every 3 steps."""
-  c.model.size = "bert_tiny"
-  c.seq_len = 32
-  c.batch_size = 8
-  c.steps = 6
-  c.log_every = 2
-  c.eval_every = 3
-  c.checkpoint_every = 3
-  c.data.tokenizer.vocab_size = 512
-  c.data.tokenizer.max_chars = 300_000
-  c.progress_bar = False
+  runlocal(c, "bert_tiny", steps=6, every=3, eval_steps=None, vocab_size=512,
+           tokenizer_chars=300_000)
 

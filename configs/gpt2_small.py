@@ -36,16 +36,5 @@ def get_config(arg=None):
   c.mesh.data = -1
   c.mesh.fsdp = 1
   if args["runlocal"]:
-    c.model.size = "tiny"
-    c.model.dtype = "float32"
-    c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 4
-    c.log_every = 2
-    c.eval_every = 4
-    c.eval_steps = 1
-    c.checkpoint_every = 4
-    c.data.tokenizer.vocab_size = 300
-    c.data.tokenizer.max_chars = 200_000
-    c.progress_bar = False
+    common.runlocal_at_scale(c, "tiny")
   return c

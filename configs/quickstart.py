@@ -35,18 +35,7 @@ def get_config(arg=None):
   c.sample.temperature = 0.7
   c.sample.top_k = 40
   if args["runlocal"]:
+    common.runlocal_quickstart(c, "tiny")
     c.sample.temperature = 0.0
-    c.model.size = "tiny"
-    c.seq_len = 32
-    c.batch_size = 8
-    c.steps = 6
-    c.log_every = 2
-    c.eval_every = 3
-    c.eval_steps = 2
-    c.checkpoint_every = 3
-    c.data.max_chars = 300_000
-    c.data.tokenizer.vocab_size = 512
-    c.data.tokenizer.max_chars = 300_000
     c.sample.max_new_tokens = 8
-    c.progress_bar = False
   return c

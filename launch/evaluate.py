@@ -91,13 +91,12 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   uri = data or c.data.eval
   c.data.eval = uri       # what the objective reads (imported runs: no train)
   if sts is not None:
-    if c.objective != "contrastive":
+    if not trained.objective.scores_sts:
       raise LmError(f"--sts scores sentence embeddings, but {workdir} holds a "
                     f"{c.objective!r} run; drop --sts.")
-    c.contrastive.sts = sts
+    trained.objective.set_sts(sts)    # into `c`, which the objective reads
     uri = data or ""       # only what was asked for
-  objective = make_objective(c, stored=getattr(trained.objective, "stored",
-                                               None))
+  objective = make_objective(c, stored=trained.objective.stored)
   source = objective.open_source(uri, train=False)
   if source is None:
     raise LmError(f"the run in {workdir} has no data.eval; name a source with --data.")

@@ -108,16 +108,17 @@ def main(argv):
   with common.user_errors():
     _check_args()
     prompts = _prompts()
+    from lm import experiments
     from lm.errors import LmError
     from lm.generation.text import generate_text
-    from lm.experiments import load_trained
-    from lm.training.workdir import read_resolved
-    objective = read_resolved(_WORKDIR.value)["config"].get("objective", "causal")
-    if objective != "causal":
+    objective = experiments.stored_objective(_WORKDIR.value)
+    if not objective.generates_text:
+      names = experiments.names_where("generates_text")
       raise LmError(f"{_WORKDIR.value} holds a model trained with objective "
-                    f"{objective!r}, which does not generate text; sample "
-                    "from a run trained with objective 'causal'.")
-    trained = load_trained(_WORKDIR.value, _STEP.value)
+                    f"{objective.name!r}, which does not generate text; "
+                    "sample from a run trained with objective "
+                    f"{' or '.join(repr(n) for n in names)}.")
+    trained = experiments.load_trained(_WORKDIR.value, _STEP.value)
     add_bos = {"auto": None, "yes": True, "no": False}[_BOS.value]
     shown = prompts
     if _CHAT.value:

@@ -7,16 +7,22 @@ loop, the steps, warm starts and `load_trained` are handed
 methods. Everything a user runs (`launch/`, the interop layer, the
 benchmarks) goes through here:
 
+  base_config()                        the whole experiment config schema:
+                                       the engine's keys and every
+                                       objective's own sections
+  validate(config)                     one sentence for an unknown key or
+                                       a bad value
   make_objective(config, stored=None)  the objective `config.objective`
                                        names (see `OBJECTIVES`)
   train(config, workdir, preempted=None)   `lm.training.loop.train`
   prepare(config, workdir)             `lm.training.loop.prepare`
   evaluate_untrained(config, workdir)  the seeded model's eval metrics
+  stored_objective(workdir)            a run's objective, from its config
   load_trained(workdir, step=None, best=False)  a trained run, restored
 
 Adding an objective is one module with a class on the contract of
-`lm.objectives` (or `lm.tasks` for fine-tuning) and one line in
-`OBJECTIVES` below.
+`lm.training.objective.Objective` (its config section declared beside it
+in `config_sections`) and one line in `REGISTRY` below.
 
 Example:
   from lm import experiments
@@ -26,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+import ml_collections
+
 from lm.errors import LmError
 from lm.objectives.causal import CausalLM
 from lm.objectives.contrastive import Contrastive
@@ -33,7 +41,7 @@ from lm.objectives.mlm import MaskedLM
 from lm.tasks.classification import Classification
 from lm.tasks.qa import QuestionAnswering
 from lm.tasks.token_classification import Tagging
-from lm.training import loop
+from lm.training import experiment, loop
 from lm.training import workdir as workdir_lib
 
 # config.objective -> (class, whether it takes a trained run's stored data
@@ -49,6 +57,56 @@ REGISTRY = {
 OBJECTIVES = tuple(REGISTRY)
 
 
+def _sections() -> dict:
+  """Every registered objective's config sections, `{name: defaults fn}`."""
+  out = {}
+  for cls, _ in REGISTRY.values():
+    for name, defaults in cls.config_sections.items():
+      if out.setdefault(name, defaults) is not defaults:
+        raise AssertionError(f"two objectives declare config section {name!r}")
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key an experiment may set, with its default: the engine's
+  (`lm.training.experiment.engine_config`) and each objective's section.
+  Config files start from this and change what they need."""
+  c = experiment.engine_config()
+  for name, defaults in _sections().items():
+    c[name] = defaults()
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """LmError (one sentence) for the first key the schema does not know, an
+  unknown objective, or a bad value of the engine or of the objective."""
+  experiment.validate(config, base_config())
+  cls = objective_class(config.objective)
+  if config.sample.prompt and "sample" not in cls.config_sections:
+    owners = [o for o, (c, _) in REGISTRY.items()
+              if "sample" in c.config_sections]
+    raise LmError(f"config.sample.prompt is set but objective "
+                  f"{config.objective!r} does not generate text; clear "
+                  "sample.prompt or train with objective "
+                  f"{' or '.join(repr(o) for o in owners)}.")
+
+
+def names_where(attribute: str) -> list[str]:
+  """The registered objectives whose class sets `attribute` true, in
+  registry order. Example: names_where("generates_text") -> ["causal"]."""
+  return [name for name, (cls, _) in REGISTRY.items()
+          if getattr(cls, attribute)]
+
+
+def objective_class(name: str):
+  """The registered class `config.objective=name` selects (one sentence
+  for an unknown name)."""
+  if name not in REGISTRY:
+    raise LmError(f"config.objective={name!r} is not known; use one "
+                  f"of {', '.join(repr(o) for o in OBJECTIVES)}.")
+  return REGISTRY[name][0]
+
+
 def make_objective(config, stored=None):
   """The objective `config.objective` names, bound to the experiment config.
 
@@ -56,26 +114,35 @@ def make_objective(config, stored=None):
   `batch`: its label vocabulary and label counts), None when they come from
   the training data.
   """
-  if config.objective not in REGISTRY:
-    raise LmError(f"config.objective={config.objective!r} is not known; use one "
-                  f"of {', '.join(repr(o) for o in OBJECTIVES)}.")
-  cls, takes_stored = REGISTRY[config.objective]
+  cls = objective_class(config.objective)
+  takes_stored = REGISTRY[config.objective][1]
   return cls(config, stored) if takes_stored else cls(config)
 
 
 def train(config, workdir: str, preempted=None) -> dict:
   """Trains (or resumes) `config` in `workdir` (`lm.training.loop.train`)."""
+  validate(config)
   return loop.train(config, workdir, make_objective, preempted)
 
 
 def prepare(config, workdir: str, lock=None):
   """The checked run of `config` in `workdir` (`lm.training.loop.prepare`)."""
+  validate(config)
   return loop.prepare(config, workdir, make_objective, lock=lock)
 
 
 def evaluate_untrained(config, workdir: str) -> dict:
   """The eval metrics of the model as `config.seed` initialises it."""
+  validate(config)
   return loop.evaluate_untrained(config, workdir, make_objective)
+
+
+def stored_objective(workdir: str):
+  """The objective of the run in `workdir`, from its stored config (no
+  checkpoint is read): what entry points ask before restoring weights."""
+  record = workdir_lib.read_resolved(workdir)
+  return make_objective(ml_collections.ConfigDict(record["config"]),
+                        stored=record.get("batch"))
 
 
 def load_trained(workdir: str, step: int | None = None, *,

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.generation.beam import beam_search
 from lm.generation.sampling import sample_logits
 
 
@@ -185,7 +186,6 @@ def beam_generate(model, params, prompts: Sequence[Sequence[int]], *,
   Returns `(beams, scores)`: `beams[b][j]` is beam j of prompt b (EOS and
   what follows it cut off) and `scores[b][j]` its length-normalised log-prob.
   """
-  from lm.generation.beam import beam_search
   k = beam_size
   repeated = [p for p in prompts for _ in range(k)]
   tokens, valid, positions = left_pad(repeated)

@@ -32,6 +32,7 @@ from lm.errors import LmError
 from lm.interop import bert, gpt2, llama
 from lm.interop.tensors import Tensors, read_state, write_state
 from lm.models.config import ModelConfig
+from lm.training.workdir import read_json, write_json_atomic
 
 MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES)
 # Our fine-tuning objective -> the transformers class it exports as.
@@ -71,7 +72,6 @@ def read_config(path: str) -> dict:
   if not os.path.isfile(config_path):
     raise LmError(f"{path} has no config.json; point --hf_dir at a Hugging "
                   "Face model directory.")
-  from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
   hf = read_json(config_path, "download or save the model again")
   kind = hf.get("model_type")
   if kind not in MODEL_TYPES:
@@ -211,7 +211,6 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
                   "runs.")
   config.update(extra or {})
   config["torch_dtype"] = "float32"
-  from lm.training.workdir import write_json_atomic  # pylint: disable=g-import-not-at-top
   written = [write_state(path, state), os.path.join(path, "config.json")]
   write_json_atomic(written[1], config)
   return written

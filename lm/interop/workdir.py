@@ -52,13 +52,19 @@ import os
 import jax
 import numpy as np
 
+from lm import experiments
 from lm.data.hf_tokenizer import CONFIG_FILES
+from lm.data.tokenizer import load_tokenizer
 from lm.errors import LmError
-from lm.interop import bert, hf as hf_lib
+from lm.experiments import load_trained, make_objective
+from lm.interop import bert, hf as hf_lib, sp_tokenizer
 from lm.interop.tensors import INDEX, WEIGHTS
-
-OBJECTIVES = ("causal", "mlm", "classification", "tagging", "qa",
-              "contrastive")
+from lm.models.config import size_name
+from lm.models.transformer import count_params
+from lm.training.checkpoint import Checkpointer
+from lm.training.state import TrainState, init_state
+from lm.training.workdir import (copy_tokenizer, read_json, state_layout,
+                                 tokenizer_record, write_json_atomic)
 
 
 @dataclasses.dataclass
@@ -111,7 +117,6 @@ def sentence_transformer(hf_dir: str, *, pooling_given: bool = False
   other than cls, mean and last token (unless `--pooling` chose one) is one
   sentence: the embeddings would differ from sentence-transformers' own.
   """
-  from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
   out = SentenceTransformer()
   path = os.path.join(hf_dir, "modules.json")
   listed = os.path.isfile(path)
@@ -162,9 +167,7 @@ def sentence_transformer(hf_dir: str, *, pooling_given: bool = False
 def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
                        seq_len: int, st: SentenceTransformer):
   """The experiment config of the imported run (no data sources)."""
-  from lm.models.config import size_name  # pylint: disable=g-import-not-at-top
-  from lm.training import experiment  # pylint: disable=g-import-not-at-top
-  c = experiment.base_config()
+  c = experiments.base_config()
   c.objective = objective
   c.data.train = ""
   c.data.eval = ""
@@ -173,29 +176,9 @@ def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
   c.model.size = size_name(m.config)
   for key, value in dataclasses.asdict(m.config).items():
     c.model[key] = value
-  if objective == "mlm":
-    c.mlm.nsp = "nsp_head" in m.params
-    c.mlm.pooler = "pooler" in m.params
-  if objective == "classification":
-    c.task.pooling = "pooler"
-  if objective == "contrastive":
-    c.contrastive.pooling = st.pooling
-    c.contrastive.normalize = st.normalize
-    c.contrastive.projection = False
-    c.contrastive.pooler = "pooler" in m.params.get("backbone", m.params)
+  experiments.objective_class(objective).configure_import(
+      c, m.params, pooling=st.pooling, normalize=st.normalize)
   return c
-
-
-def _params_for(m: hf_lib.HfModel, objective: str) -> dict:
-  """The checkpoint's tree for the objective's model (a sentence encoder
-  keeps the pooler, unused but carried to the export, and drops the
-  pretraining heads)."""
-  if objective == "contrastive":
-    backbone = dict(m.params.get("backbone", m.params))
-    for head in bert.HEADS[1:]:
-      backbone.pop(head, None)
-    return {"backbone": backbone}
-  return m.params
 
 
 def _abstract(tree) -> bool:
@@ -240,14 +223,6 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
               pooling: str | None = None, seq_len: int | None = None,
               tokenizer: str | None = None, seed: int = 0) -> Imported:
   """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`."""
-  from lm.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
-  from lm.models.transformer import count_params  # pylint: disable=g-import-not-at-top
-  from lm.experiments import make_objective  # pylint: disable=g-import-not-at-top
-  from lm.training.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-  from lm.training.state import TrainState, init_state  # pylint: disable=g-import-not-at-top
-  from lm.training.workdir import (  # pylint: disable=g-import-not-at-top
-      copy_tokenizer, read_json, state_layout, tokenizer_record,
-      write_json_atomic)
 
   if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
       os.path.join(workdir, "checkpoints")):
@@ -256,20 +231,27 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   m = hf_lib.read_hf_dir(hf_dir)
   is_st = os.path.isfile(os.path.join(hf_dir, "modules.json"))
   # A sentence-transformers directory is a sentence encoder unless asked.
-  objective = objective or ("contrastive" if is_st and m.objective == "mlm"
+  # An encoder imports as its checkpoint's objective or as a sentence
+  # encoder (one that embeds); a sentence-transformers directory is one
+  # unless asked.
+  encoders = experiments.names_where("embeds")
+  pretrained = m.config.arch == "bert" and m.architecture not in bert.TASK_HEADS
+  objective = objective or (encoders[0] if is_st and pretrained
                             else m.objective)
-  if objective not in OBJECTIVES:
+  if objective not in experiments.OBJECTIVES:
     raise LmError(f"--objective={objective!r} is not one of "
-                  f"{', '.join(OBJECTIVES)}.")
-  allowed = ((m.objective,) if m.objective == "causal"
-             else (m.objective, "contrastive"))
+                  f"{', '.join(experiments.OBJECTIVES)}.")
+  allowed = ((m.objective,) if m.config.arch != "bert"
+             else (m.objective, *encoders))
   if objective not in allowed:
     raise LmError(f"a {m.architecture} imports as {' or '.join(allowed)}, "
                   f"not {objective!r}; drop --objective or pick one of those.")
-  if pooling and objective != "contrastive":
-    raise LmError("--pooling applies to --objective=contrastive only.")
+  embeds = objective in encoders
+  if pooling and not embeds:
+    raise LmError(f"--pooling applies to --objective="
+                  f"{' or '.join(encoders)} only.")
   st = SentenceTransformer()
-  if objective == "contrastive":
+  if embeds:
     st = sentence_transformer(hf_dir, pooling_given=bool(pooling))
     st.pooling = pooling or st.pooling or (
         "cls" if m.config.arch == "bert" else "last")
@@ -297,7 +279,8 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   model = obj.build_model(m.config)
   mesh, rules, tx, abstract, shardings = state_layout(config, obj, model,
                                                       m.config)
-  params, fresh = _merge(abstract.params, _params_for(m, objective))
+  params, fresh = _merge(abstract.params,
+                         type(obj).imported_params(m.params))
   if fresh:   # heads the checkpoint lacks: from a seeded initialisation
     state, _, _ = init_state(model, tx, mesh, rules, seed, seq_len, shardings)
     params, _ = _merge(jax.device_get(state.params), params)
@@ -337,8 +320,6 @@ def _sentencepiece_files(tok, out_dir: str, frame: str, seq_len: int,
   tokenizer, so `AutoTokenizer` encodes to its ids (`lm.interop.sp_tokenizer`);
   a chat template or other settings of an imported model's
   `tokenizer_config.json` are kept."""
-  from lm.interop import sp_tokenizer  # pylint: disable=g-import-not-at-top
-  from lm.training.workdir import write_json_atomic  # pylint: disable=g-import-not-at-top
   try:
     spec = sp_tokenizer.tokenizer_json(tok, frame=frame)
   except LmError as e:
@@ -352,7 +333,6 @@ def _sentencepiece_files(tok, out_dir: str, frame: str, seq_len: int,
   config_path = os.path.join(out_dir, CONFIG_FILES[0])
   config = {}
   if os.path.isfile(config_path):       # an imported model's own settings
-    from lm.training.workdir import read_json  # pylint: disable=g-import-not-at-top
     config = read_json(config_path, "fix it or remove it")
     config.pop("tokenizer_file", None)
   kept = {k: config[k] for k in ("chat_template", "model_max_length")
@@ -369,7 +349,6 @@ def _sentence_transformers_files(c, cfg, out_dir: str) -> list[str]:
   """`modules.json`, the Pooling (and Normalize) module and
   `sentence_bert_config.json` of a contrastive run, so
   `SentenceTransformer(out_dir)` embeds as `launch.encode` does."""
-  from lm.training.workdir import write_json_atomic  # pylint: disable=g-import-not-at-top
   k = c.contrastive
   modules = [{"idx": 0, "name": "0", "path": "",
               "type": _ST_MODULE + "Transformer"},
@@ -409,8 +388,6 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
   ids), the chat template and `generation_config.json` an imported model
   came with, and for a contrastive run the sentence-transformers modules.
   `say` receives warnings."""
-  from lm.experiments import load_trained  # pylint: disable=g-import-not-at-top
-  from lm.training.workdir import copy_tokenizer  # pylint: disable=g-import-not-at-top
   for name in ("config.json", INDEX, WEIGHTS):
     if os.path.exists(os.path.join(out_dir, name)):
       raise LmError(f"{out_dir} already holds a model ({name}); export into "
@@ -433,9 +410,8 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
     written += _sentencepiece_files(tok, out_dir, frame, int(c.seq_len), say)
   generation = os.path.join(workdir, GENERATION_CONFIG)
   if os.path.isfile(generation):      # written as import_hf wrote it
-    from lm.training.workdir import read_json, write_json_atomic  # pylint: disable=g-import-not-at-top
     written.append(os.path.join(out_dir, GENERATION_CONFIG))
     write_json_atomic(written[-1], read_json(generation, "fix it or remove it"))
-  if c.objective == "contrastive":
+  if trained.objective.embeds:
     written += _sentence_transformers_files(c, trained.model_cfg, out_dir)
   return sorted(set(written), key=written.index)

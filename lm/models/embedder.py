@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from lm.errors import LmError
+from lm.models import build_model
+from lm.models.bert import BertModel
 from lm.models.config import ModelConfig
 from lm.models.heads import Pooler
 
@@ -112,11 +114,9 @@ class SentenceEncoder(nn.Module):
     cfg = self.config
     check_pooling(cfg.arch, self.pooling)
     if cfg.arch == "bert":
-      from lm.models.bert import BertModel  # pylint: disable=g-import-not-at-top
       _, aux = BertModel(cfg, heads=False, pooler=self.pooler, name="backbone")(
           tokens, segment_ids=segment_ids, deterministic=deterministic)
     else:
-      from lm.models import build_model  # pylint: disable=g-import-not-at-top
       backbone = build_model(cfg).clone(parent=self, name="backbone")
       _, aux = backbone(tokens, segment_ids=segment_ids,
                         deterministic=deterministic)

@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from lm.errors import LmError
+from lm.models import build_model
+from lm.models.bert import BertModel
 from lm.models.config import ModelConfig
 from lm.models.embedder import pool
 from lm.models.heads import TaskHead
@@ -87,14 +88,12 @@ class TaskModel(nn.Module):
       raise LmError(f"task {self.task!r} is not one of {TASKS}.")
     with_pooler = self.task == "classification" and self.pooling == "pooler"
     if cfg.arch == "bert":
-      from lm.models.bert import BertModel  # pylint: disable=g-import-not-at-top
       _, aux = BertModel(cfg, heads=False, pooler=with_pooler,
                          name="backbone")(
                              tokens, token_types=token_types,
                              segment_ids=segment_ids,
                              deterministic=deterministic)
     else:
-      from lm.models import build_model  # pylint: disable=g-import-not-at-top
       backbone = build_model(cfg).clone(parent=self, name="backbone")
       _, aux = backbone(tokens, segment_ids=segment_ids,
                         deterministic=deterministic)

@@ -10,13 +10,26 @@ from __future__ import annotations
 import functools
 
 import jax.numpy as jnp
+import ml_collections
 
 from lm.data import packing, pipeline
 from lm.errors import LmError
+from lm.generation.text import context_length, generate_text
 from lm.models import flops
 from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
 from lm.training.objective import Objective
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """The `sample` section of the experiment config, with its defaults."""
+  s = ml_collections.ConfigDict()
+  s.prompt = ""              # printed sample at the end ("" = none)
+  s.max_new_tokens = 64
+  s.temperature = 0.0        # 0 = greedy
+  s.top_k = 0
+  s.top_p = 1.0
+  return s
 
 
 def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
@@ -50,6 +63,8 @@ class CausalLM(Objective):
   """The causal objective over packed token streams (see `lm.objectives`)."""
 
   name = "causal"
+  config_sections = {"sample": config_section}
+  generates_text = True
   bert_specials = False
 
   def __init__(self, config):
@@ -107,3 +122,22 @@ class CausalLM(Objective):
       attn_width = model_cfg.num_heads * model_cfg.head_size
     return flops.flops_per_token(n, model_cfg.num_layers,
                                        self.config.seq_len, attn_width)
+
+  def after_training(self, run, params) -> str:
+    """The completion of `config.sample.prompt` (when set) with the cached
+    decoder and the `sample` settings, shortened to fit the context."""
+    c = self.config
+    prompt = c.sample.prompt
+    if not prompt:
+      return ""
+    prompt_len = 1 + len(run.tokenizer.encode(prompt))
+    ctx = context_length(run.model_cfg, prompt_len, c.sample.max_new_tokens)
+    new = min(c.sample.max_new_tokens, ctx - prompt_len)
+    text = ""
+    if new > 0:
+      sample, = generate_text(run.model, params, run.tokenizer, run.mesh,
+                              [prompt], temperature=c.sample.temperature,
+                              top_k=c.sample.top_k, top_p=c.sample.top_p,
+                              max_new_tokens=new, seed=c.seed)
+      text = sample.text
+    return f"--- sample (step {c.steps}) ---\n{prompt}{text}\n---"

@@ -33,17 +33,49 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from lm.data import pair_batches, pairs as pairs_lib, sources
 from lm.errors import LmError
 from lm.models import flops
+from lm.models.config import make_model_config
+from lm.models.embedder import SentenceEncoder, check_pooling
 from lm.objectives.contrastive_loss import info_nce
 from lm.tasks import retrieval
+from lm.training import experiment
 from lm.training.objective import Objective
+from lm.training.step import eval_totals, jit_forward
 
 MODES = ("unsupervised", "supervised")
 TEXTS = ("lines", "documents")
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """The `contrastive` section of the experiment config, with its defaults."""
+  s = ml_collections.ConfigDict()
+  s.mode = "unsupervised"   # unsupervised (SimCSE) | supervised
+  s.texts = "lines"         # unsupervised sentences: lines | documents
+  s.anchor_field = "anchor"      # jsonl / tfds pair fields
+  s.positive_field = "positive"
+  s.negative_field = ""          # hard negatives ("" = none)
+  s.pooling = "cls"         # cls | mean | last
+  s.projection = True       # tanh(dense) head, training only
+  s.pooler = False          # carry BERT's pooler (imported; the
+                            # loss does not read it) for export
+  s.normalize = False       # unit-length embeddings from
+                            # launch.encode (sentence-transformers
+                            # Normalize)
+  s.temperature = 0.05
+  s.learn_temperature = False
+  s.min_temperature = 0.01  # floor of a learned temperature
+  s.symmetric = False       # also score positives -> anchors
+  s.eval_candidates = 1000  # held-out pairs ranked in eval
+  s.sts = ""                # scored pairs for Spearman ("" = none)
+  s.sts_a_field = "text_a"
+  s.sts_b_field = "text_b"
+  s.sts_score_field = "score"
+  return s
 
 
 def contrastive_loss(params, batch, rng, model, *, deterministic: bool = False,
@@ -125,12 +157,13 @@ class Contrastive(Objective):
   """The contrastive objective (see `lm.objectives` for the contract)."""
 
   name = "contrastive"
+  config_sections = {"contrastive": config_section}
+  embeds = True
+  scores_sts = True
   backbone_path = ("backbone",)
   count_key = "pairs"      # what the logged counts count (anchor-positive pairs)
 
   def __init__(self, config):
-    from lm.models.config import make_model_config  # pylint: disable=g-import-not-at-top
-    from lm.training import experiment  # pylint: disable=g-import-not-at-top
     self.config = config
     k = config.contrastive
     if k.mode not in MODES:
@@ -161,11 +194,40 @@ class Contrastive(Objective):
   # --- model ------------------------------------------------------------------
 
   def check_model(self, model_cfg) -> None:
-    from lm.models.embedder import check_pooling  # pylint: disable=g-import-not-at-top
     check_pooling(model_cfg.arch, self.config.contrastive.pooling)
 
+  @classmethod
+  def configure_import(cls, config, params, *, pooling=None, normalize=False):
+    """The imported encoder's pooling and normalisation, no projection (a
+    sentence encoder is used as it is), and its pooler carried to export."""
+    k = config.contrastive
+    k.pooling = pooling or k.pooling
+    k.normalize = bool(normalize)
+    k.projection = False
+    k.pooler = "pooler" in params.get("backbone", params)
+
+  @classmethod
+  def imported_params(cls, params):
+    """The backbone under `backbone`, keeping its pooler (unused, carried
+    to the export) and dropping the pretraining heads."""
+    backbone = dict(params.get("backbone", params))
+    for head in ("mlm_head", "nsp_head"):
+      backbone.pop(head, None)
+    return {"backbone": backbone}
+
+  def set_sts(self, uri: str) -> None:
+    """Scores the STS pairs at `uri` in `evaluate` (`contrastive.sts`)."""
+    self.config.contrastive.sts = uri
+
+  def embed(self, trained, texts, *, batch_size: int = 64) -> np.ndarray:
+    """`embed_texts` of the trained run (`launch.encode`)."""
+    return embed_texts(trained, texts, batch_size=batch_size)
+
+  def has_pretrained_pooler(self) -> bool:
+    """When it carries an imported BERT pooler (`contrastive.pooler`)."""
+    return bool(self.config.contrastive.get("pooler", False))
+
   def build_model(self, model_cfg):
-    from lm.models.embedder import SentenceEncoder  # pylint: disable=g-import-not-at-top
     k = self.config.contrastive
     return SentenceEncoder(model_cfg, pooling=k.pooling,
                            projection=bool(k.projection),
@@ -248,12 +310,11 @@ class Contrastive(Objective):
                max_batches: int | None) -> dict:
     """Retrieval among the held-out pairs, in-batch loss, and STS Spearman,
     as `eval_<metric>` (see the module docstring)."""
-    from lm.training.step import eval_outputs  # pylint: disable=g-import-not-at-top
     out = {}
     if data.cols is not None:
-      totals, a, p = _embed_pairs(eval_outputs(
+      totals, a, p = _embed_pairs(
           eval_fn, params, mesh, self.eval_batches(data, batch_size,
-                                                   max_batches)))
+                                                   max_batches))
       out.update({k: float(v) for k, v in self.summarize(totals).items()})
       out.update(retrieval.retrieval_metrics(a, p, ks=(1, 10)))
       out["candidates"] = float(len(a))
@@ -262,7 +323,7 @@ class Contrastive(Objective):
       batches = pair_batches.eval_batches(
           data.sts, ("anchor", "positive"), batch_size=batch_size,
           limit=len(data.sts), **data.row_args(self.config.seq_len))
-      _, a, b = _embed_pairs(eval_outputs(eval_fn, params, mesh, batches))
+      _, a, b = _embed_pairs(eval_fn, params, mesh, batches)
       out["sts_spearman"] = retrieval.similarity_spearman(
           a, b, np.asarray(data.sts.scores)[:len(a)])
       out.setdefault("pairs", 0.0)
@@ -321,19 +382,14 @@ def _sentences(source, texts: str, max_chars: int | None) -> list[str]:
   return out
 
 
-def _embed_pairs(outputs):
+def _embed_pairs(eval_fn, params, mesh, batches):
   """Sums of the loss terms and the stacked anchor / positive embeddings of
-  real rows, over `(batch, outputs)` from `eval_outputs`."""
-  totals, anchors, positives = None, [], []
-  for batch, out in outputs:
-    keep = np.asarray(batch["weights"]) > 0
-    anchors.append(np.asarray(out.pop("anchor_embedding"))[keep])
-    positives.append(np.asarray(out.pop("positive_embedding"))[keep])
-    sums = {k: np.float64(v) for k, v in out.items()}
-    totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+  the real rows of `batches` (`lm.training.step.eval_totals`)."""
+  totals, kept = eval_totals(eval_fn, params, mesh, batches,
+                             keep=("anchor_embedding", "positive_embedding"))
   if totals is None:
     raise LmError("the evaluation data yields no pairs; use a larger split.")
-  return totals, np.concatenate(anchors), np.concatenate(positives)
+  return totals, kept["anchor_embedding"], kept["positive_embedding"]
 
 
 def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
@@ -342,11 +398,10 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   `trained` is `lm.experiments.load_trained(...)` of a contrastive
   workdir; rows are framed and cut to the run's `seq_len` as in training,
   without dropout, and scaled to unit length when `contrastive.normalize`
-  (an imported sentence-transformers model with a `Normalize` module). Example: embed_texts(load_trained("runs/code_search"),
+  (an imported sentence-transformers model with a `Normalize` module).
+  Example: embed_texts(load_trained("runs/code_search"),
   ["sort a list"]).shape -> (1, 256).
   """
-  from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from lm.training.step import run_in_mesh  # pylint: disable=g-import-not-at-top
   config, tok, mesh = trained.config, trained.tokenizer, trained.mesh
   if config.objective != "contrastive":
     raise LmError(f"{trained.workdir} holds a {config.objective!r} run; "
@@ -367,10 +422,8 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   def encode(params, tokens, mask):
     return model.apply({"params": params}, tokens, segment_ids=mask)["embedding"]
 
-  bs = sharding_lib.batch_sharding(mesh)
-  fn = run_in_mesh(jax.jit(
-      encode, in_shardings=(trained.state_shardings.params, bs, bs),
-      out_shardings=sharding_lib.replicated(mesh)), mesh, trained.rules)
+  fn = jit_forward(encode, trained.state_shardings.params, mesh,
+                   trained.rules, n_batch_args=2)
   out = []
   for s in range(0, len(texts), batch_size):
     index = np.arange(s, s + batch_size)

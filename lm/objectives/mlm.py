@@ -19,13 +19,34 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from lm.data import masking, nsp as nsp_lib, segments as segments_lib
 from lm.errors import LmError
 from lm.models import flops
+from lm.models.bert import BertModel
 from lm.objectives import build_backbone, open_documents
 from lm.objectives.losses import token_cross_entropy
 from lm.training.objective import Objective
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """The `mlm` section of the experiment config, with its defaults."""
+  s = ml_collections.ConfigDict()
+  s.nsp = True                 # False: one segment per row, no NSP
+                               # loss, no NSP head (BertForMaskedLM)
+  s.pooler = False             # keep a pooler without NSP (an imported
+                               # checkpoint's, for fine-tuning/export)
+  s.documents = "auto"         # source | blank_lines | auto (blank_lines
+                               # for text: files, source otherwise)
+  s.segments = "lines"         # lines | sentences
+  s.mask_rate = 0.15           # fraction of maskable tokens predicted
+  s.mask_token_rate = 0.8      # of those: replaced by [MASK]
+  s.random_token_rate = 0.1    # ... by a random token (rest unchanged)
+  s.whole_word = False         # mask whole sentencepiece words
+  s.max_predictions = 0        # per row; 0 = ceil(seq_len * mask_rate)
+  s.short_seq_prob = 0.1       # rows given a shorter random length
+  return s
 
 
 def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
@@ -100,6 +121,7 @@ class MaskedLM(Objective):
   """The masked-LM (+ NSP) objective over segment streams (see `lm.objectives`)."""
 
   name = "mlm"
+  config_sections = {"mlm": config_section}
   bert_specials = True
 
   def __init__(self, config):
@@ -131,9 +153,21 @@ class MaskedLM(Objective):
     checkpoint's pretrained pooler, kept for fine-tuning and export)."""
     if model_cfg.arch != "bert":
       return build_backbone(model_cfg)     # refused by check_model
-    from lm.models.bert import BertModel  # pylint: disable=g-import-not-at-top
     return BertModel(model_cfg, nsp=self.nsp,
                      pooler=bool(self.config.mlm.get("pooler", False)))
+
+  @classmethod
+  def configure_import(cls, config, params, *, pooling=None, normalize=False):
+    """NSP (and its head) only when the checkpoint has the NSP head; a
+    pooler it has is kept."""
+    del pooling, normalize
+    config.mlm.nsp = "nsp_head" in params
+    config.mlm.pooler = "pooler" in params
+
+  def has_pretrained_pooler(self) -> bool:
+    """With NSP (its head reads the pooler), or a kept imported pooler."""
+    mlm = self.config.mlm
+    return bool(mlm.get("nsp", True) or mlm.get("pooler", False))
 
   def open_source(self, uri: str, *, train: bool):
     del train

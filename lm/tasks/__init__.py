@@ -1,9 +1,9 @@
 """Fine-tuning tasks and downstream evaluation.
 
 `lm.experiments.make_objective(config, stored)` returns the task
-`config.objective` names; each follows the objective contract of
-`lm.objectives` (loss, summarize, data, batches, evaluate), so the one
-training loop fine-tunes them:
+`config.objective` names; each subclasses `lm.tasks.finetune.Task`, on the
+objective contract of `lm.training.objective`, so the one training loop
+fine-tunes them:
 
   "classification"  `Classification` (lm.tasks.classification): one label
                     per text or text pair (IMDb, SST-2, GLUE pairs).

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.errors import LmError
+from lm.models.task_model import check_pooling
 from lm.tasks import finetune, scores
 
 
@@ -91,6 +92,8 @@ class Classification(finetune.Task):
     # "auto" pooling as the run resolved it when it started (the init_from
     # source may have moved since)
     self._pooling = (stored or {}).get("pooling")
+    # whether the init_from run has a trained pooler (None: not known)
+    self._source_pooler = None
     if stored and stored.get("label_counts") is not None:
       self._set_weights(np.asarray(stored["label_counts"], np.int64))
 
@@ -100,16 +103,30 @@ class Classification(finetune.Task):
     self.class_weights = finetune.parse_class_weights(
         self.config.task.class_weights, self.labels, counts)
 
+  @classmethod
+  def configure_import(cls, config, params, *, pooling=None, normalize=False):
+    """An imported BertForSequenceClassification reads its pooler."""
+    del params, pooling, normalize
+    config.task.pooling = "pooler"
+
+  def set_source(self, source) -> None:
+    self._source_pooler = source.has_pretrained_pooler()
+
+  def has_pretrained_pooler(self) -> bool:
+    return self.config.task.get("pooling") in ("auto", "pooler")
+
   def pooling(self) -> str:
-    from lm.models.task_model import check_pooling  # pylint: disable=g-import-not-at-top
+    """The pooling of the head. "auto": BERT's pooler when the backbone has
+    a trained one (no init_from, or an init_from run whose objective says
+    it has one, or one that cannot be read: a resumed run whose source
+    moved keeps the pooler it has), else "cls"; "last" for decoders."""
     pooling = self.config.task.pooling
     if pooling == "auto" and self._pooling:
       pooling = self._pooling
-    elif pooling == "auto":   # BERT's pooler when the backbone has a trained one
-      from lm.training.warm_start import has_pooler  # pylint: disable=g-import-not-at-top
+    elif pooling == "auto":
       pooling = ("last" if self.arch != "bert"
                  else "pooler" if not self.config.init_from
-                 or has_pooler(self.config.init_from) else "cls")
+                 or self._source_pooler in (None, True) else "cls")
       self._pooling = pooling
     check_pooling(self.arch, pooling)
     return pooling

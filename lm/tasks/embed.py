@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from lm import experiments
 from lm.errors import LmError
 
 
@@ -28,7 +29,6 @@ def encode_file(workdir: str, input_path: str, output_path: str,
   """Embeds every line of `input_path` with the run in `workdir`, restored
   by `load_trained(workdir, step)` (`lm.experiments.load_trained`); returns
   (array, written path)."""
-  from lm.objectives.contrastive import embed_texts  # pylint: disable=g-import-not-at-top
   if not output_path.endswith(".npy"):
     raise LmError(f"--output {output_path} must end in .npy (it is written "
                   "with numpy.save).")
@@ -37,7 +37,15 @@ def encode_file(workdir: str, input_path: str, output_path: str,
     raise LmError(f"the directory of --output {output_path} does not exist; "
                   "create it first.")
   texts = read_lines(input_path)
-  emb = embed_texts(load_trained(workdir, step), texts, batch_size=batch_size)
+  trained = load_trained(workdir, step)
+  if not trained.objective.embeds:
+    names = experiments.names_where("embeds")
+    raise LmError(f"{workdir} holds a {trained.config.objective!r} run; "
+                  "embeddings come from a run trained with objective "
+                  f"{' or '.join(repr(n) for n in names)} (or a Hugging Face "
+                  "encoder imported with launch.import_hf --objective "
+                  f"{names[0]}).")
+  emb = trained.objective.embed(trained, texts, batch_size=batch_size)
   tmp = output_path[:-len(".npy")] + ".tmp.npy"
   np.save(tmp, emb)
   os.replace(tmp, output_path)

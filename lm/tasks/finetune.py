@@ -20,12 +20,41 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 
-from lm.data import packing, pipeline
+from lm.data import packing, pipeline, records
 from lm.errors import LmError
 from lm.models import flops
+from lm.models.config import make_model_config
+from lm.models.task_model import TaskModel
+from lm.training import experiment
 from lm.training.objective import Objective
+from lm.training.step import eval_totals
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """The `task` section of the experiment config (every task), with its
+  defaults."""
+  # Fields name the columns of the data (jsonl/csv/tsv/tfds); conll: files
+  # always give tokens and tags.
+  s = ml_collections.ConfigDict()
+  s.text_field = "text"        # classification text; tagging: the words
+  s.text_b_field = ""          # second text of a pair ("" = single text)
+  s.label_field = "label"      # the class; tagging: the tag list
+  s.question_field = "question"  # qa
+  s.context_field = "context"
+  s.answers_field = "answers"
+  s.id_field = "id"
+  s.pooling = "auto"           # classification: auto (BERT's pooler,
+                               # 'last' for decoders) | pooler | cls |
+                               # mean | last
+  s.class_weights = ""         # "balanced" or "label=weight,..." ("" = 1)
+  s.metric = ""                # best-checkpoint metric ("" = the task's)
+  s.doc_stride = 128           # qa: tokens between window starts
+  s.max_question_len = 64      # qa: question tokens kept
+  s.max_answer_len = 30        # qa: longest predicted span, in tokens
+  return s
 
 
 @dataclasses.dataclass
@@ -131,14 +160,13 @@ class Task(Objective):
   """
 
   name = ""
+  config_sections = {"task": config_section}
   main_metric = ""
   metrics: tuple[str, ...] = ()
   train_keys: tuple[str, ...] = ()
   backbone_path = ("backbone",)
 
   def __init__(self, config, stored: dict | None = None):
-    from lm.models.config import make_model_config  # pylint: disable=g-import-not-at-top
-    from lm.training import experiment  # pylint: disable=g-import-not-at-top
     self.config = config
     overrides = {**experiment.model_overrides(config), "vocab_size": 1}
     self.arch = make_model_config(config.model.size, **overrides).arch
@@ -164,13 +192,47 @@ class Task(Objective):
     del model_cfg
 
   def build_model(self, model_cfg):
-    from lm.models.task_model import TaskModel  # pylint: disable=g-import-not-at-top
     return TaskModel(model_cfg, task=self.name, num_labels=self.num_labels(),
                      pooling=self.pooling(),
                      freeze_backbone=bool(self.config.optimizer.freeze_backbone))
 
   def pooling(self) -> str:
     return "cls"
+
+  # --- prediction inputs (launch.predict; lm.tasks.predict) ----------------
+
+  predicts = True
+  second_text_flag = "--text_b"   # the flag giving each text's second part
+
+  def inputs_from_lines(self, path: str, lines: list[str]) -> records.Records:
+    """Records of a plain text `--input` file's non-blank `lines`."""
+    if "text_b" in self.fields():
+      raise LmError(f"a {self.name} run reads two texts per input, so "
+                    "--input must be a .jsonl file with the run's field "
+                    f"names ({self._input_field_names()}).")
+    return records.Records(path, {"text": lines})
+
+  def inputs_from_texts(self, texts: list[str],
+                        seconds: list[str]) -> records.Records:
+    """Records of command-line `texts`, with `seconds` (the pairs' second
+    texts) empty or one per text."""
+    pairs = "text_b" in self.fields()
+    if pairs != bool(seconds):
+      raise LmError(f"this run {'needs' if pairs else 'takes no'} a second "
+                    "text (--text_b); its task reads "
+                    f"{'pairs' if pairs else 'single texts'}.")
+    columns = {"text": texts}
+    if seconds:
+      columns["text_b"] = seconds
+    return records.Records("--text", columns)
+
+  def input_fields(self) -> dict:
+    """The task's fields without labels or answers."""
+    return {role: spec for role, spec in self.fields().items()
+            if role not in ("label", "tags", "answers")}
+
+  def _input_field_names(self) -> str:
+    return ", ".join(f for f, _ in self.input_fields().values())
 
   # --- data -------------------------------------------------------------------
 
@@ -181,7 +243,6 @@ class Task(Objective):
     del train
     if not uri:
       return None
-    from lm.data import records  # pylint: disable=g-import-not-at-top
     return records.open_records(uri, self.fields(),
                                 data_dir=self.config.data.data_dir or None)
 
@@ -248,18 +309,9 @@ class Task(Objective):
     """Sums of the eval step's outputs over the eval batches, and the
     per-row outputs named in `keep` (real rows only, in row order) with the
     row `index`."""
-    from lm.training.step import eval_outputs  # pylint: disable=g-import-not-at-top
-    totals, kept = None, {k: [] for k in (*keep, "index")}
-    for batch, out in eval_outputs(eval_fn, params, mesh,
-                                   self.eval_batches(data, batch_size,
-                                                     max_batches)):
-      real = np.asarray(batch["weights"]) > 0
-      for k in keep:
-        kept[k].append(np.asarray(out.pop(k))[real])
-      kept["index"].append(np.asarray(batch["index"])[real])
-      sums = {k: np.asarray(v, np.float64) for k, v in out.items()}
-      totals = sums if totals is None else {k: totals[k] + sums[k]
-                                            for k in sums}
+    totals, kept = eval_totals(eval_fn, params, mesh,
+                               self.eval_batches(data, batch_size, max_batches),
+                               keep=(*keep, "index"))
     if totals is None:
       raise LmError("the evaluation data yields no rows; use a larger split.")
-    return totals, {k: np.concatenate(v) for k, v in kept.items()}
+    return totals, kept

@@ -27,25 +27,19 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from lm.data import pipeline
-from lm.data import records as records_lib
+from lm import experiments
+from lm.data import pipeline, records as records_lib
 from lm.errors import LmError
-
-_TASKS = ("classification", "tagging", "qa")
+from lm.training.step import jit_forward
 
 
 def _task(trained):
-  if trained.config.objective not in _TASKS:
+  if not trained.objective.predicts:
+    tasks = experiments.names_where("predicts")
     raise LmError(f"{trained.workdir} holds a {trained.config.objective!r} "
                   "run; predictions come from a fine-tuned run (objective "
-                  f"{', '.join(repr(t) for t in _TASKS)}).")
+                  f"{', '.join(repr(t) for t in tasks)}).")
   return trained.objective
-
-
-def _input_fields(task) -> dict:
-  """The task's fields without labels or answers."""
-  return {role: spec for role, spec in task.fields().items()
-          if role not in ("label", "tags", "answers")}
 
 
 def read_inputs(trained, *, path: str | None = None,
@@ -70,7 +64,7 @@ def read_inputs(trained, *, path: str | None = None,
     if seconds:
       raise LmError("--text_b goes with --text; a JSONL --input holds both "
                     "texts in its fields.")
-    return records_lib.open_records(f"jsonl:{path}", _input_fields(task))
+    return records_lib.open_records(f"jsonl:{path}", task.input_fields())
   try:
     with open(path, encoding="utf-8") as f:
       lines = [l.rstrip("\n") for l in f]
@@ -81,49 +75,25 @@ def read_inputs(trained, *, path: str | None = None,
   if not lines:
     raise LmError(f"--input {path} has no non-blank lines; write one text "
                   "per line.")
-  if task.name == "qa" or "text_b" in task.fields():
-    raise LmError(f"a {task.name} run reads two texts per input, so --input "
-                  "must be a .jsonl file with the run's field names "
-                  f"({', '.join(f for f, _ in _input_fields(task).values())}).")
-  if task.name == "tagging":
-    return records_lib.Records(path, {"tokens": [l.split() for l in lines]})
-  return records_lib.Records(path, {"text": lines})
+  return task.inputs_from_lines(path, lines)
 
 
 def _from_texts(task, texts: list[str], seconds: list[str]
                 ) -> records_lib.Records:
   """Records of command-line `texts`; `seconds` (the pairs' second texts or
   QA contexts) holds none, one for all, or one per text."""
-  fields = task.fields()
-  flag = "--context" if task.name == "qa" else "--text_b"
+  flag = task.second_text_flag
   if len(seconds) not in (0, 1, len(texts)):
     raise LmError(f"{len(texts)} --text values but {len(seconds)} {flag} "
                   f"values; give {flag} once (for every text) or once per "
                   "--text.")
   seconds = seconds * len(texts) if len(seconds) == 1 else seconds
-  if task.name == "qa":
-    if not seconds:
-      raise LmError("a qa run needs the question as --text and the passage "
-                    "as --context.")
-    return records_lib.Records("--text", {"question": texts,
-                                          "context": seconds})
-  if ("text_b" in fields) != bool(seconds):
-    need = "needs" if "text_b" in fields else "takes no"
-    raise LmError(f"this run {need} a second text (--text_b); its task reads "
-                  f"{'pairs' if 'text_b' in fields else 'single texts'}.")
-  if task.name == "tagging":
-    return records_lib.Records("--text", {"tokens": [t.split() for t in texts]})
-  columns = {"text": texts}
-  if seconds:
-    columns["text_b"] = seconds
-  return records_lib.Records("--text", columns)
+  return task.inputs_from_texts(texts, seconds)
 
 
 def predict(trained, records, *, batch_size: int = 32) -> list[dict]:
   """One prediction dict per record (see the module docstring), from the
   run's model without dropout."""
-  from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from lm.training.step import run_in_mesh  # pylint: disable=g-import-not-at-top
   task = _task(trained)
   if batch_size < 1:
     raise LmError(f"batch size must be positive, got {batch_size}.")
@@ -140,10 +110,8 @@ def predict(trained, records, *, batch_size: int = 32) -> list[dict]:
     return model.apply({"params": params}, batch["tokens"],
                        segment_ids=batch["mask"], **kwargs)
 
-  bs = sharding_lib.batch_sharding(mesh)
-  fn = run_in_mesh(jax.jit(
-      forward, in_shardings=(trained.state_shardings.params, bs),
-      out_shardings=sharding_lib.replicated(mesh)), mesh, trained.rules)
+  fn = jit_forward(forward, trained.state_shardings.params, mesh,
+                   trained.rules)
   parts = []
   for batch in pipeline.row_eval_batches({k: arrays[k] for k in keys},
                                          batch_size=batch_size):

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.data import records as records_lib
 from lm.errors import LmError
 from lm.tasks import finetune, scores
 
@@ -110,6 +111,22 @@ class QuestionAnswering(finetune.Task):
     if t.id_field:
       out["id"] = (t.id_field, "text")
     return out
+
+  second_text_flag = "--context"
+
+  def inputs_from_lines(self, path: str, lines: list[str]):
+    del lines
+    del path
+    raise LmError("a qa run reads two texts per input, so --input must be a "
+                  ".jsonl file with the run's field names "
+                  f"({self._input_field_names()}).")
+
+  def inputs_from_texts(self, texts: list[str], seconds: list[str]):
+    if not seconds:
+      raise LmError("a qa run needs the question as --text and the passage "
+                    "as --context.")
+    return records_lib.Records("--text", {"question": texts,
+                                          "context": seconds})
 
   def read_labels(self, records) -> list[str]:
     del records

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.data import records as records_lib
 from lm.tasks import finetune, scores
 
 _BIO = re.compile(r"^(O|[BIES](-.+)?)$")
@@ -115,6 +116,16 @@ class Tagging(finetune.Task):
   def fields(self):
     t = self.config.task
     return {"tokens": (t.text_field, "tokens"), "tags": (t.label_field, "tags")}
+
+  def inputs_from_lines(self, path: str, lines: list[str]):
+    """One record per line, its words separated by whitespace."""
+    return records_lib.Records(path, {"tokens": [l.split() for l in lines]})
+
+  def inputs_from_texts(self, texts: list[str], seconds: list[str]):
+    if seconds:
+      super().inputs_from_texts(texts, seconds)    # refuses a second text
+    return records_lib.Records("--text",
+                               {"tokens": [t.split() for t in texts]})
 
   def read_labels(self, records) -> list[str]:
     names = records.label_names.get("tags")

@@ -1,9 +1,12 @@
-"""The experiment config schema: every key an experiment may set.
+"""The engine's part of the experiment config schema.
 
-Config files (`configs/*.py`) start from `base_config()` and change what they
-need. `validate(config)` rejects keys the schema does not know, so a typo in a
-config file or a `--config.KEY=VALUE` override stops the run with one sentence
-instead of being silently ignored.
+`engine_config()` holds the keys every run has (steps, batch, model, data,
+optimizer, mesh); each objective declares its own section next to its code
+(`Objective.config_sections`), and `lm.experiments.base_config()` assembles
+the whole schema, which config files (`configs/*.py`) start from.
+`validate(config, schema)` rejects keys the schema does not know, so a typo
+in a config file or a `--config.KEY=VALUE` override stops the run with one
+sentence instead of being silently ignored, and checks the engine's values.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from lm.errors import LmError
 from lm.models.config import ModelConfig
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Every key with its default. Model fields beyond `size` are overrides."""
+def engine_config() -> ml_collections.ConfigDict:
+  """The engine's keys with their defaults (no objective's section). Model
+  fields beyond `size` are overrides."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.steps = 1000
@@ -60,66 +64,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tokenizer.byte_fallback = True
   c.data.tokenizer.max_chars = 20_000_000
 
-  # Masked LM + next-sentence prediction (objective "mlm"; lm.data.nsp).
-  c.mlm = ml_collections.ConfigDict()
-  c.mlm.nsp = True                 # False: one segment per row, no NSP
-                                   # loss, no NSP head (BertForMaskedLM)
-  c.mlm.pooler = False             # keep a pooler without NSP (an imported
-                                   # checkpoint's, for fine-tuning/export)
-  c.mlm.documents = "auto"         # source | blank_lines | auto (blank_lines
-                                   # for text: files, source otherwise)
-  c.mlm.segments = "lines"         # lines | sentences
-  c.mlm.mask_rate = 0.15           # fraction of maskable tokens predicted
-  c.mlm.mask_token_rate = 0.8      # of those: replaced by [MASK]
-  c.mlm.random_token_rate = 0.1    # ... by a random token (rest unchanged)
-  c.mlm.whole_word = False         # mask whole sentencepiece words
-  c.mlm.max_predictions = 0        # per row; 0 = ceil(seq_len * mask_rate)
-  c.mlm.short_seq_prob = 0.1       # rows given a shorter random length
-
-  # Sentence embeddings (objective "contrastive"; lm.objectives.contrastive).
-  c.contrastive = ml_collections.ConfigDict()
-  c.contrastive.mode = "unsupervised"   # unsupervised (SimCSE) | supervised
-  c.contrastive.texts = "lines"         # unsupervised sentences: lines | documents
-  c.contrastive.anchor_field = "anchor"      # jsonl / tfds pair fields
-  c.contrastive.positive_field = "positive"
-  c.contrastive.negative_field = ""          # hard negatives ("" = none)
-  c.contrastive.pooling = "cls"         # cls | mean | last
-  c.contrastive.projection = True       # tanh(dense) head, training only
-  c.contrastive.pooler = False          # carry BERT's pooler (imported; the
-                                        # loss does not read it) for export
-  c.contrastive.normalize = False       # unit-length embeddings from
-                                        # launch.encode (sentence-transformers
-                                        # Normalize)
-  c.contrastive.temperature = 0.05
-  c.contrastive.learn_temperature = False
-  c.contrastive.min_temperature = 0.01  # floor of a learned temperature
-  c.contrastive.symmetric = False       # also score positives -> anchors
-  c.contrastive.eval_candidates = 1000  # held-out pairs ranked in eval
-  c.contrastive.sts = ""                # scored pairs for Spearman ("" = none)
-  c.contrastive.sts_a_field = "text_a"
-  c.contrastive.sts_b_field = "text_b"
-  c.contrastive.sts_score_field = "score"
-
-  # Fine-tuning (objective "classification", "tagging" or "qa"; lm.tasks).
-  # Fields name the columns of the data (jsonl/csv/tsv/tfds); conll: files
-  # always give tokens and tags.
-  c.task = ml_collections.ConfigDict()
-  c.task.text_field = "text"        # classification text; tagging: the words
-  c.task.text_b_field = ""          # second text of a pair ("" = single text)
-  c.task.label_field = "label"      # the class; tagging: the tag list
-  c.task.question_field = "question"  # qa
-  c.task.context_field = "context"
-  c.task.answers_field = "answers"
-  c.task.id_field = "id"
-  c.task.pooling = "auto"           # classification: auto (BERT's pooler,
-                                    # 'last' for decoders) | pooler | cls |
-                                    # mean | last
-  c.task.class_weights = ""         # "balanced" or "label=weight,..." ("" = 1)
-  c.task.metric = ""                # best-checkpoint metric ("" = the task's)
-  c.task.doc_stride = 128           # qa: tokens between window starts
-  c.task.max_question_len = 64      # qa: question tokens kept
-  c.task.max_answer_len = 30        # qa: longest predicted span, in tokens
-
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.lr = 3e-4
   c.optimizer.warmup_steps = 100
@@ -149,12 +93,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.dcn_tensor = 1
   c.mesh.dcn_granule = "slice"
 
-  c.sample = ml_collections.ConfigDict()
-  c.sample.prompt = ""              # printed sample at the end ("" = none)
-  c.sample.max_new_tokens = 64
-  c.sample.temperature = 0.0        # 0 = greedy
-  c.sample.top_k = 0
-  c.sample.top_p = 1.0
   return c
 
 
@@ -169,9 +107,13 @@ def _placeholder_type(annotation):
   return str
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises LmError naming the first key the schema does not know or a bad value."""
-  _check_keys(config, base_config(), "")
+def validate(config: ml_collections.ConfigDict,
+             schema: ml_collections.ConfigDict | None = None) -> None:
+  """Raises LmError naming the first key `schema` does not know or a bad
+  engine value. `schema` None checks the engine's own sections only (the
+  objective sections are then the caller's: `lm.experiments.validate`)."""
+  _check_keys(config, engine_config() if schema is None else schema, "",
+              others=schema is None)
   for key in ("steps", "batch_size", "seq_len", "log_every", "eval_every",
               "checkpoint_every", "keep_checkpoints"):
     if int(config[key]) <= 0:
@@ -181,10 +123,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                   f">= 1 and divide config.batch_size={config.batch_size}.")
   if config.eval_steps < 0:
     raise LmError("config.eval_steps must be >= 0 (0 evaluates the whole split).")
-  if config.sample.prompt and config.objective != "causal":
-    raise LmError(f"config.sample.prompt is set but objective "
-                  f"{config.objective!r} does not generate text; clear "
-                  "sample.prompt or train with objective 'causal'.")
   if config.data.sampling not in ("shuffle", "random"):
     raise LmError(f"config.data.sampling={config.data.sampling!r} must be "
                   "'shuffle' or 'random'.")
@@ -196,8 +134,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                   "'pystdlib:train' or 'text:path/*.txt'.")
 
 
-def _check_keys(config, schema, prefix):
+def _check_keys(config, schema, prefix, others=False):
+  """LmError for the first key of `config` not in `schema`; `others` lets
+  top-level keys outside `schema` (objective sections) pass unchecked."""
   for key in config.keys():
+    if key not in schema and others:
+      continue
     if key not in schema:
       where = prefix.rstrip(".") or "the top level"
       raise LmError(f"unknown config key '{prefix}{key}'; valid keys at "

@@ -27,16 +27,17 @@ from lm.models.config import ModelConfig, describe, make_model_config
 from lm.models.transformer import count_params
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
-from lm.training import experiment, metrics as metrics_lib, optim, step as step_lib
-from lm.training import warm_start
+from lm.training import (experiment, metrics as metrics_lib, optim, step as
+                         step_lib, warm_start)
 from lm.training.checkpoint import Checkpointer, NonFiniteState
 from lm.training.lock import WorkdirLock
+from lm.training.objective import Objective
 from lm.training.resume import (WRITE_ERRNOS, check_resume, check_workdir,
-                                 prior_record, workdir_write_error)
+                                prior_record, workdir_write_error)
+from lm.training.state import init_state, state_shardings
 from lm.training.workdir import (load_recorded_tokenizer, own_tokenizer,
                                  read_resolved, tokenizer_record,
                                  write_json_atomic, write_text_atomic)
-from lm.training.state import init_state, state_shardings
 
 
 class NonFiniteLoss(LmError):
@@ -70,7 +71,7 @@ class Run:
   config: ml_collections.ConfigDict
   model_cfg: ModelConfig
   model: object            # DecoderLM, LstmLM or BertModel (build_model)
-  objective: object        # CausalLM or MaskedLM (lm.objectives)
+  objective: Objective     # the experiment's (lm.experiments.make_objective)
   tokenizer: tokenizer_lib.Tokenizer
   train_data: object       # the objective's tokenized train corpus
   eval_data: object | None
@@ -94,6 +95,10 @@ def prepare(config, workdir: str, make_objective,
   """
   experiment.validate(config)
   objective = make_objective(config)
+  if config.init_from:
+    source = _source_objective(config.init_from, make_objective)
+    if source is not None:
+      objective.set_source(source)
   mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
                         tensor=config.mesh.tensor),
                    dcn=dict(data=config.mesh.dcn_data, fsdp=config.mesh.dcn_fsdp,
@@ -170,6 +175,17 @@ def prepare(config, workdir: str, make_objective,
              train_data, eval_data, mesh, rules, resolved, prior)
 
 
+def _source_objective(init_from: str, make_objective) -> Objective | None:
+  """The objective of the run `init_from` names, built from its stored
+  config; None when that cannot be read (reading its weights reports why)."""
+  try:
+    record = read_resolved(warm_start.split_source(init_from)[0])
+    return make_objective(ml_collections.ConfigDict(record["config"]),
+                          stored=record.get("batch"))
+  except LmError:
+    return None
+
+
 def _resolved(config, model_cfg, tok, objective, train_data,
               workdir: str | None = None) -> dict:
   """What `config.json` and every checkpoint record of the run."""
@@ -223,12 +239,9 @@ def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,
                            batch_size=batch_size, max_batches=max_batches)
   if out is not None:      # the objective's own metrics
     return {**out, "eval_batches": float(counted.calls)} if out else out
-  totals = None
-  for _, out in step_lib.eval_outputs(
+  totals, _ = step_lib.eval_totals(
       counted, params, mesh,
-      objective.eval_batches(data, batch_size, max_batches)):
-    out = {k: np.float64(v) for k, v in out.items()}
-    totals = out if totals is None else {k: totals[k] + out[k] for k in out}
+      objective.eval_batches(data, batch_size, max_batches))
   if totals is None:
     return {}
   summary = {k: float(v) for k, v in objective.summarize(totals).items()}
@@ -509,9 +522,9 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
         "the same command to resume")
     last.update(step=done, preempted=True)
     return last
-  if c.sample.prompt and is_main:
-    text = sample_text(run, state.params, c.sample.prompt)
-    print(f"--- sample (step {c.steps}) ---\n{c.sample.prompt}{text}\n---", flush=True)
+  report = run.objective.after_training(run, state.params) if is_main else ""
+  if report:
+    print(report, flush=True)
   last["step"] = int(c.steps)
   return last
 
@@ -554,22 +567,6 @@ class PreemptionFlag:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
-
-
-def sample_text(run: Run, params, prompt: str) -> str:
-  """A completion of `prompt` with the cached decoder and `config.sample`,
-  shortened to fit the model's context."""
-  from lm.generation.text import context_length, generate_text
-  c = run.config
-  prompt_len = 1 + len(run.tokenizer.encode(prompt))
-  ctx = context_length(run.model_cfg, prompt_len, c.sample.max_new_tokens)
-  new = min(c.sample.max_new_tokens, ctx - prompt_len)
-  if new <= 0:
-    return ""
-  sample, = generate_text(run.model, params, run.tokenizer, run.mesh, [prompt],
-                          temperature=c.sample.temperature, top_k=c.sample.top_k,
-                          top_p=c.sample.top_p, max_new_tokens=new, seed=c.seed)
-  return sample.text
 
 
 def _measured_peak() -> float:

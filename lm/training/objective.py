@@ -43,6 +43,13 @@ class Objective(abc.ABC):
     count_key: the key of `sums` that counts what a batch scores, and the
       name of that count in the logged metrics ("tokens", "examples", ...).
     labels: class or tag names in id order (tasks), else None.
+    config_sections: the experiment-config sections this objective reads
+      beyond the engine's (`lm.training.experiment.engine_config`), as
+      `{section: function returning its defaults}`; `lm.experiments`
+      assembles the whole schema from every registered objective's.
+    generates_text, embeds, predicts, scores_sts: what the entry points
+      serve for a trained run (`launch.sample`, `encode`, `predict`,
+      `evaluate --sts`).
   """
 
   name: str = ""
@@ -54,6 +61,13 @@ class Objective(abc.ABC):
   best_metric: tuple[str, str] = ("eval_loss", "min")
   count_key: str = "tokens"
   labels: list[str] | None = None
+  stored: dict | None = None   # a trained run's stored data settings (tasks)
+  config_sections: dict[str, Callable[[], Any]] = {}
+  # What the entry points may ask of a trained run of this objective:
+  generates_text: bool = False   # launch.sample (a decoder's text)
+  embeds: bool = False           # launch.encode (sentence embeddings)
+  predicts: bool = False         # launch.predict (labels, tags, answers)
+  scores_sts: bool = False       # launch.evaluate --sts (`set_sts`)
 
   @abc.abstractmethod
   def check_model(self, model_cfg) -> None:
@@ -97,3 +111,45 @@ class Objective(abc.ABC):
     `eval_batches` and `summarize` the totals."""
     del data, eval_fn, params, mesh, batch_size, max_batches
     return None
+
+  @classmethod
+  def configure_import(cls, config, params: dict, *,
+                       pooling: str | None = None,
+                       normalize: bool = False) -> None:
+    """Sets this objective's config keys that say which parts an imported
+    parameter tree `params` has (`lm.interop.workdir.import_hf`); for
+    objectives that `embeds`, also the pooling and unit-length output of
+    the sentence-transformers modules. The default sets nothing."""
+    del config, params, pooling, normalize
+
+  @classmethod
+  def imported_params(cls, params: dict) -> dict:
+    """The tree this objective's model holds, from an imported checkpoint's
+    `params` (the bare model's, or a task model's); the default keeps it."""
+    return params
+
+  def set_source(self, source: "Objective") -> None:
+    """Called before `check_model` with the objective of the run
+    `config.init_from` names (built from its stored config), when there is
+    one and it can be read; the default ignores it."""
+    del source
+
+  def set_sts(self, uri: str) -> None:
+    """Makes `evaluate` score the STS pairs at `uri` (`scores_sts` only)."""
+    raise NotImplementedError(f"objective {self.name!r} scores no STS pairs")
+
+  def embed(self, trained, texts, *, batch_size: int = 64):
+    """`[len(texts), D]` float32 sentence embeddings from the trained run
+    (`lm.training.workdir.Trained`); only objectives with `embeds`."""
+    raise NotImplementedError(f"objective {self.name!r} gives no embeddings")
+
+  def has_pretrained_pooler(self) -> bool:
+    """Whether a run of this objective holds a trained BERT pooler (a run
+    warm-started from it can use it); False by default."""
+    return False
+
+  def after_training(self, run, params) -> str:
+    """What the loop prints when training ends ("" = nothing, the
+    default); `run` is the loop's `Run`, `params` the final parameters."""
+    del run, params
+    return ""

@@ -15,6 +15,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lm.data.pipeline import to_global
@@ -124,6 +125,39 @@ def eval_outputs(eval_fn, params, mesh, batches):
     local = len(next(iter(batch.values()))) // n
     rows = {k: v[p * local:(p + 1) * local] for k, v in batch.items()}
     yield batch, jax.device_get(eval_fn(params, to_global(rows, bsharding)))
+
+
+def eval_totals(eval_fn, params, mesh, batches, keep=()):
+  """The one eval runner: `eval_fn` over `batches` (`eval_outputs`), its
+  outputs summed in float64 over the batches, in batch order.
+
+  `keep` names per-row arrays to collect instead of summing -- outputs of
+  the step (embeddings, logits) or fields of the batch (`index`) -- for
+  the real rows only (`weights` > 0), concatenated in row order. Returns
+  `(totals, kept)`; `totals` is None when `batches` is empty. Example:
+  eval_totals(fn, params, mesh, batches) -> ({"loss_sum": 812.5,
+  "tokens": 256.0}, {}).
+  """
+  totals, kept = None, {k: [] for k in keep}
+  for batch, out in eval_outputs(eval_fn, params, mesh, batches):
+    if keep:
+      real = np.asarray(batch["weights"]) > 0
+      for k in keep:
+        kept[k].append(np.asarray(out.pop(k) if k in out else batch[k])[real])
+    sums = {k: np.asarray(v, np.float64) for k, v in out.items()}
+    totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+  return totals, {k: np.concatenate(v) for k, v in kept.items() if v}
+
+
+def jit_forward(fn, param_shardings, mesh, rules, n_batch_args: int = 1):
+  """`fn(params, *batch_args)` jitted for inference: params placed as
+  `param_shardings`, each batch argument split over the batch axes, the
+  outputs replicated (every host reads them), run with the mesh and rules
+  active. The sharded forward of `launch.encode` and `launch.predict`."""
+  bs = sharding_lib.batch_sharding(mesh)
+  return run_in_mesh(jax.jit(
+      fn, in_shardings=(param_shardings, *[bs] * n_batch_args),
+      out_shardings=sharding_lib.replicated(mesh)), mesh, rules)
 
 
 def run_in_mesh(fn, mesh, rules):

@@ -28,6 +28,7 @@ import os
 import jax
 
 from lm.errors import LmError
+from lm.training.workdir import load_trained
 
 # Model fields a run may change against its init_from source.
 FREE_FIELDS = frozenset({"dropout", "attention_dropout", "remat", "dtype",
@@ -46,31 +47,6 @@ def split_source(init_from: str) -> tuple[str, int | None]:
   if last.isdigit() and os.path.basename(parent) == "checkpoints":
     return os.path.dirname(parent), int(last)
   return init_from, None
-
-
-def has_pooler(init_from: str) -> bool:
-  """Whether the BERT run `init_from` names has a pretrained pooler, by its
-  stored config: a masked LM with NSP (or one imported with a pooler), a
-  sentence encoder imported with one, or a classifier over it. True when
-  the run cannot be read (the warm start reports that; a resumed run built
-  before its source moved keeps the pooler it has).
-
-  Example: a run imported from a `BertForMaskedLM` -> False.
-  """
-  from lm.training.workdir import read_resolved  # pylint: disable=g-import-not-at-top
-  try:
-    config = read_resolved(split_source(init_from)[0]).get("config", {})
-  except LmError:
-    return True
-  objective = config.get("objective")
-  if objective == "mlm":
-    mlm = config.get("mlm", {})
-    return bool(mlm.get("nsp", True) or mlm.get("pooler", False))
-  if objective == "contrastive":
-    return bool(config.get("contrastive", {}).get("pooler", False))
-  if objective == "classification":
-    return config.get("task", {}).get("pooling") in ("auto", "pooler")
-  return False
 
 
 def check_model(source_model: dict, model_cfg, workdir: str) -> None:
@@ -142,7 +118,6 @@ def start_from(workdir: str, params, shardings, objective, make_objective):
   checkpoint `workdir` names, see `split_source`) grafted in at
   `objective.backbone_path` (see `graft`); `make_objective` builds the
   source run's objective (which says where its backbone sits)."""
-  from lm.training.workdir import load_trained  # pylint: disable=g-import-not-at-top
   source_dir, step = split_source(workdir)
   source = load_trained(source_dir, step, make_objective=make_objective)
   tree = source.params

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from lm.training import experiment, loop
+from lm import experiments
+from lm.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -30,7 +31,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_config_loads_and_validates(path, arg):
   c = load(path).get_config(arg)
-  experiment.validate(c)
+  experiments.validate(c)
   model_cfg = loop.resolve_model_config(c, vocab_size=max(c.data.tokenizer.vocab_size, 70))
   assert model_cfg.vocab_size > 0
   for key in ("seed", "steps", "batch_size", "seq_len", "log_every", "eval_every",

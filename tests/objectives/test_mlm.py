@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lm import experiments
 from lm.errors import LmError
 from lm.models.bert import BertModel
 from lm.models.config import make_model_config
@@ -12,7 +13,7 @@ from lm.experiments import make_objective
 from lm.objectives.mlm import mlm_loss, summarize
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
-from lm.training import experiment, optim, step as step_lib
+from lm.training import optim, step as step_lib
 from lm.training.state import init_state
 
 B, T, P, V = 4, 16, 3, 50
@@ -86,7 +87,7 @@ def test_loss_matches_numpy_reference(params, nsp):
 
 
 def _config(nsp=True, **kw):
-  c = experiment.base_config()
+  c = experiments.base_config()
   c.objective = "mlm"
   c.model.size = "bert_tiny"
   c.seq_len = T
@@ -101,7 +102,7 @@ def test_gradient_accumulation_equals_the_whole_batch_without_nsp():
   mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   rules = sharding_lib.logical_rules()
   model = BertModel(CFG)
-  tx, schedule = optim.make_optimizer(experiment.base_config().optimizer, 10)
+  tx, schedule = optim.make_optimizer(experiments.base_config().optimizer, 10)
   outs = []
   for accum in (1, 2):
     state, _, shardings = init_state(model, tx, mesh, rules, 0, T)
@@ -165,7 +166,7 @@ def _train_on(mesh_sizes, devices, steps=2):
   mesh = make_mesh(mesh_sizes, devices=devices)
   rules = sharding_lib.logical_rules()
   model = BertModel(CFG)
-  opt = experiment.base_config().optimizer
+  opt = experiments.base_config().optimizer
   opt.warmup_steps = 0
   tx, schedule = optim.make_optimizer(opt, 10)
   state, _, shardings = init_state(model, tx, mesh, rules, 0, T)

@@ -11,7 +11,7 @@ from lm.objectives.causal import causal_lm_loss, summarize as causal_summarize
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import optim, step as step_lib
-from lm.training.experiment import base_config
+from lm.experiments import base_config
 from lm.training.state import init_state
 
 B, T, V = 8, 16, 64

@@ -13,7 +13,7 @@ from lm.models.task_model import TaskModel
 from lm.experiments import make_objective as make_task
 from lm.tasks import finetune
 from lm.tasks.classification import pair_rows, truncate_pair
-from lm.training.experiment import base_config
+from lm.experiments import base_config
 
 F, S, P = 4, 5, 0                 # [CLS], [SEP], [PAD] ids
 

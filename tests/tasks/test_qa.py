@@ -9,7 +9,7 @@ from lm.data.tokenizer import train_tokenizer
 from lm.errors import LmError
 from lm.experiments import make_objective as make_task
 from lm.tasks.qa import answer_pieces, best_span, windows
-from lm.training.experiment import base_config
+from lm.experiments import base_config
 
 CORPUS = ["John Smith lives in New York", "Mary Jones works in Paris",
           "the new york times", "John and Mary went to New York",

@@ -9,7 +9,7 @@ from lm.data.records import Records
 from lm.data.tokenizer import train_tokenizer
 from lm.experiments import make_objective as make_task
 from lm.tasks.token_classification import tag_rows, word_pieces, word_tags
-from lm.training.experiment import base_config
+from lm.experiments import base_config
 
 # A tiny corpus whose BPE merges are easy to predict: the frequent words
 # become one piece (with or without their leading space); characters it never

@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from lm.training import optim
-from lm.training.experiment import base_config
+from lm.experiments import base_config
 
 
 def _opt(**kw):

@@ -12,7 +12,7 @@ import pytest
 
 from lm.errors import LmError
 from lm.training import optim
-from lm.training.experiment import base_config
+from lm.experiments import base_config
 
 L, D = 3, 4
 
