@@ -79,7 +79,7 @@ def measure(name, cls, hf_cfg, root):
     got = np.asarray(got)
   diff = np.abs(got - want)
   out_dir = os.path.join(root, name.split()[0] + "-export")
-  write_hf_dir(out_dir, m.config, m.params, objective=m.objective)
+  write_hf_dir(out_dir, m.config, m.params, head=m.head)
   back = cls.from_pretrained(out_dir)
   theirs = back.state_dict()
   same = all(k in theirs and torch.equal(v, theirs[k])

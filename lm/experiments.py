@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
   (`lm.training.experiment.engine_config`) and each objective's section.
   Config files start from this and change what they need."""
   c = experiment.engine_config()
+  c.objective = OBJECTIVES[0]
   for name, defaults in _sections().items():
     c[name] = defaults()
   return c
@@ -96,6 +97,16 @@ def names_where(attribute: str) -> list[str]:
   registry order. Example: names_where("generates_text") -> ["causal"]."""
   return [name for name, (cls, _) in REGISTRY.items()
           if getattr(cls, attribute)]
+
+
+def objective_for_head(head: str) -> str:
+  """The registered objective that trains a model with `head` (what an
+  imported checkpoint's head makes it). Example: "pretraining" -> "mlm"."""
+  names = [n for n, (cls, _) in REGISTRY.items() if cls.head == head]
+  if len(names) != 1:
+    raise LmError(f"no single objective trains a {head!r} head "
+                  f"(found {names or 'none'}).")
+  return names[0]
 
 
 def objective_class(name: str):

@@ -37,12 +37,12 @@ from lm.models.config import ModelConfig, make_model_config
 
 KIND = "BERT"
 HEADS = ("pooler", "mlm_head", "nsp_head")
-# Task checkpoints: architecture -> (our objective, HF head name, whether the
-# head reads the pooler).
+# Task checkpoints: architecture -> (our TaskModel head, HF head name,
+# whether the head reads the pooler).
 TASK_HEADS = {
-    "BertForSequenceClassification": ("classification", "classifier", True),
-    "BertForTokenClassification": ("tagging", "classifier", False),
-    "BertForQuestionAnswering": ("qa", "qa_outputs", False),
+    "BertForSequenceClassification": ("sequence", "classifier", True),
+    "BertForTokenClassification": ("token", "classifier", False),
+    "BertForQuestionAnswering": ("span", "qa_outputs", False),
 }
 _LAYER = "encoder.layer.{}."
 # Our block parameter -> HF name under encoder.layer.i.

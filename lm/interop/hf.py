@@ -3,11 +3,13 @@
 `read_hf_dir(path)` reads a local Hugging Face model directory
 (`config.json` + `model.safetensors`, or sharded safetensors with
 `model.safetensors.index.json`) into an `HfModel`: our `ModelConfig`, our
-parameter tree, and the objective whose model holds that tree ("causal"
-for GPT-2 and Llama, "mlm" for BERT with or without heads,
-"classification", "tagging" or "qa" for `BertForSequenceClassification`,
-`BertForTokenClassification` and `BertForQuestionAnswering`, with their
-label names).
+parameter tree, and the kind of head that tree has (an objective's
+`head`: "lm" for GPT-2 and Llama, "pretraining" for BERT with or without
+its pretraining heads, the TaskModel heads "sequence", "token" and "span"
+for `BertForSequenceClassification`, `BertForTokenClassification` and
+`BertForQuestionAnswering`, with their label names). The interop layer
+knows heads, never objective names: `lm.experiments` maps a head to the
+objective that trains it.
 `write_hf_dir(path, ...)` is the inverse: a directory that `transformers`'
 `from_pretrained` loads. Only safetensors are read; a `pytorch_model.bin`
 is refused (it would need unpickling).
@@ -17,7 +19,7 @@ The tensor-name mappings live in `lm.interop.gpt2`, `lm.interop.bert` and
 
 Example:
   m = read_hf_dir("hf/bert-base-uncased")
-  m.objective, sorted(m.params)   # "mlm", [..., "mlm_head", "nsp_head", ...]
+  m.head, sorted(m.params)   # "pretraining", [..., "mlm_head", "nsp_head", ...]
   build_model(m.config).apply({"params": m.params}, tokens)
 """
 
@@ -35,9 +37,8 @@ from lm.models.config import ModelConfig
 from lm.training.workdir import read_json, write_json_atomic
 
 MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES)
-# Our fine-tuning objective -> the transformers class it exports as.
-TASK_CLASSES = {objective: arch
-                for arch, (objective, _, _) in bert.TASK_HEADS.items()}
+# A TaskModel head -> the transformers class it exports as.
+TASK_CLASSES = {head: arch for arch, (head, _, _) in bert.TASK_HEADS.items()}
 BERT_ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining",
                       *bert.TASK_HEADS)
 
@@ -51,8 +52,9 @@ class HfModel:
     architecture: the transformers class, e.g. "BertForPreTraining".
     config: our model config.
     params: our parameter tree (float32 numpy): the bare model's, or for
-      fine-tuning objectives a TaskModel tree `{backbone, head}`.
-    objective: "causal", "mlm", "classification", "tagging" or "qa".
+      task heads a TaskModel tree `{backbone, head}`.
+    head: "lm", "pretraining", "sequence", "token" or "span" (see the
+      module docstring).
     labels: class or tag names in id order (classification, tagging).
     hf_config: the `config.json` it came from.
   """
@@ -61,7 +63,7 @@ class HfModel:
   architecture: str
   config: ModelConfig
   params: dict
-  objective: str
+  head: str
   labels: list[str] | None = None
   hf_config: dict = dataclasses.field(default_factory=dict)
 
@@ -98,14 +100,14 @@ def read_hf_dir(path: str) -> HfModel:
       pre = "transformer." if "transformer.wte.weight" in state else ""
       params = gpt2.import_params(
           Tensors(state, path, kind=gpt2.KIND, prefix=pre), cfg)
-      return HfModel(kind, arch or gpt2.ARCHITECTURE, cfg, params, "causal",
+      return HfModel(kind, arch or gpt2.ARCHITECTURE, cfg, params, "lm",
                      hf_config=hf)
     if kind in llama.MODEL_TYPES:
       cfg = llama.model_config(hf)
       params = llama.import_params(
           Tensors(read_state(path), path, kind=llama.KIND,
                   prefix=llama.PREFIX), cfg)
-      return HfModel(kind, arch or llama.ARCHITECTURE, cfg, params, "causal",
+      return HfModel(kind, arch or llama.ARCHITECTURE, cfg, params, "lm",
                      hf_config=hf)
     cfg = bert.model_config(hf)
     state = read_state(path)
@@ -118,16 +120,16 @@ def read_hf_dir(path: str) -> HfModel:
       raise LmError(f"{path} holds a {arch}; BERT imports as "
                     f"{', '.join(BERT_ARCHITECTURES)}.")
     if arch in bert.TASK_HEADS:
-      objective = bert.TASK_HEADS[arch][0]
-      n = 2 if objective == "qa" else int(
+      head = bert.TASK_HEADS[arch][0]
+      n = 2 if head == "span" else int(
           hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
       if hf.get("problem_type") == "regression" or n < 2:
         raise LmError(f"{path} is a regression head (num_labels={n}); only "
                       "classifiers with two or more labels import.")
-      labels = None if objective == "qa" else _labels(hf, n)
+      labels = None if head == "span" else _labels(hf, n)
       return HfModel(kind, arch, cfg, bert.import_task(t, cfg, arch, n),
-                     objective, labels=labels, hf_config=hf)
-    return HfModel(kind, arch, cfg, bert.import_params(t, cfg), "mlm",
+                     head, labels=labels, hf_config=hf)
+    return HfModel(kind, arch, cfg, bert.import_params(t, cfg), "pretraining",
                    hf_config=hf)
   except KeyError as e:
     raise LmError(f"{path}/config.json has no {e.args[0]!r}, which a "
@@ -161,31 +163,32 @@ def export_kind(cfg: ModelConfig) -> str:
 
 
 def write_hf_dir(path: str, cfg: ModelConfig, params, *,
-                 objective: str, labels=None, extra: dict | None = None
+                 head: str, labels=None, extra: dict | None = None
                  ) -> list[str]:
   """Writes `config.json` and `model.safetensors` for our model into
   `path`; returns the written files.
 
-  `objective` decides the class: "causal" -> GPT2LMHeadModel or
-  LlamaForCausalLM; "mlm" -> BertForPreTraining (MLM and NSP heads),
-  BertForMaskedLM (MLM head only; no pooler); "contrastive" (a BERT
-  backbone) -> BertModel, with its pooler when the run carries one; "classification" (a BERT backbone with its pooler) ->
-  BertForSequenceClassification, "tagging" -> BertForTokenClassification,
-  both with `labels`; "qa" -> BertForQuestionAnswering. `extra` adds
+  `head` (the run's objective's) decides the class: "lm" ->
+  GPT2LMHeadModel or LlamaForCausalLM; "pretraining" -> BertForPreTraining
+  (MLM and NSP heads), BertForMaskedLM (MLM head only; no pooler);
+  "encoder" (a BERT backbone) -> BertModel, with its pooler when the run
+  carries one; "sequence" (a BERT backbone with its pooler) ->
+  BertForSequenceClassification, "token" -> BertForTokenClassification,
+  both with `labels`; "span" -> BertForQuestionAnswering. `extra` adds
   config.json fields (special token ids).
   """
   params = _numpy(params)
   kind = export_kind(cfg)
   if kind in ("gpt2", "llama"):
-    if objective != "causal":
-      raise LmError(f"a {objective!r} run over a decoder has no Hugging Face "
-                    "class; only causal decoders export.")
+    if head != "lm":
+      raise LmError(f"a run with a {head!r} head over a decoder has no "
+                    "Hugging Face class; only next-token decoders export.")
     module = gpt2 if kind == "gpt2" else llama
     config = module.hf_config(cfg)
     state = module.export_state(params, cfg)
-  elif objective in TASK_CLASSES:
-    arch = TASK_CLASSES[objective]
-    if objective == "classification" and "pooler" not in params["backbone"]:
+  elif head in TASK_CLASSES:
+    arch = TASK_CLASSES[head]
+    if head == "sequence" and "pooler" not in params["backbone"]:
       raise LmError("BertForSequenceClassification reads the pooler, but this "
                     "classifier pools otherwise (task.pooling); only runs "
                     "with pooling 'pooler' export.")
@@ -194,7 +197,7 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
       config["id2label"] = {str(i): l for i, l in enumerate(labels)}
       config["label2id"] = {l: i for i, l in enumerate(labels)}
     state = bert.export_task(params, cfg, arch)
-  elif objective == "mlm":
+  elif head == "pretraining":
     if "nsp_head" in params:
       arch = "BertForPreTraining"
     else:     # BertForMaskedLM has no pooler: a carried one stays behind
@@ -202,13 +205,13 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
       params = {k: v for k, v in params.items() if k != "pooler"}
     config = bert.hf_config(cfg, arch)
     state = bert.export_state(params, cfg)
-  elif objective == "contrastive":
+  elif head == "encoder":
     config = bert.hf_config(cfg, "BertModel")
     state = bert.export_state(params["backbone"], cfg, root="")
   else:
-    raise LmError(f"a {objective!r} run has no Hugging Face class; export "
-                  "causal, mlm, contrastive, classification, tagging or qa "
-                  "runs.")
+    raise LmError(f"a run with a {head!r} head has no Hugging Face class; "
+                  "export next-token, masked-LM, sentence-encoder, "
+                  "classification, tagging or QA runs.")
   config.update(extra or {})
   config["torch_dtype"] = "float32"
   written = [write_state(path, state), os.path.join(path, "config.json")]

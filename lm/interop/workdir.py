@@ -230,19 +230,17 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
                   "--workdir.")
   m = hf_lib.read_hf_dir(hf_dir)
   is_st = os.path.isfile(os.path.join(hf_dir, "modules.json"))
-  # A sentence-transformers directory is a sentence encoder unless asked.
-  # An encoder imports as its checkpoint's objective or as a sentence
-  # encoder (one that embeds); a sentence-transformers directory is one
-  # unless asked.
+  # The checkpoint's head names the objective that trains it; an encoder
+  # may also import as a sentence encoder (an objective that embeds), which
+  # a sentence-transformers directory is unless asked.
+  native = experiments.objective_for_head(m.head)
   encoders = experiments.names_where("embeds")
   pretrained = m.config.arch == "bert" and m.architecture not in bert.TASK_HEADS
-  objective = objective or (encoders[0] if is_st and pretrained
-                            else m.objective)
+  objective = objective or (encoders[0] if is_st and pretrained else native)
   if objective not in experiments.OBJECTIVES:
     raise LmError(f"--objective={objective!r} is not one of "
                   f"{', '.join(experiments.OBJECTIVES)}.")
-  allowed = ((m.objective,) if m.config.arch != "bert"
-             else (m.objective, *encoders))
+  allowed = (native,) if m.config.arch != "bert" else (native, *encoders)
   if objective not in allowed:
     raise LmError(f"a {m.architecture} imports as {' or '.join(allowed)}, "
                   f"not {objective!r}; drop --objective or pick one of those.")
@@ -401,7 +399,7 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
     if value is not None and value >= 0:
       extra[key] = int(value)
   written = hf_lib.write_hf_dir(out_dir, trained.model_cfg, trained.params,
-                                objective=c.objective, labels=labels,
+                                head=trained.objective.head, labels=labels,
                                 extra=extra)
   written += copy_tokenizer(tok.path, out_dir)
   if tok.kind == "sentencepiece":

@@ -1,22 +1,22 @@
 """Fine-tuning models: a pretrained backbone under a new task head.
 
-`TaskModel(config, task=..., num_labels=...)` wraps any architecture of
+`TaskModel(config, head=..., num_labels=...)` wraps any architecture of
 `lm.models` as `backbone` (BERT without its MLM and NSP heads) and adds one
 `TaskHead` named `head`:
 
-  "classification"  one row of C logits per text (or text pair), from the
-                    pooled backbone output (`pooling`, below).
-  "tagging"         C logits per token (NER over sentencepiece pieces).
-  "qa"              start and end logits per token (extractive QA).
+  "sequence"  one row of C logits per text (or text pair), from the pooled
+              backbone output (`pooling`, below): classification.
+  "token"     C logits per token: tagging (NER over sentencepiece pieces).
+  "span"      start and end logits per token: extractive QA.
 
-Pooling for classification: "pooler" is BERT's pretrained pooler,
+Pooling for sequence heads: "pooler" is BERT's pretrained pooler,
 `tanh(dense(hidden[:, 0]))` (trained by next-sentence prediction), as BERT
 fine-tunes; "cls", "mean" and "last" are `lm.models.embedder.pool` of the
 hidden states ("last" for decoders, whose last real token has read the whole
 text).
 
-`apply(...)` returns `{"logits": [B, C] or [B, T, C]}` (classification,
-tagging) or `{"start_logits": [B, T], "end_logits": [B, T]}` (qa), float32.
+`apply(...)` returns `{"logits": [B, C] or [B, T, C]}` (sequence, token)
+or `{"start_logits": [B, T], "end_logits": [B, T]}` (span), float32.
 With `freeze_backbone=True` no gradient reaches the backbone (a linear
 probe: only the head trains).
 
@@ -26,7 +26,7 @@ Parameter tree: `backbone/...` exactly as the bare model names it (plus
 
 Example:
   m = TaskModel(make_model_config("bert_tiny", vocab_size=512),
-                task="classification", num_labels=2)
+                head="sequence", num_labels=2)
   m.apply(params, tokens, segment_ids=mask)["logits"].shape   # (B, 2)
 """
 
@@ -42,7 +42,7 @@ from lm.models.config import ModelConfig
 from lm.models.embedder import pool
 from lm.models.heads import TaskHead
 
-TASKS = ("classification", "tagging", "qa")
+HEADS = ("sequence", "token", "span")
 POOLINGS = ("pooler", "cls", "mean", "last")
 
 
@@ -62,14 +62,14 @@ class TaskModel(nn.Module):
 
   Attributes:
     config: the backbone's model config (any `arch`).
-    task: "classification", "tagging" or "qa".
-    num_labels: classes (classification) or tags (tagging); 2 for qa.
-    pooling: classification only: "pooler", "cls", "mean" or "last".
+    head: "sequence", "token" or "span" (see `HEADS`).
+    num_labels: classes (sequence) or tags (token); 2 for span.
+    pooling: sequence heads only: "pooler", "cls", "mean" or "last".
     freeze_backbone: stop gradients at the backbone's outputs.
   """
 
   config: ModelConfig
-  task: str = "classification"
+  head: str = "sequence"
   num_labels: int = 2
   pooling: str = "pooler"
   freeze_backbone: bool = False
@@ -84,9 +84,9 @@ class TaskModel(nn.Module):
     ignored otherwise). Needs a 'dropout' RNG when `deterministic` is
     False."""
     cfg = self.config
-    if self.task not in TASKS:
-      raise LmError(f"task {self.task!r} is not one of {TASKS}.")
-    with_pooler = self.task == "classification" and self.pooling == "pooler"
+    if self.head not in HEADS:
+      raise LmError(f"head {self.head!r} is not one of {HEADS}.")
+    with_pooler = self.head == "sequence" and self.pooling == "pooler"
     if cfg.arch == "bert":
       _, aux = BertModel(cfg, heads=False, pooler=with_pooler,
                          name="backbone")(
@@ -99,16 +99,16 @@ class TaskModel(nn.Module):
                         deterministic=deterministic)
     if self.freeze_backbone:
       aux = jax.lax.stop_gradient(aux)
-    if self.task == "classification":
+    if self.head == "sequence":
       check_pooling(cfg.arch, self.pooling)
       x = (aux["pooled"] if with_pooler
            else pool(aux["hidden"], segment_ids, self.pooling))  # [B, D]
       x = x.astype(cfg.compute_dtype)
       return {"logits": TaskHead(cfg, self.num_labels, name="head")(
           x, deterministic=deterministic)}                       # [B, C]
-    width = 2 if self.task == "qa" else self.num_labels
+    width = 2 if self.head == "span" else self.num_labels
     logits = TaskHead(cfg, width, name="head")(
         aux["hidden"], deterministic=deterministic)              # [B, T, C]
-    if self.task == "tagging":
+    if self.head == "token":
       return {"logits": logits}
     return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}

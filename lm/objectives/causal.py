@@ -63,6 +63,7 @@ class CausalLM(Objective):
   """The causal objective over packed token streams (see `lm.objectives`)."""
 
   name = "causal"
+  head = "lm"
   config_sections = {"sample": config_section}
   generates_text = True
   bert_specials = False

@@ -157,6 +157,7 @@ class Contrastive(Objective):
   """The contrastive objective (see `lm.objectives` for the contract)."""
 
   name = "contrastive"
+  head = "encoder"
   config_sections = {"contrastive": config_section}
   embeds = True
   scores_sts = True

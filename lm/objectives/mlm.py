@@ -121,6 +121,7 @@ class MaskedLM(Objective):
   """The masked-LM (+ NSP) objective over segment streams (see `lm.objectives`)."""
 
   name = "mlm"
+  head = "pretraining"
   config_sections = {"mlm": config_section}
   bert_specials = True
 

@@ -164,6 +164,7 @@ class Task(Objective):
   main_metric = ""
   metrics: tuple[str, ...] = ()
   train_keys: tuple[str, ...] = ()
+  head = "sequence"           # the TaskModel head (lm.models.task_model.HEADS)
   backbone_path = ("backbone",)
 
   def __init__(self, config, stored: dict | None = None):
@@ -192,7 +193,7 @@ class Task(Objective):
     del model_cfg
 
   def build_model(self, model_cfg):
-    return TaskModel(model_cfg, task=self.name, num_labels=self.num_labels(),
+    return TaskModel(model_cfg, head=self.head, num_labels=self.num_labels(),
                      pooling=self.pooling(),
                      freeze_backbone=bool(self.config.optimizer.freeze_backbone))
 

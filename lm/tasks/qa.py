@@ -90,6 +90,7 @@ class QuestionAnswering(finetune.Task):
   """Extractive QA (see the module docstring)."""
 
   name = "qa"
+  head = "span"
   main_metric = "f1"
   metrics = ("f1", "exact_match")
   train_keys = ("tokens", "token_types", "mask", "start", "end")

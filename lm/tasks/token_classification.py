@@ -109,6 +109,7 @@ class Tagging(finetune.Task):
   """Token classification (see the module docstring)."""
 
   name = "tagging"
+  head = "token"
   main_metric = "f1"
   metrics = ("f1", "precision", "recall", "accuracy")
   train_keys = ("tokens", "mask", "tags")

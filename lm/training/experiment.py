@@ -34,8 +34,8 @@ def engine_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
   c.async_checkpoints = True
   c.grad_accum_steps = 1     # microbatches per step (batch_size is split)
-  c.objective = "causal"     # causal | mlm | contrastive | classification |
-                             # tagging | qa (see lm.objectives, lm.tasks)
+  c.objective = ""           # a name of lm.experiments.OBJECTIVES (its
+                             # base_config sets the default)
   c.init_from = ""           # workdir (or WORKDIR/checkpoints/STEP) whose
                              # weights start the backbone (step 0 only;
                              # lm.training.warm_start)

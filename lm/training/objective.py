@@ -47,6 +47,10 @@ class Objective(abc.ABC):
       beyond the engine's (`lm.training.experiment.engine_config`), as
       `{section: function returning its defaults}`; `lm.experiments`
       assembles the whole schema from every registered objective's.
+    head: the kind of model it trains, which the interop layer maps to
+      Hugging Face classes: "lm" (next-token head), "pretraining" (masked
+      LM, NSP when on), "encoder" (a pooled sentence encoder), or a
+      `lm.models.task_model.HEADS` task head.
     generates_text, embeds, predicts, scores_sts: what the entry points
       serve for a trained run (`launch.sample`, `encode`, `predict`,
       `evaluate --sts`).
@@ -63,6 +67,7 @@ class Objective(abc.ABC):
   labels: list[str] | None = None
   stored: dict | None = None   # a trained run's stored data settings (tasks)
   config_sections: dict[str, Callable[[], Any]] = {}
+  head: str = ""
   # What the entry points may ask of a trained run of this objective:
   generates_text: bool = False   # launch.sample (a decoder's text)
   embeds: bool = False           # launch.encode (sentence embeddings)

@@ -237,7 +237,7 @@ def test_import_and_export_refuse_bad_requests(tmp_path):
   from lm.models.config import make_model_config
   with pytest.raises(LmError, match="no Hugging Face equivalent"):
     write_hf_dir(str(tmp_path / "lstm"), make_model_config(
-        "lstm_tiny", vocab_size=16), {}, objective="causal")
+        "lstm_tiny", vocab_size=16), {}, head="lm")
 
 
 def test_llama_with_a_sentencepiece_model_imports_samples_and_exports(tmp_path):

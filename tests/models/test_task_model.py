@@ -64,7 +64,7 @@ def _random_params(model, seed=0):
     (BERT, "pooler"), (BERT, "cls"), (BERT, "mean"), (BERT, "last"),
     (GPT, "last"), (GPT, "mean"), (LSTM, "last"), (LSTM, "mean")])
 def test_classification_logits_shape(cfg, pooling):
-  _, out = _shapes(TaskModel(cfg, task="classification", num_labels=C,
+  _, out = _shapes(TaskModel(cfg, head="sequence", num_labels=C,
                              pooling=pooling))
   assert set(out) == {"logits"}
   assert out["logits"].shape == (B, C) and out["logits"].dtype == jnp.float32
@@ -72,9 +72,9 @@ def test_classification_logits_shape(cfg, pooling):
 
 @pytest.mark.parametrize("cfg", [BERT, GPT, LSTM])
 def test_tagging_and_qa_shapes(cfg):
-  _, out = _shapes(TaskModel(cfg, task="tagging", num_labels=5))
+  _, out = _shapes(TaskModel(cfg, head="token", num_labels=5))
   assert set(out) == {"logits"} and out["logits"].shape == (B, T, 5)
-  _, out = _shapes(TaskModel(cfg, task="qa", num_labels=2))
+  _, out = _shapes(TaskModel(cfg, head="span", num_labels=2))
   assert set(out) == {"start_logits", "end_logits"}
   assert out["start_logits"].shape == out["end_logits"].shape == (B, T)
   assert out["start_logits"].dtype == jnp.float32
@@ -109,7 +109,7 @@ def test_task_head_is_an_affine_map():
 
 def test_parameter_tree_bert_with_and_without_pooler():
   d = BERT.d_model
-  params, _ = _shapes(TaskModel(BERT, task="classification", num_labels=C,
+  params, _ = _shapes(TaskModel(BERT, head="sequence", num_labels=C,
                                 pooling="pooler"))
   assert set(params) == {"backbone", "head"}
   assert _paths(params["head"]) == {"dense/kernel": (d, C), "dense/bias": (C,)}
@@ -117,12 +117,12 @@ def test_parameter_tree_bert_with_and_without_pooler():
       "dense/kernel": (d, d), "dense/bias": (d,)}
   assert {"token_embed", "encoder"} <= set(params["backbone"])
   for pooling in ("cls", "mean", "last"):
-    params, _ = _shapes(TaskModel(BERT, task="classification", num_labels=C,
+    params, _ = _shapes(TaskModel(BERT, head="sequence", num_labels=C,
                                   pooling=pooling))
     assert "pooler" not in params["backbone"]
-  for task, width in (("tagging", 7), ("qa", 2)):
+  for head, width in (("token", 7), ("span", 2)):
     # The default pooling ("pooler") only matters for classification.
-    params, _ = _shapes(TaskModel(BERT, task=task, num_labels=7))
+    params, _ = _shapes(TaskModel(BERT, head=head, num_labels=7))
     assert "pooler" not in params["backbone"]
     assert _paths(params["head"]) == {"dense/kernel": (d, width),
                                       "dense/bias": (width,)}
@@ -135,7 +135,7 @@ def test_parameter_tree_backbone_matches_the_bare_model():
   for cfg, bare, pooling in ((GPT, build_model(GPT), "last"),
                              (LSTM, build_model(LSTM), "mean"),
                              (BERT, BertModel(BERT, heads=False), "mean")):
-    params, _ = _shapes(TaskModel(cfg, task="classification", num_labels=C,
+    params, _ = _shapes(TaskModel(cfg, head="sequence", num_labels=C,
                                   pooling=pooling))
     want = jax.eval_shape(lambda m=bare: m.init(jax.random.key(0), tokens,
                                                 segment_ids=mask))
@@ -146,7 +146,7 @@ def test_parameter_tree_backbone_matches_the_bare_model():
 
 def test_parameter_tree_scanned_layers():
   cfg = make_model_config("bert_tiny", vocab_size=V, max_len=16)
-  params, _ = _shapes(TaskModel(cfg, task="tagging", num_labels=C))
+  params, _ = _shapes(TaskModel(cfg, head="token", num_labels=C))
   paths = _paths(params)
   assert paths["backbone/encoder/layers/mlp/wi/kernel"][0] == cfg.num_layers
   assert paths["head/dense/kernel"] == (cfg.d_model, C)
@@ -159,7 +159,7 @@ def test_parameter_tree_scanned_layers():
 @pytest.mark.parametrize("pooling", ["cls", "pooler"])
 def test_first_token_pooling_on_a_decoder_raises(cfg, pooling):
   with pytest.raises(LmError, match="'last' or 'mean'"):
-    _shapes(TaskModel(cfg, task="classification", num_labels=C,
+    _shapes(TaskModel(cfg, head="sequence", num_labels=C,
                       pooling=pooling))
 
 
@@ -174,9 +174,9 @@ def test_check_pooling():
     check_pooling("transformer", "cls")
 
 
-def test_unknown_task_raises():
-  with pytest.raises(LmError, match="task 'ner'"):
-    _shapes(TaskModel(GPT, task="ner", num_labels=C))
+def test_unknown_head_raises():
+  with pytest.raises(LmError, match="head 'ner'"):
+    _shapes(TaskModel(GPT, head="ner", num_labels=C))
 
 
 # --- pooled values ------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_unknown_task_raises():
 def test_last_pooling_ignores_padding():
   """A decoder's "last" pooling reads the last real token: changing padding
   tokens leaves the logits unchanged."""
-  model = TaskModel(GPT, task="classification", num_labels=C, pooling="last")
+  model = TaskModel(GPT, head="sequence", num_labels=C, pooling="last")
   params = _random_params(model)
   tokens, mask = _inputs()
   other = tokens.at[1, 5:].set(7)
@@ -200,13 +200,13 @@ def test_last_pooling_ignores_padding():
 
 
 # One layer: compiling the gradient of a deeper model only costs time.
-@pytest.mark.parametrize("cfg,task,pooling", [
-    (dataclasses.replace(BERT, num_layers=1), "classification", "pooler"),
-    (dataclasses.replace(GPT, num_layers=1), "qa", "last")])
-def test_freeze_backbone_zero_gradients(cfg, task, pooling):
+@pytest.mark.parametrize("cfg,head,pooling", [
+    (dataclasses.replace(BERT, num_layers=1), "sequence", "pooler"),
+    (dataclasses.replace(GPT, num_layers=1), "span", "last")])
+def test_freeze_backbone_zero_gradients(cfg, head, pooling):
   tokens, mask = _inputs()
-  free = TaskModel(cfg, task=task, num_labels=C, pooling=pooling)
-  frozen = TaskModel(cfg, task=task, num_labels=C, pooling=pooling,
+  free = TaskModel(cfg, head=head, num_labels=C, pooling=pooling)
+  frozen = TaskModel(cfg, head=head, num_labels=C, pooling=pooling,
                      freeze_backbone=True)
   params = _random_params(free)
 

@@ -179,7 +179,7 @@ def tiny_model():
   # Looped layers: a scanned stack costs seconds to run unjitted on CPU.
   model = TaskModel(make_model_config("bert_tiny", vocab_size=64,
                                       scan_layers=False),
-                    task="classification", num_labels=3)
+                    head="sequence", num_labels=3)
   rng = np.random.default_rng(0)
   tokens = rng.integers(6, 64, (4, 8)).astype(np.int32)
   mask = np.ones((4, 8), np.int32)
