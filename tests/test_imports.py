@@ -1,6 +1,7 @@
-"""The package's import structure: no cycle among `lm`'s modules, and the
-engine (`lm.training`) never imports an objective or a task; the one
-module that names them is `lm.experiments`."""
+"""The package's structure: no cycle among `lm`'s modules, `lm` modules
+import `lm` at module level only, the engine (`lm.training`) never imports
+an objective or a task, and the one module that names objectives (compares
+with their names) is `lm.experiments`, whose registry is consistent."""
 
 import ast
 import os
@@ -89,3 +90,78 @@ def test_the_checker_sees_a_cycle_and_an_engine_import():
   real = _graph()
   assert "lm.objectives.causal" in real["lm.experiments"]
   assert "lm.training.loop" in real["lm.experiments"]
+
+
+def _function_local_lm_imports(path: str) -> list[int]:
+  """Lines of `from lm... import` / `import lm...` inside a function."""
+  lines = []
+  for fn in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+    if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      for node in ast.walk(fn):
+        if (isinstance(node, ast.ImportFrom) and node.level == 0
+            and (node.module or "").split(".")[0] == "lm"):
+          lines.append(node.lineno)
+        elif isinstance(node, ast.Import) and any(
+            a.name.split(".")[0] == "lm" for a in node.names):
+          lines.append(node.lineno)
+  return lines
+
+
+def test_lm_modules_import_lm_at_module_level_only():
+  bad = {m: lines for m, p in _modules().items()
+         if (lines := _function_local_lm_imports(p))}
+  assert bad == {}
+
+
+def _objective_name_comparisons(path: str, names) -> list[int]:
+  """Lines comparing something called `objective` (a name, an attribute or
+  a `.name`) with an objective's name, or testing membership in a tuple of
+  them."""
+  lines = []
+  for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+    if not isinstance(node, ast.Compare):
+      continue
+    sides = [node.left, *node.comparators]
+    constants = set()
+    for side in sides:
+      if isinstance(side, ast.Constant):
+        constants.add(side.value)
+      elif isinstance(side, (ast.Tuple, ast.List, ast.Set)):
+        constants.update(e.value for e in side.elts
+                         if isinstance(e, ast.Constant))
+    if constants & set(names):
+      text = ast.unparse(node)
+      if "objective" in text or ".name" in text:
+        lines.append(node.lineno)
+  return lines
+
+
+def test_only_the_registry_compares_objective_names(tmp_path):
+  from lm import experiments  # the registry's names, read at test time
+  launch = os.path.join(os.path.dirname(ROOT), "launch")
+  files = dict(_modules())
+  files.update({f"launch.{n[:-3]}": os.path.join(launch, n)
+                for n in os.listdir(launch) if n.endswith(".py")})
+  bad = {m: lines for m, p in files.items() if m != "lm.experiments"
+         if (lines := _objective_name_comparisons(p, experiments.OBJECTIVES))}
+  assert bad == {}
+  # the check does see such a branch
+  planted = tmp_path / "planted.py"
+  planted.write_text("def f(c):\n  return c.objective == 'mlm'\n")
+  assert _objective_name_comparisons(str(planted), experiments.OBJECTIVES) == [2]
+
+
+def test_the_registry_is_consistent():
+  from lm import experiments
+  from lm.models.task_model import HEADS
+  heads = set()
+  for name, (cls, _) in experiments.REGISTRY.items():
+    assert cls.name == name
+    assert cls.head and cls.head not in heads, name    # one objective per head
+    heads.add(cls.head)
+    assert experiments.objective_for_head(cls.head) == name
+  assert set(HEADS) <= heads
+  assert experiments.names_where("generates_text") == ["causal"]
+  assert experiments.names_where("embeds") == ["contrastive"]
+  assert experiments.names_where("predicts") == ["classification", "tagging",
+                                                 "qa"]

@@ -404,11 +404,11 @@ def embed_texts(trained, texts, *, batch_size: int = 64) -> np.ndarray:
   ["sort a list"]).shape -> (1, 256).
   """
   config, tok, mesh = trained.config, trained.tokenizer, trained.mesh
-  if config.objective != "contrastive":
+  if not trained.objective.embeds:
     raise LmError(f"{trained.workdir} holds a {config.objective!r} run; "
                   "embeddings come from a run trained with objective "
-                  "'contrastive' (or a Hugging Face encoder imported with "
-                  "launch.import_hf --objective contrastive).")
+                  f"{Contrastive.name!r} (or a Hugging Face encoder imported "
+                  f"with launch.import_hf --objective {Contrastive.name}).")
   if batch_size < 1:
     raise LmError(f"batch size must be positive, got {batch_size}.")
   texts = list(texts)
