@@ -28,8 +28,9 @@ names are deterministic and unique.
 Locally the runs train one after another in this process; a run that fails with
 a user error is reported and the sweep goes on. The end prints a markdown table
 of each run's final metrics and writes it to `WORKDIR_ROOT/sweep_summary.json`.
-With `--tpu`, each run becomes one `launch/tpu_vm.sh run` command on that TPU VM
-with the workdir `gs://BUCKET/<sweep>/<name>` (`<sweep>` is the sweep file's name).
+With `--tpu`, each run becomes one `launch/tpu_vm.sh run --wait` command on that
+TPU VM (the runs take turns), with the workdir `gs://BUCKET/<sweep>/<name>`
+(`<sweep>` is the sweep file's name).
 """
 
 from __future__ import annotations
@@ -334,8 +335,8 @@ def train_command(config_spec: str, workdir: str, overrides: dict) -> list[str]:
 def tpu_command(config_spec: str, workdir: str, overrides: dict, tpu: str, zone: str,
                 project: str | None = None) -> list[str]:
   """The `launch/tpu_vm.sh run` argv for one run."""
-  cmd = ["bash", os.path.join("launch", "tpu_vm.sh"), "run", "--name", tpu,
-         "--zone", zone]
+  cmd = ["bash", os.path.join("launch", "tpu_vm.sh"), "run", "--wait",
+         "--name", tpu, "--zone", zone]
   if project:
     cmd += ["--project", project]
   return (cmd + ["--config", config_spec, "--workdir", workdir]

@@ -91,7 +91,7 @@ def test_dry_run_prints_one_train_command_per_run(tmp_path):
   assert result.returncode == 0, result.stderr
   out = result.stdout.splitlines()
   assert len(out) == len(runs)
-  assert out[0].startswith("bash launch/tpu_vm.sh run --name my-tpu --zone us-central2-b "
+  assert out[0].startswith("bash launch/tpu_vm.sh run --wait --name my-tpu --zone us-central2-b "
                            "--config configs/quickstart.py --workdir "
                            f"gs://bkt/quickstart_lr/{names[0]} --config.optimizer.lr=")
 
