@@ -12,6 +12,7 @@ sentence instead of being silently ignored, and checks the engine's values.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import ml_collections
 
@@ -42,6 +43,15 @@ def engine_config() -> ml_collections.ConfigDict:
   c.peak_tflops = 0.0        # for MFU; 0 = measure a matmul peak at start
   c.progress_bar = True      # tqdm bar on a terminal (False, or output not a
                              # terminal: one plain line per log step)
+
+  # Weights & Biases (optional: pip install -e '.[wandb]'): set a project
+  # to log the config, train/eval metrics, the final metrics and the
+  # sample; a resumed run continues the same W&B run (its id is kept in the
+  # workdir). WANDB_MODE=offline writes it under WORKDIR/wandb only.
+  c.wandb = ml_collections.ConfigDict()
+  c.wandb.project = ""       # "" = no W&B
+  c.wandb.entity = ""        # "" = the default entity of the API key
+  c.wandb.name = ""          # "" = the workdir's name
 
   c.model = ml_collections.ConfigDict()
   c.model.size = "quickstart"
@@ -129,6 +139,10 @@ def validate(config: ml_collections.ConfigDict,
   if config.optimizer.schedule not in ("cosine", "linear", "constant"):
     raise LmError(f"config.optimizer.schedule={config.optimizer.schedule!r} "
                   "must be 'cosine', 'linear' or 'constant'.")
+  if config.wandb.project and importlib.util.find_spec("wandb") is None:
+    raise LmError(f"config.wandb.project={config.wandb.project!r} needs the "
+                  "wandb package; pip install -e '.[wandb]', or clear "
+                  "config.wandb.project.")
   if not config.data.train:
     raise LmError("config.data.train is empty; name a data source such as "
                   "'pystdlib:train' or 'text:path/*.txt'.")

@@ -383,7 +383,9 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
   if preempted.signalled:
     ckpt.close()
     return _stopped_before_start(workdir, latest, say_main)
-  writer = metrics_lib.MetricsWriter(workdir, start) if is_main else None
+  writer = (metrics_lib.MetricsWriter(
+      workdir, start, config=json.loads(c.to_json_best_effort()),
+      wandb=c.wandb.to_dict()) if is_main else None)
   bar = metrics_lib.ProgressBar(c.steps, start, enabled=c.progress_bar,
                                quiet=not is_main)
   say = bar.message if is_main else (lambda _: None)
@@ -403,6 +405,8 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
         f"{os.path.join(workdir, 'sharding.txt')}")
 
   stop_now = False
+  finished = False  # the loop reached its end without an error
+  report = ""       # what the objective prints when training ends
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
@@ -507,6 +511,11 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
       if stop_now:
         break
     committed()
+    finished = True
+    if not stop_now and is_main:
+      report = run.objective.after_training(run, state.params)
+      if report:
+        writer.text("sample", report, done)
   finally:
     bar.close()
     try:
@@ -514,7 +523,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
     except Exception:  # pylint: disable=broad-except
       pass           # reported above, or by the error being raised
     if writer:
-      writer.close()
+      writer.close(last if finished and not stop_now else None)
   ckpt.close()
 
   if stop_now:
@@ -522,7 +531,6 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
         "the same command to resume")
     last.update(step=done, preempted=True)
     return last
-  report = run.objective.after_training(run, state.params) if is_main else ""
   if report:
     print(report, flush=True)
   last["step"] = int(c.steps)

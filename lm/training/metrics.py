@@ -10,8 +10,10 @@ import math
 import os
 import sys
 import time
+import uuid
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 
 def measure_matmul_peak(repeats: int = 5, n: int | None = None,
@@ -133,14 +135,24 @@ def describe_eval(result: dict, count: str, noun: str | None = None) -> str:
 
 
 class MetricsWriter:
-  """Appends one JSON object per logged step and mirrors scalars to TensorBoard.
+  """Appends one JSON object per logged step, mirrors scalars to
+  TensorBoard, and to Weights & Biases when a project is given.
 
   On resume from `start_step`, lines for steps after it (written by a run that
   stopped before its next checkpoint) are dropped so the file reads as one
   uninterrupted run.
+
+  TensorBoard (`WORKDIR/tensorboard`) also gets the experiment config as text
+  at the start, the texts of `text` (the end-of-training sample), and at
+  `close` the config's scalars as hparams with the final metrics. W&B
+  (`wandb`: the `config.wandb` section) gets the config, every row of
+  scalars at its step, the texts and final metrics in the run summary; the
+  run id is kept in `WORKDIR/wandb_run_id`, so a resumed run continues the
+  same W&B run (rows of steps it already logged are not sent again).
   """
 
-  def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True):
+  def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True,
+               config: dict | None = None, wandb=None):
     self.path = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(self.path):
       kept = []
@@ -156,10 +168,16 @@ class MetricsWriter:
         f.writelines(kept)
       os.replace(tmp, self.path)
     self._file = open(self.path, "a")
+    self._config = config or {}
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if config:
+        self._tb.add_text("config", "```\n" + json.dumps(config, indent=2)
+                          + "\n```", start_step)
+    self._wandb = None
+    if wandb is not None and wandb.get("project"):
+      self._wandb = _wandb_run(workdir, wandb, self._config)
 
   def write(self, step: int, scalars: dict) -> None:
     record = {"step": int(step)}
@@ -168,13 +186,70 @@ class MetricsWriter:
       record[k] = v if math.isfinite(v) else str(v)
       if self._tb is not None and math.isfinite(v):
         self._tb.add_scalar(k, v, step)
+    if self._wandb is not None and step >= self._wandb.step:
+      self._wandb.log({k: v for k, v in record.items() if k != "step"},
+                      step=int(step))
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
 
-  def close(self) -> None:
-    self._file.close()
+  def text(self, tag: str, text: str, step: int) -> None:
+    """A text (the end-of-training sample) at `step`."""
     if self._tb is not None:
+      self._tb.add_text(tag, "```\n" + text + "\n```", step)
+    if self._wandb is not None:
+      self._wandb.summary[tag] = text
+
+  def close(self, final: dict | None = None) -> None:
+    """Closes the files; `final` (the run's last metrics) goes to the
+    hparams view and the W&B summary."""
+    self._file.close()
+    scalars = {k: float(v) for k, v in (final or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(float(v))}
+    if self._tb is not None:
+      if final:
+        hparams = {k: v for k, v in _flat(self._config).items()
+                   if isinstance(v, (bool, int, float, str))}
+        self._tb.add_hparams(hparams, {f"final/{k}": v
+                                       for k, v in scalars.items()},
+                             name="hparams")
       self._tb.close()
+    if self._wandb is not None:
+      if final:
+        self._wandb.summary.update(scalars)
+      self._wandb.finish()
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _wandb_run(workdir: str, settings, config: dict):
+  """The W&B run of this workdir: the one whose id `WORKDIR/wandb_run_id`
+  holds (resumed), or a new one whose id is written there. Its files go
+  under the workdir (`dir`), so an offline run stays with the run."""
+  import wandb  # pylint: disable=g-import-not-at-top  (optional dependency)
+  id_file = os.path.join(workdir, "wandb_run_id")
+  if os.path.exists(id_file):
+    with open(id_file, encoding="utf-8") as f:
+      run_id = f.read().strip()
+  else:
+    run_id = uuid.uuid4().hex[:12]
+    with open(id_file + ".tmp", "w", encoding="utf-8") as f:
+      f.write(run_id + "\n")
+    os.replace(id_file + ".tmp", id_file)
+  name = settings.get("name") or os.path.basename(os.path.normpath(
+      os.path.abspath(workdir)))
+  return wandb.init(project=settings["project"],
+                    entity=settings.get("entity") or None, name=name,
+                    id=run_id, resume="allow", config=config, dir=workdir)
 
 
 class ProgressBar:
