@@ -219,6 +219,7 @@ do_create() {
 # The files this checkout would commit (tracked, and untracked but not
 # ignored), as a gzipped tar in ARCHIVE; runs/ and other ignored paths stay.
 pack() {
+  cleanup                 # the archive of an earlier setup (watch)
   ARCHIVE="$(mktemp "${TMPDIR:-/tmp}/lm-src.XXXXXX")"
   local count
   count="$(git -C "$ROOT" ls-files -co --exclude-standard | wc -l | tr -d ' ')"
