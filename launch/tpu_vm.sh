@@ -17,9 +17,11 @@
 # --num_slices N (N > 1: a multi-slice queued resource of N slices named NAME-0 ...
 # NAME-{N-1}, and the run gets --config.mesh.dcn_data=N unless given), --repo (git URL
 # to clone on the workers; default: copy this checkout's tracked and unignored files,
-# so runs/ and other ignored paths stay here), --config and --workdir (a gs:// path;
-# for run, watch and all), --worker and --slice (for logs, default 0), --interval
-# (seconds between watch's checks, default 300), --dry_run (print the commands only,
+# so runs/ and other ignored paths stay here), --config and --workdir (for run, watch
+# and all: a gs:// path, or an absolute path on a file system every worker mounts,
+# such as a gcsfuse or Filestore mount; lm itself does not write gs:// yet),
+# --worker and --slice (for logs, default 0), --interval (seconds between watch's
+# checks, default 300), --dry_run (print the commands only,
 # gcloud need not be installed), --dry_run_states (watch with --dry_run: what each
 # check finds, comma-separated VM states with the job's state after a colon, e.g.
 # missing,READY:running,PREEMPTED,READY:done); a flag's value cannot begin with `-`.
@@ -150,7 +152,14 @@ if [[ "$CMD" == run || "$CMD" == all || "$CMD" == watch ]]; then
   [[ -n "$WORKDIR" ]] || fail "--workdir is required to run, e.g. --workdir gs://BUCKET/run."
 fi
 if [[ -n "$WORKDIR" ]]; then
-  [[ "$WORKDIR" == gs://* ]] || fail "--workdir must be a gs:// path that every worker can reach, got '$WORKDIR'."
+  [[ "$WORKDIR" == gs://* || "$WORKDIR" == /* ]] || fail "--workdir must be a gs:// path or an absolute path on a file system every worker mounts (gcsfuse, Filestore), got '$WORKDIR'."
+fi
+# Copying into and reading from the workdir: gcloud storage for gs://, plain
+# cp and cat for a mounted path.
+if [[ "$WORKDIR" == gs://* ]]; then
+  PUT="gcloud storage cp -q" GET="gcloud storage cat"
+else
+  PUT="cp" GET="cat"
 fi
 if [[ -n "$STATES" && ( "$CMD" != watch || "$DRY_RUN" == 0 ) ]]; then
   fail "--dry_run_states goes with 'watch --dry_run' only."
@@ -252,7 +261,8 @@ do_setup() {
 job_script() {
   local train copy
   train="$(remote_args python3 -m launch.train --config "$CONFIG" --workdir "$WORKDIR" ${PASS[@]+"${PASS[@]}"})"
-  copy="gcloud storage cp -q ~/$REMOTE_LOG $(quote "$WORKDIR")/logs/\$(hostname).log"
+  copy="$PUT ~/$REMOTE_LOG $(quote "$WORKDIR")/logs/\$(hostname).log"
+  [[ "$WORKDIR" == gs://* ]] || copy="mkdir -p $(quote "$WORKDIR")/logs && $copy"
   printf '%s' "cd ~/$REMOTE_DIR; ( while sleep $LOG_COPY_EVERY; do $copy; done ) & copier=\$!; $train >> ~/$REMOTE_LOG 2>&1; rc=\$?; pkill -P \$copier; kill \$copier 2> /dev/null; if [ \$rc != 0 ]; then echo \"failed \$rc\"; elif tail -n 5 ~/$REMOTE_LOG | grep -q \"^preempted: saved checkpoint\"; then echo preempted; else echo done; fi > ~/$REMOTE_EXIT; $copy"
 }
 
@@ -277,7 +287,7 @@ STATUS_PROBE="if pgrep -f \"[p]ython3 -m launch.train\" > /dev/null; then echo r
 do_status() {
   local probe="$STATUS_PROBE"
   if [[ -n "$WORKDIR" ]]; then
-    probe+="; gcloud storage cat $(quote "$WORKDIR")/metrics.jsonl 2>/dev/null | tail -n 1"
+    probe+="; $GET $(quote "$WORKDIR")/metrics.jsonl 2>/dev/null | tail -n 1"
   fi
   step "${TPU[@]}" ssh "${NODES[0]}" "${COMMON[@]}" --worker=0 "--command=$probe"
 }

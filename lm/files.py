@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
+
+from lm.errors import LmError
 
 
 def _umask_from_proc() -> int | None:
@@ -93,3 +96,23 @@ def write_atomic(path: str, data: bytes) -> None:
   with atomic_path(path) as tmp:
     with open(tmp, "wb") as f:
       f.write(data)
+
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def check_local_path(path: str, what: str) -> None:
+  """LmError when `path` is a URI (`gs://...`, `s3://...`): runs are read
+  and written on a local or shared file system, and a cloud URI would
+  otherwise become a local directory named after its scheme (`./gs:/...`).
+  `what` names the setting in the sentence ("--workdir").
+
+  Example: check_local_path("gs://b/run", "--workdir") raises "--workdir
+  gs://b/run is a gs:// URI; ..."
+  """
+  m = _URI.match(path or "")
+  if m:
+    raise LmError(f"{what} {path} is a {m.group(1)}:// URI, and lm reads and "
+                  "writes runs on a local or shared file system only (cloud "
+                  "storage paths are not supported yet); give a path such as "
+                  "/mnt/shared/runs/NAME, or copy the files there first.")

@@ -23,6 +23,7 @@ import numpy as np
 
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import LmError
+from lm.files import check_local_path
 from lm.models.config import ModelConfig, describe, make_model_config
 from lm.models.transformer import count_params
 from lm.parallel import sharding as sharding_lib
@@ -94,6 +95,9 @@ def prepare(config, workdir: str, make_objective,
   or copied in so the workdir holds its own) and the tokenized data.
   """
   experiment.validate(config)
+  check_local_path(workdir, "--workdir")
+  check_local_path(config.init_from, "config.init_from")
+  check_local_path(config.data.tokenizer.path, "config.data.tokenizer.path")
   objective = make_objective(config)
   if config.init_from:
     source = _source_objective(config.init_from, make_objective)
@@ -309,6 +313,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, make_objective,
   `preempted` (default: a SIGTERM handler installed now) asks the run to
   stop: before the first step it stops without saving anything, later it
   saves the step it reached."""
+  check_local_path(workdir, "--workdir")
   preempted = preempted or PreemptionFlag()
   lock = WorkdirLock(workdir)
   try:

@@ -14,6 +14,7 @@ import ml_collections
 from lm.data.hf_tokenizer import COMPANION_FILES
 from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
+from lm.files import check_local_path
 from lm.models.config import ModelConfig
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
@@ -39,6 +40,7 @@ class Trained:
 
 def read_resolved(workdir: str) -> dict:
   """The `config.json` a training run wrote, or one sentence saying why not."""
+  check_local_path(workdir, "--workdir")
   if not os.path.isdir(workdir):
     raise LmError(f"workdir {workdir} does not exist; pass the --workdir of a "
                   "run trained with launch.train.")

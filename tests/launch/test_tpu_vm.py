@@ -79,7 +79,10 @@ def test_run_starts_detached_jobs_and_multi_slice_runs_span_dcn():
   job = shlex.split(cmd)[7]
   assert ("python3 -m launch.train --config configs/quickstart.py:runlocal "
           "--workdir gs://bucket/runs/a --config.steps=7 >> ~/lm_train.log") in job
-  assert "gs://bucket/runs/a/logs/$(hostname).log" in job
+  assert "gcloud storage cp -q ~/lm_train.log gs://bucket/runs/a/logs/$(hostname).log" in job
+  out = lines(script("run", *BASE, "--config", "c.py", "--workdir", "/mnt/gcs/a"))
+  job = shlex.split(command_of(out[0]))[7]
+  assert "mkdir -p /mnt/gcs/a/logs && cp ~/lm_train.log /mnt/gcs/a/logs/" in job
   out = lines(script("run", *BASE, "--num_slices", "2", "--config", "c.py",
                      "--workdir", "gs://b/x"))
   assert [l.split()[6] for l in out] == ["my-tpu-0", "my-tpu-1"]
@@ -105,6 +108,8 @@ def test_logs_and_status():
   out = lines(script("status", *BASE, "--workdir", "gs://b/x"))
   assert len(out) == 1 and "--worker=0" in out[0]
   assert "gcloud storage cat gs://b/x/metrics.jsonl" in command_of(out[0])
+  out = lines(script("status", *BASE, "--workdir", "/mnt/gcs/x"))
+  assert "; cat /mnt/gcs/x/metrics.jsonl" in command_of(out[0])
 
 
 def test_watch_recreates_preempted_vms_and_resumes_until_done():
