@@ -28,3 +28,31 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+# The files that take minutes, longest first. pytest-xdist (`--dist loadfile`)
+# hands whole files to the workers in collection order, so these start first
+# and the last files of the run are short ones: no worker waits alone on a
+# long file at the end.
+_LONG_FILES = (
+    "tests/tasks/test_finetune_e2e.py",
+    "tests/objectives/test_contrastive.py",
+    "tests/reliability/test_interruptions.py",
+    "tests/reliability/test_checkpoints.py",
+    "tests/training/test_runlocal_golden.py",
+    "tests/interop/test_hf_workdir.py",
+    "tests/generation/test_decode.py",
+    "tests/parallel/test_mesh_equivalence.py",
+    "tests/training/test_train_mlm.py",
+    "tests/reliability/test_workdirs.py",
+    "tests/launch/test_sample_evaluate.py",
+    "tests/launch/test_encode.py",
+    "tests/objectives/test_mlm.py",
+    "tests/interop/test_hf_exports.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  del session, config
+  rank = {path: i for i, path in enumerate(_LONG_FILES)}
+  items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
