@@ -151,9 +151,8 @@ def evaluate_untrained(config, workdir: str) -> dict:
 def stored_objective(workdir: str):
   """The objective of the run in `workdir`, from its stored config (no
   checkpoint is read): what entry points ask before restoring weights."""
-  record = workdir_lib.read_resolved(workdir)
-  return make_objective(ml_collections.ConfigDict(record["config"]),
-                        stored=record.get("batch"))
+  return workdir_lib.stored_objective(workdir_lib.read_resolved(workdir),
+                                     make_objective)
 
 
 def load_trained(workdir: str, step: int | None = None, *,

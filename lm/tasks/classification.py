@@ -113,7 +113,8 @@ class Classification(finetune.Task):
     self._source_pooler = source.has_pretrained_pooler()
 
   def has_pretrained_pooler(self) -> bool:
-    return self.config.task.get("pooling") in ("auto", "pooler")
+    """When its head reads BERT's pooler (the pooling the run resolved)."""
+    return self.pooling() == "pooler"
 
   def pooling(self) -> str:
     """The pooling of the head. "auto": BERT's pooler when the backbone has
@@ -126,7 +127,7 @@ class Classification(finetune.Task):
     elif pooling == "auto":
       pooling = ("last" if self.arch != "bert"
                  else "pooler" if not self.config.init_from
-                 or self._source_pooler in (None, True) else "cls")
+                 or self._source_pooler is not False else "cls")
       self._pooling = pooling
     check_pooling(self.arch, pooling)
     return pooling

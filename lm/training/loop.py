@@ -37,8 +37,9 @@ from lm.training.resume import (WRITE_ERRNOS, check_resume, check_workdir,
                                 prior_record, workdir_write_error)
 from lm.training.state import init_state, state_shardings
 from lm.training.workdir import (load_recorded_tokenizer, own_tokenizer,
-                                 read_resolved, tokenizer_record,
-                                 write_json_atomic, write_text_atomic)
+                                 read_resolved, stored_objective,
+                                 tokenizer_record, write_json_atomic,
+                                 write_text_atomic)
 
 
 class NonFiniteLoss(LmError):
@@ -99,10 +100,18 @@ def prepare(config, workdir: str, make_objective,
   check_local_path(config.init_from, "config.init_from")
   check_local_path(config.data.tokenizer.path, "config.data.tokenizer.path")
   objective = make_objective(config)
+  # The run config.init_from names, read once: its objective tells this one
+  # what its weights hold (set_source); a fresh run also takes its tokenizer
+  # and checks its model below. A resumed run needs neither, so a source
+  # that moved since only matters to a fresh run, which reports it.
+  source_dir, source_record, source_error = None, None, None
   if config.init_from:
-    source = _source_objective(config.init_from, make_objective)
-    if source is not None:
-      objective.set_source(source)
+    source_dir = warm_start.split_source(config.init_from)[0]
+    try:
+      source_record = read_resolved(source_dir)
+      objective.set_source(stored_objective(source_record, make_objective))
+    except LmError as e:
+      source_error = e
   mesh = make_mesh(dict(data=config.mesh.data, fsdp=config.mesh.fsdp,
                         tensor=config.mesh.tensor),
                    dcn=dict(data=config.mesh.dcn_data, fsdp=config.mesh.dcn_fsdp,
@@ -125,12 +134,13 @@ def prepare(config, workdir: str, make_objective,
   objective.check_model(resolve_model_config(config, vocab_size=1))
   check_workdir(workdir)
   prior = prior_record(workdir, objective)
-  tok_cfg, source_run, source_dir = config.data.tokenizer, None, None
+  tok_cfg, source_run = config.data.tokenizer, None
   if config.init_from and prior is None:
     # The run starts from another run's weights, so it reads that run's
     # tokenizer unless one is named (which must then be the same).
-    source_dir = warm_start.split_source(config.init_from)[0]
-    source_run = read_resolved(source_dir)
+    if source_error is not None:
+      raise source_error
+    source_run = source_record
   tok = None
   if tok_cfg.path:
     tok = tokenizer_lib.load_tokenizer(os.path.expanduser(tok_cfg.path))
@@ -177,17 +187,6 @@ def prepare(config, workdir: str, make_objective,
     check_resume(prior, resolved, workdir)
   return Run(config, model_cfg, objective.build_model(model_cfg), objective, tok,
              train_data, eval_data, mesh, rules, resolved, prior)
-
-
-def _source_objective(init_from: str, make_objective) -> Objective | None:
-  """The objective of the run `init_from` names, built from its stored
-  config; None when that cannot be read (reading its weights reports why)."""
-  try:
-    record = read_resolved(warm_start.split_source(init_from)[0])
-    return make_objective(ml_collections.ConfigDict(record["config"]),
-                          stored=record.get("batch"))
-  except LmError:
-    return None
 
 
 def _resolved(config, model_cfg, tok, objective, train_data,
@@ -313,7 +312,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, make_objective,
   `preempted` (default: a SIGTERM handler installed now) asks the run to
   stop: before the first step it stops without saving anything, later it
   saves the step it reached."""
-  check_local_path(workdir, "--workdir")
   preempted = preempted or PreemptionFlag()
   lock = WorkdirLock(workdir)
   try:

@@ -166,6 +166,14 @@ def state_layout(config, objective, model, model_cfg: ModelConfig):
   return mesh, rules, tx, abstract, shardings
 
 
+def stored_objective(record: dict, make_objective):
+  """The objective of a run, built from its `config.json` record (`record`,
+  from `read_resolved`) with its stored data settings; it reads no
+  checkpoint. `objective.config` is the run's config."""
+  return make_objective(ml_collections.ConfigDict(record["config"]),
+                        stored=record.get("batch"))
+
+
 def load_trained(workdir: str, step: int | None = None, *, make_objective,
                  best: bool = False) -> Trained:
   """Config, tokenizer, model and the verified params of `step` (default:
@@ -177,8 +185,8 @@ def load_trained(workdir: str, step: int | None = None, *, make_objective,
   if not os.path.isdir(ckpt_dir):
     raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
                   "reach its first checkpoint_every step.")
-  config = ml_collections.ConfigDict(resolved["config"])
-  objective = make_objective(config, stored=resolved.get("batch"))
+  objective = stored_objective(resolved, make_objective)
+  config = objective.config
   best_metric, best_mode = objective.best_metric
   ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,
                       read_only=True)
