@@ -175,7 +175,10 @@ def _config_override_error(argv) -> str | None:
     except Exception:  # the caller reports the file itself
       return None
     for path in paths:
-      sentence = unknown_override(config, path, name)
+      try:
+        sentence = unknown_override(config, path, name)
+      except Exception:  # a file that failed to load: as above
+        return None
       if sentence:
         return sentence
   return None
@@ -198,5 +201,7 @@ def run(main) -> None:
     sentence = _config_override_error(sys.argv)
     if sentence:
       fail(sentence)
-    fail(f"could not load the config: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    fail(f"could not load the --config file ({lines[-1] if lines else type(e).__name__}); "
+         "check the path and that it defines get_config().")
   main(argv)

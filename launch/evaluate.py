@@ -28,7 +28,6 @@ them to WORKDIR/eval/<data>-step<N>.json.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from absl import flags
@@ -68,6 +67,7 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   `max_batches` None evaluates as the run did (`config.eval_steps`); 0, or
   `full`, the whole split; N the first N batches.
   """
+  from lm import files
   from lm.errors import LmError
   from lm.experiments import make_objective
   from lm.training import loop, step as step_lib
@@ -102,7 +102,7 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
     raise LmError(f"the run in {workdir} has no data.eval; name a source with --data.")
   uri = uri or f"sts:{sts}"
   data = objective.open_data(source, trained.tokenizer,
-                             os.path.join(workdir, "data"),
+                             files.join(workdir, "data"),
                              c.data.max_chars or None)
   batch_size = batch_size or c.batch_size
   eval_fn = step_lib.jit_eval_step(trained.model, objective.loss, trained.mesh,
@@ -118,13 +118,11 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   for key in (result["counted"], "batches"):
     if key in result:
       result[key] = int(result[key])
-  out_dir = os.path.join(workdir, "eval")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = files.join(workdir, "eval")
+  files.makedirs(out_dir)
   name = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:80]
-  path = os.path.join(out_dir, f"{name}-step{trained.step}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(path + ".tmp", path)
+  path = files.join(out_dir, f"{name}-step{trained.step}.json")
+  files.write_text_atomic(path, json.dumps(result, indent=2))
   result["path"] = path
   return result
 

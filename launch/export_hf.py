@@ -26,7 +26,8 @@ from absl import flags
 from launch import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of an lm run.")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "The new Hugging Face directory.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "The new Hugging Face "
+                                "directory (a local path or a gs:// URI).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _BEST = flags.DEFINE_bool("best", False, "Export the best checkpoint by the "
                           "run's eval metric.")

@@ -21,7 +21,7 @@ from absl import flags
 
 from launch import common
 
-_HF_DIR = flags.DEFINE_string("hf_dir", None, "A local Hugging Face model directory.")
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory (a local path or a gs:// URI).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The new lm workdir to write.")
 _OBJECTIVE = flags.DEFINE_string(
     "objective", None, "The run's objective (default: the checkpoint's: causal, "

@@ -20,7 +20,6 @@ metric (or the latest, when none was evaluated) unless --step names one.
 from __future__ import annotations
 
 import json
-import os
 
 from absl import flags
 
@@ -73,12 +72,11 @@ def main(argv):
     for text, p in zip(shown, preds):
       print(_line(task, text, p), flush=True)
     if _OUTPUT.value:
-      tmp = _OUTPUT.value + ".tmp"
+      from lm import files
       try:
-        with open(tmp, "w", encoding="utf-8") as f:
-          for text, p in zip(shown, preds):
-            f.write(json.dumps({"input": text, **p}) + "\n")
-        os.replace(tmp, _OUTPUT.value)
+        files.write_text_atomic(_OUTPUT.value, "".join(
+            json.dumps({"input": text, **p}) + "\n"
+            for text, p in zip(shown, preds)))
       except OSError as e:
         from lm.errors import LmError
         raise LmError(f"could not write --output {_OUTPUT.value} "

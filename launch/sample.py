@@ -74,8 +74,9 @@ def _prompts() -> list[str]:
   prompts = [codecs.decode(p, "unicode_escape") for p in _PROMPT.value]
   if _PROMPT_FILE.value:
     try:
-      with open(_PROMPT_FILE.value, encoding="utf-8") as f:
-        prompts += [line.rstrip("\n") for line in f if line.strip()]
+      from lm import files
+      text = files.read_text(_PROMPT_FILE.value)
+      prompts += [line for line in text.split("\n") if line.strip()]
     except OSError as e:
       raise LmError(f"cannot read --prompt_file {_PROMPT_FILE.value} ({e.strerror}); "
                     "check the path.") from None

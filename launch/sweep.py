@@ -49,6 +49,7 @@ import subprocess
 import sys
 from typing import Any, Callable, Sequence
 
+from lm import files
 from lm.errors import LmError
 
 METRICS = ("loss", "eval_loss", "eval_perplexity", "eval_accuracy")
@@ -295,7 +296,7 @@ def run_local(config_spec: str, runs: Sequence[dict], workdir_root: str,
   names = run_names(runs)
   rows = []
   for i, (name, overrides) in enumerate(zip(names, runs)):
-    workdir = os.path.join(workdir_root, name)
+    workdir = files.join(workdir_root, name)
     say(f"[{i + 1}/{len(runs)}] {name}: {workdir}", flush=True)
     row = {"name": name, "workdir": workdir, "overrides": dict(overrides),
            "status": "ok", "error": None}
@@ -309,9 +310,9 @@ def run_local(config_spec: str, runs: Sequence[dict], workdir_root: str,
       row.update({"status": "failed", "error": str(e)}, **{k: None for k in METRICS})
       say(f"run {name} failed: {e}", flush=True)
     rows.append(row)
-  os.makedirs(workdir_root, exist_ok=True)
-  with open(os.path.join(workdir_root, "sweep_summary.json"), "w") as f:
-    json.dump(rows, f, indent=2, default=str)
+  files.makedirs(workdir_root)
+  files.write_text_atomic(files.join(workdir_root, "sweep_summary.json"),
+                          json.dumps(rows, indent=2, default=str))
   say(summary_table(rows), flush=True)
   return rows
 
@@ -414,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise LmError("--workdir_root is required, e.g. --workdir_root runs/lr_sweep.")
   if args.dry_run:
     for name, overrides in zip(names, runs):
-      workdir = os.path.join(args.workdir_root, name)
+      workdir = files.join(args.workdir_root, name)
       print(shlex.join(train_command(args.config, workdir, {**base, **overrides})))
     return 0
   from launch import common

@@ -47,12 +47,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from lm import files
 from lm.errors import LmError
 
 ROLES = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
@@ -83,10 +83,9 @@ def tokenizer_setting(path: str, key: str):
 
   Example: tokenizer_setting("llama/tokenizer.json", "add_bos_token") -> True.
   """
-  file = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILES[0])
+  file = files.join(files.dirname(files.abspath(path)), CONFIG_FILES[0])
   try:
-    with open(file, encoding="utf-8") as f:
-      config = json.load(f)
+    config = json.loads(files.read_bytes(file))
   except (OSError, ValueError):
     return None
   return config.get(key) if isinstance(config, dict) else None
@@ -105,8 +104,8 @@ def directory_error(path: str) -> LmError:
   --config.data.tokenizer.path=run/tokenizer.model, the tokenizer inside
   it.").
   """
-  found = [os.path.join(path, f) for f in TOKENIZER_FILES
-           if os.path.isfile(os.path.join(path, f))]
+  found = [files.join(path, f) for f in TOKENIZER_FILES
+           if files.isfile(files.join(path, f))]
   if not found:
     return LmError(f"Tokenizer path {path} is a directory, not a tokenizer "
                    f"file, and holds no {' or '.join(TOKENIZER_FILES)}; set "
@@ -167,9 +166,9 @@ class HfTokenizer:
     A missing or unreadable file raises LmError naming it.
     Example: HfTokenizer.load("gpt2/tokenizer.json").eos_id -> 50256.
     """
-    if os.path.isdir(path):
+    if files.isdir(path):
       raise directory_error(path)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
       raise LmError(f"Tokenizer file {path} does not exist; set "
                     "--config.data.tokenizer.path to a Hugging Face "
                     "tokenizer.json, a SentencePiece .model file, or '' to "
@@ -181,8 +180,7 @@ class HfTokenizer:
                     "package; install it with `pip install tokenizers`."
                     ) from None
     try:
-      with open(path, "rb") as f:
-        raw = f.read()
+      raw = files.read_bytes(path)
       backend = tokenizers.Tokenizer.from_str(raw.decode("utf-8"))
     except Exception as e:  # tokenizers raises a bare Exception
       reason = (str(e).strip() or type(e).__name__).splitlines()[0]
@@ -190,7 +188,7 @@ class HfTokenizer:
                     f"tokenizer.json ({reason}); point "
                     "--config.data.tokenizer.path at a tokenizer.json saved "
                     "by `tokenizers` or `transformers`.") from None
-    named = _named_specials(os.path.dirname(os.path.abspath(path)))
+    named = _named_specials(files.dirname(files.abspath(path)))
     return cls(backend, path, raw=raw, named=named)
 
   @property
@@ -429,12 +427,11 @@ def _named_specials(directory: str) -> dict[str, str | None]:
   """
   named: dict[str, str | None] = {}
   for name in CONFIG_FILES:
-    file = os.path.join(directory, name)
-    if not os.path.isfile(file):
+    file = files.join(directory, name)
+    if not files.isfile(file):
       continue
     try:
-      with open(file, encoding="utf-8") as f:
-        config = json.load(f)
+      config = json.loads(files.read_bytes(file))
     except (OSError, ValueError) as e:
       reason = (str(e).strip() or type(e).__name__).splitlines()[0]
       raise LmError(f"{file} is not readable JSON ({reason}); fix or delete "

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ import numpy as np
 
 from lm.data.sources import DocumentSource
 from lm.data.tokenizer import Tokenizer
+from lm import files
 from lm.errors import LmError
 from lm.files import default_dir_mode
 
@@ -158,7 +160,7 @@ def build_stream(source: DocumentSource, tokenizer: Tokenizer, *,
 
 def _sha256(path: str) -> str:
   """The hex sha256 of the file at `path`, read in large blocks."""
-  with open(path, "rb") as f:
+  with files.open(path, "rb") as f:
     return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -177,7 +179,14 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray], *,
   directory and files get the modes `os.makedirs` and `open` would give them
   under the current umask. Example: save_arrays("/tmp/c/x", {"tokens": t})
   -> /tmp/c/x/tokens.npy, /tmp/c/x/checksums.json.
+
+  On an object store, which has no rename, each file is uploaded in place
+  and checksums.json last: an entry counts as there once its checksums.json
+  is (`entry_written`), so a reader never takes a half-written one.
   """
+  if files.is_uri(path):
+    _save_arrays_to_store(path, arrays, keep_existing)
+    return
   path = os.path.abspath(path)
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
@@ -208,15 +217,46 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray], *,
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _save_arrays_to_store(path: str, arrays: dict[str, np.ndarray],
+                          keep_existing: bool) -> None:
+  """`save_arrays` on an object store (see there)."""
+  path = files.abspath(path)
+  if entry_written(path):
+    if keep_existing:
+      return
+    files.rmtree(path)
+  entries = {}
+  for name, array in arrays.items():
+    array = np.asanyarray(array)
+    buf = io.BytesIO()
+    np.save(buf, array)
+    data = buf.getvalue()
+    files.write_atomic(files.join(path, f"{name}.npy"), data)
+    entries[f"{name}.npy"] = {"sha256": hashlib.sha256(data).hexdigest(),
+                              "shape": list(array.shape),
+                              "dtype": array.dtype.str}
+  files.write_text_atomic(files.join(path, CHECKSUMS), json.dumps(
+      {"format": _CHECKSUMS_FORMAT, "files": entries}, indent=1,
+      sort_keys=True))
+
+
+def entry_written(path: str) -> bool:
+  """Whether the cache entry `path` (a `save_arrays` directory) is there
+  in full: locally the directory (renamed into place whole), on an object
+  store its checksums.json (uploaded last)."""
+  if files.is_uri(path):
+    return files.isfile(files.join(path, CHECKSUMS))
+  return os.path.isdir(path)
+
+
 def _read_checksums(path: str, damaged) -> dict[str, dict]:
   """The `files` table of `path/checksums.json`, checked for shape."""
-  file = os.path.join(path, CHECKSUMS)
-  if not os.path.isfile(file):
+  file = files.join(path, CHECKSUMS)
+  if not files.isfile(file):
     raise damaged(f"has no {CHECKSUMS} (it was written by an older version "
                   "or by something else)")
   try:
-    with open(file, encoding="utf-8") as f:
-      entries = json.load(f)["files"]
+    entries = json.loads(files.read_bytes(file))["files"]
     for entry in entries.values():
       if not (isinstance(entry["sha256"], str)
               and isinstance(entry["shape"], list)
@@ -252,7 +292,7 @@ def load_arrays(path: str, names: Sequence[str] | None = None, *,
 
   if names is not None:
     for name in names:
-      if not os.path.isfile(os.path.join(path, f"{name}.npy")):
+      if not files.isfile(files.join(path, f"{name}.npy")):
         raise damaged(f"is missing {name}.npy")
   entries = _read_checksums(path, damaged)
   if names is None:
@@ -260,21 +300,25 @@ def load_arrays(path: str, names: Sequence[str] | None = None, *,
   out = {}
   for name in names:
     file = f"{name}.npy"
-    full = os.path.join(path, file)
+    full = files.join(path, file)
     if file not in entries:
       raise damaged(f"has no checksum for {file} in {CHECKSUMS}")
-    if not os.path.isfile(full):
+    if not files.isfile(full):
       raise damaged(f"is missing {file}")
     entry = entries[file]
     try:
-      digest = _sha256(full)
+      # an object is read once, hashed and parsed from memory
+      data = files.read_bytes(full) if files.is_uri(full) else None
+      digest = (_sha256(full) if data is None
+                else hashlib.sha256(data).hexdigest())
     except OSError as e:
       raise damaged(f"has an unreadable {file} ({e.strerror or e})") from None
     if digest != entry["sha256"]:
       raise damaged(f"has a {file} that does not match its sha256 in "
                     f"{CHECKSUMS} (the file was changed or damaged)")
     try:
-      array = np.load(full, mmap_mode="r" if mmap else None)
+      array = (np.load(full, mmap_mode="r" if mmap else None) if data is None
+               else np.load(io.BytesIO(data)))
     except (OSError, ValueError) as e:
       raise damaged(f"has an unreadable {file} ({e})") from None
     if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
@@ -305,8 +349,8 @@ def cached_arrays(key: Sequence, build, cache_dir: str, prefix: str, *,
   first call builds and writes the arrays; later calls only load them.
   """
   digest = hashlib.sha256(repr(list(key)).encode()).hexdigest()[:16]
-  path = os.path.join(cache_dir, f"{prefix}-{digest}")
-  if not os.path.isdir(path):
+  path = files.join(cache_dir, f"{prefix}-{digest}")
+  if not entry_written(path):
     save_arrays(path, build(), keep_existing=True)
   return load_arrays(path, vocab_size=vocab_size, what="Cached arrays")
 
@@ -343,7 +387,7 @@ def stream_cache_path(source: DocumentSource, tokenizer: Tokenizer,
   """
   key = repr((source.fingerprint(), tokenizer.fingerprint(), max_chars))
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-  return os.path.join(cache_dir, f"stream-{digest}")
+  return files.join(cache_dir, f"stream-{digest}")
 
 
 def cached_stream(source: DocumentSource, tokenizer: Tokenizer, cache_dir: str,
@@ -357,7 +401,7 @@ def cached_stream(source: DocumentSource, tokenizer: Tokenizer, cache_dir: str,
   only map it.
   """
   path = stream_cache_path(source, tokenizer, cache_dir, max_chars)
-  if not os.path.isdir(path):
+  if not entry_written(path):
     save_stream(build_stream(source, tokenizer, max_chars=max_chars), path,
                 keep_existing=True)
   return load_stream(path, mmap=True, vocab_size=tokenizer.vocab_size)

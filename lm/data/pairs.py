@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import ast
 import functools
-import os
 import sysconfig
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from lm.data import sources
+from lm import files
 from lm.errors import LmError
 
 # Bump when the docstring/code extraction rules change (it is in fingerprints).
@@ -247,8 +247,7 @@ def docstring_code_pairs(paths: Sequence[str], uri: str) -> PairSource:
   pairs = _cached_pairs(ordered)
   stats = []
   for p in ordered:
-    st = os.stat(p)
-    stats.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+    stats.append(files.identity(p))
   return PairSource(uri, [a for a, _ in pairs], [c for _, c in pairs],
                     key=[_PYSTDLIB_PAIRS_VERSION, stats])
 
@@ -346,8 +345,7 @@ def _open_jsonl_rows(uri: str, rest: str, columns: Sequence[_Field]
   pattern, bounds = sources._split_slice(uri, rest)
   paths = sources._glob_files(uri, pattern)
   rows = [row for p in paths for row in _read_jsonl_rows(p, columns)]
-  stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
-           for p in paths]
+  stats = [files.identity(p) for p in paths]
   return rows, bounds, stats
 
 

@@ -41,11 +41,11 @@ import csv
 import dataclasses
 import io
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from lm.data import sources
+from lm import files
 from lm.errors import LmError
 
 KINDS = ("text", "label", "tokens", "tags", "answers")
@@ -328,8 +328,7 @@ def _open_files(uri: str, scheme: str, rest: str,
     else:
       rows += _read_csv(path, wanted, scheme)
   n = len(rows)
-  stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
-           for p in paths]
+  stats = [files.identity(p) for p in paths]
   return rows[int(n * a / 100):int(n * b / 100)], stats
 
 

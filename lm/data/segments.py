@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lm.data.packing import load_arrays, save_arrays, token_dtype
+from lm import files
+from lm.data.packing import entry_written, load_arrays, save_arrays, token_dtype
 from lm.data.sources import DocumentSource
 from lm.data.tokenizer import Tokenizer
 from lm.errors import LmError
@@ -263,7 +263,7 @@ def segment_cache_path(source: DocumentSource, tokenizer: Tokenizer,
   key = repr((source.fingerprint(), tokenizer.fingerprint(), documents,
               segments, max_chars))
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-  return os.path.join(cache_dir, f"segments-{digest}")
+  return files.join(cache_dir, f"segments-{digest}")
 
 
 def cached_segment_stream(source: DocumentSource, tokenizer: Tokenizer,
@@ -279,7 +279,7 @@ def cached_segment_stream(source: DocumentSource, tokenizer: Tokenizer,
   check_modes(documents, segments)
   path = segment_cache_path(source, tokenizer, cache_dir, documents=documents,
                             segments=segments, max_chars=max_chars)
-  if not os.path.isdir(path):
+  if not entry_written(path):
     stream = build_segment_stream(source, tokenizer, documents=documents,
                                   segments=segments, max_chars=max_chars)
     save_segment_stream(stream, path, keep_existing=True)

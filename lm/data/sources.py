@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import abc
 import codecs
-import glob
 import hashlib
 import importlib
 import io
@@ -58,6 +57,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from lm import files
 from lm.errors import LmError
 
 SCHEMES = ("pystdlib", "text", "jsonl", "tfds")
@@ -104,7 +104,7 @@ def check_not_binary(path: str, head: bytes) -> None:
 
 def _warn_undecodable(path: str, count: int) -> None:
   """One stderr warning per file and process about its non-UTF-8 bytes."""
-  key = os.path.abspath(path)
+  key = files.abspath(path)
   with _warned_lock:
     if key in _warned_paths:
       return
@@ -141,8 +141,7 @@ def read_text(path: str, newline: str | None = None) -> str:
   keeps the file's exact line endings. Example: a file b"a\r\nb" ->
   "a\nb" (newline=None) or "a\r\nb" (newline="").
   """
-  with open(path, "rb") as f:
-    text = decode_text(path, f.read())
+  text = decode_text(path, files.read_bytes(path))
   if newline is None and "\r" in text:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
   return text
@@ -220,10 +219,7 @@ class FileSource(DocumentSource):
     return text[int(len(text) * a / 100):int(len(text) * b / 100)]
 
   def fingerprint(self) -> str:
-    stats = []
-    for p in self.paths:
-      st = os.stat(p)
-      stats.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+    stats = [files.identity(p) for p in self.paths]
     return _hash([self.uri, self.fraction, stats])
 
 
@@ -281,12 +277,14 @@ def _glob_files(uri: str, pattern: str) -> list[str]:
   if not pattern:
     raise LmError(f"Data URI {uri!r} names no files; write e.g. "
                   "'text:data/*.txt'.")
-  matches = glob.glob(os.path.expanduser(pattern), recursive=True)
-  paths = sorted(p for p in matches if os.path.isfile(p))
+  if files.is_uri(pattern):
+    files.check_bucket(pattern, f"data URI {uri!r}:")
+  paths = files.glob(pattern)
   if not paths:
+    where = ("" if files.is_uri(pattern) else
+             f", relative to the current directory {os.getcwd()}")
     raise LmError(f"No files match {pattern!r} (from data URI {uri!r}); check "
-                  "the path and glob, relative to the current directory "
-                  f"{os.getcwd()}.")
+                  f"the path and glob{where}.")
   return paths
 
 
@@ -294,11 +292,11 @@ def _open_text(uri: str, rest: str) -> FileSource:
   """`text:GLOB[SLICE]`: one document per file."""
   pattern, fraction = _split_slice(uri, rest)
   paths = _glob_files(uri, pattern)
-  if all(os.path.getsize(p) == 0 for p in paths):
+  if all(files.getsize(p) == 0 for p in paths):
     raise LmError(f"All {len(paths)} file(s) matching {pattern!r} are empty; "
                   "point the data URI at files with text.")
   for path in paths:  # binary files are refused now, not mid-tokenization
-    with open(path, "rb") as f:
+    with files.open(path, "rb") as f:
       check_not_binary(path, f.read(BINARY_SNIFF_BYTES))
   return FileSource(uri, paths, fraction)
 
@@ -389,8 +387,7 @@ def _open_jsonl(uri: str, rest: str, field: str) -> ListSource:
   if not docs:
     raise LmError(f"Data URI {uri!r} selects no documents from {len(paths)} "
                   "file(s); check the files and the slice.")
-  stats = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
-           for p in paths]
+  stats = [files.identity(p) for p in paths]
   return ListSource(uri, docs, key=[field, stats, len(docs)])
 
 
@@ -487,7 +484,7 @@ def open_tfds_split(uri: str, rest: str, data_dir: str | None,
   import tensorflow_datasets as tfds  # lazy: only tfds: URIs need it
   _register_tfds_builders()
   if data_dir:
-    data_dir = os.path.expanduser(data_dir)
+    data_dir = files.expand(data_dir)
   try:
     ds = tfds.data_source(name, split=split, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except

@@ -55,7 +55,7 @@ import sentencepiece as spm
 
 from lm.data.hf_tokenizer import HfTokenizer, directory_error, tokenizer_setting
 from lm.errors import LmError
-from lm.files import default_file_mode
+from lm import files
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("bpe", "unigram", "char")
@@ -108,16 +108,19 @@ class Tokenizer:
   def load(cls, path: str) -> Tokenizer:
     """Loads a `.model` file; a missing or unreadable file, or a directory,
     raises LmError."""
-    if os.path.isdir(path):
+    if files.isdir(path):
       raise directory_error(path)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
       raise LmError(f"Tokenizer file {path} does not exist; set "
                     "--config.data.tokenizer.path to a SentencePiece .model "
                     "file, a Hugging Face tokenizer.json, or '' to train "
                     "one.")
     sp = spm.SentencePieceProcessor()
     try:
-      sp.Load(path)
+      if files.is_uri(path):
+        sp.LoadFromSerializedProto(files.read_bytes(path))
+      else:
+        sp.Load(path)
     except (OSError, RuntimeError) as e:
       reason = (str(e).strip() or "unreadable").splitlines()[0]
       raise LmError(f"Tokenizer file {path} is not a valid SentencePiece model "
@@ -326,9 +329,8 @@ def _write_model(model: bytes, path: str) -> None:
   The .vocab lists "piece<TAB>score" per id, as `spm_train` writes it (with
   newline, tab and carriage-return pieces escaped as \\n, \\t, \\r).
   """
-  path = os.path.abspath(path)
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
+  path = files.abspath(path)
+  files.makedirs(files.dirname(path))
   sp = spm.SentencePieceProcessor(model_proto=model)
   escape = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
   pieces = [sp.id_to_piece(i) for i in range(sp.vocab_size())]
@@ -337,15 +339,7 @@ def _write_model(model: bytes, path: str) -> None:
   outputs = [(os.path.splitext(path)[0] + ".vocab", vocab.encode("utf-8")),
              (path, model)]
   for target, data in outputs:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tokenizer-")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        f.write(data)
-      os.chmod(tmp, default_file_mode())  # mkstemp made it 0600
-      os.replace(tmp, target)
-    except BaseException:
-      os.unlink(tmp)
-      raise
+    files.write_atomic(target, data)
 
 
 def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
@@ -435,7 +429,7 @@ def load_tokenizer(path: str) -> Tokenizer | HfTokenizer:
   Example: load_tokenizer("bert/tokenizer.json") -> HfTokenizer(...);
   load_tokenizer("run/tokenizer.model") -> Tokenizer(...).
   """
-  if os.path.isdir(path):
+  if files.isdir(path):
     raise directory_error(path)
   if path.lower().endswith(".json"):
     return HfTokenizer.load(path)
@@ -463,12 +457,12 @@ def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
   -> Tokenizer("/tmp/run/tokenizer.model", vocab_size=4096).
   """
   if getattr(tok_cfg, "path", ""):
-    path = os.path.expanduser(tok_cfg.path)
+    path = files.expand(tok_cfg.path)
     return _check_specials(load_tokenizer(path), bert_specials)
   if workdir is None:
     workdir = tempfile.mkdtemp(prefix="lm-tokenizer-")
-  path = os.path.join(workdir, "tokenizer.model")
-  if os.path.exists(path):
+  path = files.join(workdir, "tokenizer.model")
+  if files.exists(path):
     return _check_specials(Tokenizer.load(path), bert_specials)
   max_chars = getattr(tok_cfg, "max_chars", DEFAULT_MAX_CHARS) or None
   return train_tokenizer(

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 
+from lm import files
 from lm.errors import LmError
 
 TEMPLATE_FILE = "chat_template.jinja"
@@ -33,17 +33,15 @@ def find_template(tokenizer_path: str) -> str | None:
   """The chat template beside the tokenizer file `tokenizer_path`:
   `chat_template.jinja`, else `tokenizer_config.json`'s `chat_template`;
   None when there is neither."""
-  directory = os.path.dirname(os.path.abspath(tokenizer_path))
-  file = os.path.join(directory, TEMPLATE_FILE)
-  if os.path.isfile(file):
-    with open(file, encoding="utf-8") as f:
-      return f.read()
-  config = os.path.join(directory, "tokenizer_config.json")
-  if not os.path.isfile(config):
+  directory = files.dirname(files.abspath(tokenizer_path))
+  file = files.join(directory, TEMPLATE_FILE)
+  if files.isfile(file):
+    return files.read_text(file)
+  config = files.join(directory, "tokenizer_config.json")
+  if not files.isfile(config):
     return None
   try:
-    with open(config, encoding="utf-8") as f:
-      template = json.load(f).get("chat_template")
+    template = json.loads(files.read_bytes(config)).get("chat_template")
   except (OSError, ValueError, AttributeError):
     raise LmError(f"{config} is not a readable JSON object; fix or delete "
                   "it.") from None

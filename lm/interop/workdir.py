@@ -52,7 +52,7 @@ import os
 import jax
 import numpy as np
 
-from lm import experiments
+from lm import experiments, files
 from lm.data.hf_tokenizer import CONFIG_FILES
 from lm.data.tokenizer import load_tokenizer
 from lm.errors import LmError
@@ -82,7 +82,7 @@ def _find_tokenizer(hf_dir: str, tokenizer: str | None) -> str:
   """`--tokenizer`, else the model directory's tokenizer.json or
   tokenizer.model."""
   if tokenizer:
-    if not os.path.isfile(tokenizer):
+    if not files.isfile(tokenizer):
       raise LmError(f"--tokenizer {tokenizer} does not exist; name a "
                     "tokenizer.json or a SentencePiece .model file.")
     return tokenizer
@@ -219,15 +219,35 @@ def _merge(init, imported, prefix=""):
   return out, fresh
 
 
-def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
-              pooling: str | None = None, seq_len: int | None = None,
-              tokenizer: str | None = None, seed: int = 0) -> Imported:
-  """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`."""
+def import_hf(hf_dir: str, workdir: str, **options) -> Imported:
+  """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`
+  (`options`: objective, pooling, seq_len, tokenizer, seed).
 
-  if os.path.exists(os.path.join(workdir, "config.json")) or os.path.isdir(
-      os.path.join(workdir, "checkpoints")):
+  Either may be a URI. safetensors reads local files (memory-mapped), so a
+  `gs://` model directory is first copied to a temporary directory."""
+  if files.is_uri(workdir):
+    files.check_bucket(workdir, "--workdir")
+  if files.exists(files.join(workdir, "config.json")) or files.isdir(
+      files.join(workdir, "checkpoints")):
     raise LmError(f"{workdir} already holds a run; import into a new "
                   "--workdir.")
+  if not files.is_uri(hf_dir):
+    return _import_hf(hf_dir, workdir, recorded=os.path.abspath(hf_dir),
+                      **options)
+  files.check_bucket(hf_dir, "--hf_dir")
+  if not files.isfile(files.join(hf_dir, "config.json")):
+    raise LmError(f"--hf_dir {hf_dir} holds no config.json; pass the "
+                  "directory of a Hugging Face model (save_pretrained).")
+  with files.local_dir(hf_dir, upload=False) as local:
+    return _import_hf(local, workdir, recorded=files.abspath(hf_dir), **options)
+
+
+def _import_hf(hf_dir: str, workdir: str, *, recorded: str,
+               objective: str | None = None, pooling: str | None = None,
+               seq_len: int | None = None, tokenizer: str | None = None,
+               seed: int = 0) -> Imported:
+  """`import_hf` from the local directory `hf_dir` (`recorded`: the
+  directory the user named, kept in the run's config)."""
   m = hf_lib.read_hf_dir(hf_dir)
   is_st = os.path.isfile(os.path.join(hf_dir, "modules.json"))
   # The checkpoint's head names the objective that trains it; an encoder
@@ -261,7 +281,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
 
   source = _find_tokenizer(hf_dir, tokenizer)
   tok = load_tokenizer(copy_tokenizer(source,
-                                     os.path.join(workdir, "tokenizer"))[0])
+                                     files.join(workdir, "tokenizer"))[0])
   if tok.vocab_size > m.config.vocab_size:
     raise LmError(f"the tokenizer {source} has {tok.vocab_size} tokens but "
                   f"the model only {m.config.vocab_size} embeddings; import "
@@ -293,7 +313,7 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
       "model": dataclasses.asdict(m.config),
       "tokenizer": tokenizer_record(tok, workdir),
       "batch": obj.data_settings(),
-      "imported_from": {"hf_dir": os.path.abspath(hf_dir),
+      "imported_from": {"hf_dir": recorded,
                         "architecture": m.architecture,
                         "initialised": sorted(fresh)},
   }
@@ -305,9 +325,9 @@ def import_hf(hf_dir: str, workdir: str, *, objective: str | None = None,
   ckpt.close()
   generation = os.path.join(hf_dir, GENERATION_CONFIG)
   if os.path.isfile(generation):      # carried to launch.export_hf
-    write_json_atomic(os.path.join(workdir, GENERATION_CONFIG),
+    write_json_atomic(files.join(workdir, GENERATION_CONFIG),
                       read_json(generation, "fix it or remove it"))
-  write_json_atomic(os.path.join(workdir, "config.json"), resolved)
+  write_json_atomic(files.join(workdir, "config.json"), resolved)
   return Imported(workdir, m, objective, tok, tuple(fresh),
                   count_params(params))
 
@@ -362,12 +382,12 @@ def _sentence_transformers_files(c, cfg, out_dir: str) -> list[str]:
              "pooling_mode_mean_sqrt_len_tokens": False,
              "pooling_mode_weightedmean_tokens": False,
              "include_prompt": True}
-  files = {"modules.json": modules,
+  entries = {"modules.json": modules,
            os.path.join("1_Pooling", "config.json"): pooling,
            "sentence_bert_config.json": {"max_seq_length": int(c.seq_len),
                                          "do_lower_case": False}}
   written = []
-  for name, value in files.items():
+  for name, value in entries.items():
     path = os.path.join(out_dir, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json_atomic(path, value)
@@ -385,12 +405,26 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
   model also as a `tokenizer.json` that `AutoTokenizer` loads to the same
   ids), the chat template and `generation_config.json` an imported model
   came with, and for a contrastive run the sentence-transformers modules.
-  `say` receives warnings."""
+  `say` receives warnings.
+
+  `out_dir` may be a URI: the directory is written in a temporary local
+  directory (safetensors writes local files) and uploaded at the end."""
+  if files.is_uri(out_dir):
+    files.check_bucket(out_dir, "--out_dir")
   for name in ("config.json", INDEX, WEIGHTS):
-    if os.path.exists(os.path.join(out_dir, name)):
+    if files.exists(files.join(out_dir, name)):
       raise LmError(f"{out_dir} already holds a model ({name}); export into "
                     "a new directory.")
   trained = load_trained(workdir, step, best=best)
+  if not files.is_uri(out_dir):
+    return _export(trained, workdir, out_dir, say)
+  with files.local_dir(out_dir, upload=True) as local:
+    written = _export(trained, workdir, local, say)
+  return [files.join(out_dir, os.path.relpath(p, local)) for p in written]
+
+
+def _export(trained, workdir: str, out_dir: str, say) -> list[str]:
+  """`export_hf` of `trained` into the local directory `out_dir`."""
   c, tok = trained.config, trained.tokenizer
   labels = trained.objective.labels
   extra = {}
@@ -406,8 +440,8 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
     frame = ("bert" if trained.model_cfg.arch == "bert"
              else "bos" if tok.adds_bos else "none")
     written += _sentencepiece_files(tok, out_dir, frame, int(c.seq_len), say)
-  generation = os.path.join(workdir, GENERATION_CONFIG)
-  if os.path.isfile(generation):      # written as import_hf wrote it
+  generation = files.join(workdir, GENERATION_CONFIG)
+  if files.isfile(generation):      # written as import_hf wrote it
     written.append(os.path.join(out_dir, GENERATION_CONFIG))
     write_json_atomic(written[-1], read_json(generation, "fix it or remove it"))
   if trained.objective.embeds:

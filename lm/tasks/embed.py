@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 
-from lm import experiments
+from lm import experiments, files
 from lm.errors import LmError
 
 
 def read_lines(path: str) -> list[str]:
   """The lines of `path` without their line endings, or one sentence."""
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise LmError(f"--input {path} does not exist; pass a text file with one "
                   "text per line.")
-  with open(path, encoding="utf-8", errors="replace") as f:
-    lines = f.read().splitlines()
+  lines = files.read_text(path, errors="replace").splitlines()
   if not lines:
     raise LmError(f"--input {path} is empty; pass a text file with one text "
                   "per line.")
@@ -32,8 +31,8 @@ def encode_file(workdir: str, input_path: str, output_path: str,
   if not output_path.endswith(".npy"):
     raise LmError(f"--output {output_path} must end in .npy (it is written "
                   "with numpy.save).")
-  out_dir = os.path.dirname(os.path.abspath(output_path))
-  if not os.path.isdir(out_dir):
+  out_dir = files.dirname(files.abspath(output_path))
+  if not files.is_uri(out_dir) and not files.isdir(out_dir):
     raise LmError(f"the directory of --output {output_path} does not exist; "
                   "create it first.")
   texts = read_lines(input_path)
@@ -46,7 +45,7 @@ def encode_file(workdir: str, input_path: str, output_path: str,
                   "encoder imported with launch.import_hf --objective "
                   f"{names[0]}).")
   emb = trained.objective.embed(trained, texts, batch_size=batch_size)
-  tmp = output_path[:-len(".npy")] + ".tmp.npy"
-  np.save(tmp, emb)
-  os.replace(tmp, output_path)
+  buf = io.BytesIO()
+  np.save(buf, emb)
+  files.write_atomic(output_path, buf.getvalue())
   return emb, output_path

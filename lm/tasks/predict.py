@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from lm import experiments
+from lm import experiments, files
 from lm.data import pipeline, records as records_lib
 from lm.errors import LmError
 from lm.training.step import jit_forward
@@ -60,14 +60,13 @@ def read_inputs(trained, *, path: str | None = None,
     raise LmError("give exactly one of --input (a file) and --text.")
   if texts:
     return _from_texts(task, texts, seconds)
-  if path.endswith(".jsonl"):
+  if path.endswith(".jsonl"):  # read through lm.files: may be a URI
     if seconds:
       raise LmError("--text_b goes with --text; a JSONL --input holds both "
                     "texts in its fields.")
     return records_lib.open_records(f"jsonl:{path}", task.input_fields())
   try:
-    with open(path, encoding="utf-8") as f:
-      lines = [l.rstrip("\n") for l in f]
+    lines = files.read_text(path).split("\n")
   except OSError as e:
     raise LmError(f"could not read --input {path} ({e.strerror}); check the "
                   "path.") from None

@@ -23,13 +23,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 
+from lm import files
 from lm.errors import LmError
 from lm.training import digest as digest_lib
 
@@ -157,8 +157,8 @@ class Checkpointer:
                read_only: bool = False):
     _quiet_abandoned_reads()
     _quiet_orbax_logs()
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.workdir = files.abspath(workdir)
+    self.directory = files.join(self.workdir, "checkpoints")
     self.best_metric, self.best_mode = best_metric, best_mode
     self.read_only = read_only
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
@@ -178,7 +178,7 @@ class Checkpointer:
         # a save interrupted by kill -9 or a full disk leaves a temporary
         # directory; the next writer removes it.
         cleanup_tmp_directories=not read_only)
-    if read_only and not os.path.isdir(self.directory):
+    if read_only and not files.isdir(self.directory):
       raise LmError(f"{self.workdir} has no checkpoints yet; let training "
                     "reach its first checkpoint_every step.")
     self.manager = _Manager(
@@ -361,7 +361,7 @@ class Checkpointer:
         return step, state, data
       damaged.append(err)
       following = candidates[i + 1] if i + 1 < len(candidates) else None
-      where = (f"moving it to {os.path.join(self.workdir, DAMAGED_DIR)}/ and "
+      where = (f"moving it to {files.join(self.workdir, DAMAGED_DIR)}/ and "
                if not self.read_only else "")
       say(f"checkpoint {self.directory}/{step} is damaged ({err.reason}); "
           + (f"{where}falling back to checkpoint {following}"
@@ -374,16 +374,16 @@ class Checkpointer:
   def move_aside(self, step: int) -> str:
     """Moves `step`'s directory to `WORKDIR/damaged_checkpoints/<step>`
     (`<step>.2`, ... when taken) and forgets it; returns the new path."""
-    target_dir = os.path.join(self.workdir, DAMAGED_DIR)
+    target_dir = files.join(self.workdir, DAMAGED_DIR)
     if jax.process_index() == 0:
-      os.makedirs(target_dir, exist_ok=True)
-      target, n = os.path.join(target_dir, str(step)), 1
-      while os.path.exists(target):
+      files.makedirs(target_dir)
+      target, n = files.join(target_dir, str(step)), 1
+      while files.exists(target):
         n += 1
-        target = os.path.join(target_dir, f"{step}.{n}")
-      shutil.move(os.path.join(self.directory, str(step)), target)
+        target = files.join(target_dir, f"{step}.{n}")
+      files.move(files.join(self.directory, str(step)), target)
     else:
-      target = os.path.join(target_dir, str(step))
+      target = files.join(target_dir, str(step))
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f"lm-move-aside-{step}")

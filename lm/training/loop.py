@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -23,7 +22,7 @@ import numpy as np
 
 from lm.data import pipeline, tokenizer as tokenizer_lib
 from lm.errors import LmError
-from lm.files import check_local_path
+from lm import files
 from lm.models.config import ModelConfig, describe, make_model_config
 from lm.models.transformer import count_params
 from lm.parallel import sharding as sharding_lib
@@ -96,9 +95,6 @@ def prepare(config, workdir: str, make_objective,
   or copied in so the workdir holds its own) and the tokenized data.
   """
   experiment.validate(config)
-  check_local_path(workdir, "--workdir")
-  check_local_path(config.init_from, "config.init_from")
-  check_local_path(config.data.tokenizer.path, "config.data.tokenizer.path")
   objective = make_objective(config)
   # The run config.init_from names, read once: its objective tells this one
   # what its weights hold (set_source); a fresh run also takes its tokenizer
@@ -143,13 +139,13 @@ def prepare(config, workdir: str, make_objective,
     source_run = source_record
   tok = None
   if tok_cfg.path:
-    tok = tokenizer_lib.load_tokenizer(os.path.expanduser(tok_cfg.path))
+    tok = tokenizer_lib.load_tokenizer(files.expand(tok_cfg.path))
   elif source_run is not None:
     tok = load_recorded_tokenizer(source_dir, source_run)
   elif prior is not None:
     tok = load_recorded_tokenizer(workdir, prior)
-  elif os.path.exists(os.path.join(workdir, "tokenizer.model")):
-    tok = tokenizer_lib.Tokenizer.load(os.path.join(workdir, "tokenizer.model"))
+  elif files.exists(files.join(workdir, "tokenizer.model")):
+    tok = tokenizer_lib.Tokenizer.load(files.join(workdir, "tokenizer.model"))
   if tok is not None:
     tok = tokenizer_lib._check_specials(tok, objective.bert_specials)  # pylint: disable=protected-access
     model_cfg = resolve_model_config(config, tok.vocab_size)
@@ -164,7 +160,7 @@ def prepare(config, workdir: str, make_objective,
                     workdir)
   # -- from here on the workdir is written --------------------------------
   try:
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     if lock is not None:
       lock.acquire()
     if tok is None:
@@ -174,7 +170,7 @@ def prepare(config, workdir: str, make_objective,
     else:
       tok = own_tokenizer(tok, workdir)
     max_chars = config.data.max_chars or None
-    cache = os.path.join(workdir, "data")
+    cache = files.join(workdir, "data")
     train_data = objective.open_data(train_src, tok, cache, max_chars)
     eval_data = (objective.open_data(eval_src, tok, cache, max_chars)
                  if eval_src is not None else None)
@@ -360,8 +356,9 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
       state = state.replace(params=warm_start.start_from(
           c.init_from, state.params, shardings.params, run.objective,
           make_objective))
+      say_main(f"warm start: the backbone comes from {c.init_from}")
   if is_main:
-    write_json_atomic(os.path.join(workdir, "config.json"), run.resolved)
+    write_json_atomic(files.join(workdir, "config.json"), run.resolved)
   if start >= c.steps:
     ckpt.close()
     final = metrics_lib.final_metrics(workdir, start)
@@ -402,10 +399,10 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
 
   if is_main and start == 0:
     lines = sharding_lib.describe(shardings.params, abstract.params)
-    write_text_atomic(os.path.join(workdir, "sharding.txt"),
+    write_text_atomic(files.join(workdir, "sharding.txt"),
                       "\n".join(lines) + "\n")
     say(f"parameter shardings ({len(lines)} arrays) written to "
-        f"{os.path.join(workdir, 'sharding.txt')}")
+        f"{files.join(workdir, 'sharding.txt')}")
 
   stop_now = False
   finished = False  # the loop reached its end without an error
@@ -509,6 +506,8 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
           ckpt.manager.reload()
           raise _save_failed(workdir, done, e, intact) from None
         saving = done
+        if writer:
+          writer.flush()    # an object-store workdir uploads its rows here
         if clock is not None:
           paused += time.perf_counter() - save_start
       if stop_now:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from lm import files
 
 
 def measure_matmul_peak(repeats: int = 5, n: int | None = None,
@@ -95,17 +99,16 @@ def final_metrics(workdir: str, step: int) -> dict:
   eval row merged), for a re-run of a finished run. Example:
   final_metrics("runs/q", 500) -> {"loss": 1.91, "eval_loss": 1.95, ...}."""
   merged: dict = {}
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = files.join(workdir, "metrics.jsonl")
+  if not files.exists(path):
     return merged
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(row, dict) and row.get("step") == step:
-        merged.update({k: v for k, v in row.items() if k != "step"})
+  for line in files.read_text(path, errors="replace").splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and row.get("step") == step:
+      merged.update({k: v for k, v in row.items() if k != "step"})
   return merged
 
 
@@ -142,6 +145,15 @@ class MetricsWriter:
   stopped before its next checkpoint) are dropped so the file reads as one
   uninterrupted run.
 
+  A local `metrics.jsonl` is appended to and flushed on every row. An
+  object store (`gs://` workdir) has no append: the writer keeps the rows
+  and uploads the whole file again on `flush()` (after each checkpoint, at
+  most every `flush_seconds` from `write`, and at `close`). A crash then
+  loses at most the rows since the last upload, and since the resume drops
+  every row after its checkpoint's step, no row is ever duplicated.
+  TensorBoard event files are written to a local temporary directory there
+  and uploaded to `WORKDIR/tensorboard/` on the same flushes.
+
   TensorBoard (`WORKDIR/tensorboard`) also gets the experiment config as text
   at the start, the texts of `text` (the end-of-training sample), and at
   `close` the config's scalars as hparams with the final metrics. W&B
@@ -152,26 +164,31 @@ class MetricsWriter:
   """
 
   def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True,
-               config: dict | None = None, wandb=None):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(self.path):
-      kept = []
-      with open(self.path) as f:
-        for line in f:
-          try:
-            if json.loads(line).get("step", 0) <= start_step:
-              kept.append(line)
-          except json.JSONDecodeError:
-            continue
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(kept)
-      os.replace(tmp, self.path)
-    self._file = open(self.path, "a")
+               config: dict | None = None, wandb=None,
+               flush_seconds: float = 60.0):
+    self.path = files.join(workdir, "metrics.jsonl")
+    self._remote = files.is_uri(workdir)
+    kept = []
+    if files.exists(self.path):
+      for line in files.read_text(self.path, errors="replace").splitlines(True):
+        try:
+          if json.loads(line).get("step", 0) <= start_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        except (json.JSONDecodeError, AttributeError):
+          continue
+      files.write_text_atomic(self.path, "".join(kept))
+    self._rows = kept                 # the whole file, for an object store
+    self._file = None if self._remote else open(self.path, "a")
+    self._flush_seconds = flush_seconds
+    self._flushed_at = time.monotonic()
     self._config = config or {}
     self._tb = None
+    self._tb_dir = files.join(workdir, "tensorboard")
+    self._tb_local = None
     if tensorboard:
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if self._remote:
+        self._tb_local = tempfile.mkdtemp(prefix="lm-tensorboard-")
+      self._tb = SummaryWriter(self._tb_local or self._tb_dir)
       if config:
         self._tb.add_text("config", "```\n" + json.dumps(config, indent=2)
                           + "\n```", start_step)
@@ -189,8 +206,31 @@ class MetricsWriter:
     if self._wandb is not None and step >= self._wandb.step:
       self._wandb.log({k: v for k, v in record.items() if k != "step"},
                       step=int(step))
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    line = json.dumps(record) + "\n"
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+    else:
+      self._rows.append(line)
+      if time.monotonic() - self._flushed_at >= self._flush_seconds:
+        self.flush()
+
+  def flush(self) -> None:
+    """Everything written so far reaches the workdir: on an object store the
+    rows and the TensorBoard event files are uploaded (each file whole)."""
+    if self._file is not None:
+      self._file.flush()
+      return
+    files.write_text_atomic(self.path, "".join(self._rows))
+    if self._tb is not None:
+      self._tb.flush()
+      self._upload_tensorboard()
+    self._flushed_at = time.monotonic()
+
+  def _upload_tensorboard(self) -> None:
+    for rel in files.walk_files(self._tb_local):
+      files.copyfile(os.path.join(self._tb_local, rel),
+                     files.join(self._tb_dir, rel))
 
   def text(self, tag: str, text: str, step: int) -> None:
     """A text (the end-of-training sample) at `step`."""
@@ -202,7 +242,8 @@ class MetricsWriter:
   def close(self, final: dict | None = None) -> None:
     """Closes the files; `final` (the run's last metrics) goes to the
     hparams view and the W&B summary."""
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     scalars = {k: float(v) for k, v in (final or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)
                and math.isfinite(float(v))}
@@ -214,6 +255,11 @@ class MetricsWriter:
                                        for k, v in scalars.items()},
                              name="hparams")
       self._tb.close()
+      if self._remote:
+        self._upload_tensorboard()
+        shutil.rmtree(self._tb_local, ignore_errors=True)
+    if self._remote:
+      files.write_text_atomic(self.path, "".join(self._rows))
     if self._wandb is not None:
       if final:
         self._wandb.summary.update(scalars)
@@ -236,20 +282,20 @@ def _wandb_run(workdir: str, settings, config: dict):
   holds (resumed), or a new one whose id is written there. Its files go
   under the workdir (`dir`), so an offline run stays with the run."""
   import wandb  # pylint: disable=g-import-not-at-top  (optional dependency)
-  id_file = os.path.join(workdir, "wandb_run_id")
-  if os.path.exists(id_file):
-    with open(id_file, encoding="utf-8") as f:
-      run_id = f.read().strip()
+  id_file = files.join(workdir, "wandb_run_id")
+  if files.exists(id_file):
+    run_id = files.read_text(id_file).strip()
   else:
     run_id = uuid.uuid4().hex[:12]
-    with open(id_file + ".tmp", "w", encoding="utf-8") as f:
-      f.write(run_id + "\n")
-    os.replace(id_file + ".tmp", id_file)
-  name = settings.get("name") or os.path.basename(os.path.normpath(
-      os.path.abspath(workdir)))
+    files.write_text_atomic(id_file, run_id + "\n")
+  name = settings.get("name") or files.basename(files.abspath(workdir))
+  # W&B keeps its files on a local disk: for an object-store workdir, in a
+  # temporary directory (online runs upload them to W&B as they go).
+  local = (tempfile.mkdtemp(prefix="lm-wandb-") if files.is_uri(workdir)
+           else workdir)
   return wandb.init(project=settings["project"],
                     entity=settings.get("entity") or None, name=name,
-                    id=run_id, resume="allow", config=config, dir=workdir)
+                    id=run_id, resume="allow", config=config, dir=local)
 
 
 class ProgressBar:

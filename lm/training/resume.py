@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
+from lm import files
 from lm.errors import LmError
 from lm.training.checkpoint import Checkpointer, DamagedCheckpoint
 
@@ -52,7 +53,14 @@ def check_resume(stored: dict, resolved: dict, workdir: str) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """LmError when `workdir` cannot be a run directory (read-only check)."""
+  """LmError when `workdir` cannot be a run directory (read-only check);
+  for a URI, also when its bucket cannot be reached."""
+  if files.is_uri(workdir):
+    files.check_bucket(workdir, "--workdir")
+    if files.isfile(workdir):
+      raise LmError(f"--workdir {workdir} is an object, not a directory; "
+                    "pass a prefix under which the run's files can go.")
+    return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise LmError(f"--workdir {workdir} is a file, not a directory; pass a "
                   "directory (it is created when missing).")
@@ -80,7 +88,7 @@ def workdir_write_error(workdir: str, e: OSError) -> LmError:
 def prior_record(workdir: str, objective) -> dict | None:
   """The resolved config of the newest checkpoint in `workdir` whose config
   reads and verifies, or None when it holds none (nothing is written)."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not files.isdir(files.join(workdir, "checkpoints")):
     return None
   best_metric, best_mode = objective.best_metric
   ckpt = Checkpointer(workdir, best_metric=best_metric, best_mode=best_mode,

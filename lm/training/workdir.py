@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 
 import jax
@@ -14,7 +13,7 @@ import ml_collections
 from lm.data.hf_tokenizer import COMPANION_FILES
 from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
-from lm.files import check_local_path
+from lm import files
 from lm.models.config import ModelConfig
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
@@ -40,12 +39,11 @@ class Trained:
 
 def read_resolved(workdir: str) -> dict:
   """The `config.json` a training run wrote, or one sentence saying why not."""
-  check_local_path(workdir, "--workdir")
-  if not os.path.isdir(workdir):
+  if not files.isdir(workdir):
     raise LmError(f"workdir {workdir} does not exist; pass the --workdir of a "
                   "run trained with launch.train.")
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  path = files.join(workdir, "config.json")
+  if not files.exists(path):
     raise LmError(f"workdir {workdir} holds no trained run (no config.json); "
                   "train one there with launch.train first.")
   return read_json(path, "restore it from the checkpoint or re-run training")
@@ -55,8 +53,7 @@ def read_json(path: str, fix: str):
   """The JSON in `path`; LmError "PATH is not valid JSON (why); FIX." when
   it does not parse. Example: read_json("run/config.json", "re-run it")."""
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(files.read_bytes(path))
   except ValueError as e:   # JSONDecodeError, or bytes that are not UTF-8
     why = (f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError)
            else str(e))
@@ -66,10 +63,7 @@ def read_json(path: str, fix: str):
 def write_text_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file, so a reader never
   sees half of it."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  files.write_text_atomic(path, text)
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -87,9 +81,7 @@ def tokenizer_record(tok, workdir: str | None = None) -> dict:
   """
   path = tok.path
   if workdir is not None:
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(workdir))
-    if not rel.startswith(os.pardir):
-      path = rel
+    path = files.relative_to(path, workdir) or path
   return {"path": path, "kind": tok.kind, "vocab_size": tok.vocab_size,
           "sha256": tok.fingerprint()}
 
@@ -100,21 +92,19 @@ def copy_tokenizer(path: str, out_dir: str) -> list[str]:
   `.vocab`), with the special-token, settings and chat-template files
   beside it (`COMPANION_FILES`). Returns the copies,
   the tokenizer first."""
-  os.makedirs(out_dir, exist_ok=True)
+  files.makedirs(out_dir)
   json_file = path.endswith(".json")
   pairs = [(path, "tokenizer.json" if json_file else "tokenizer.model")]
   # the special tokens, settings and chat template, when present
-  pairs += [(os.path.join(os.path.dirname(path), n), n) for n in COMPANION_FILES]
+  pairs += [(files.join(files.dirname(path), n), n) for n in COMPANION_FILES]
   if not json_file:
     pairs.append((os.path.splitext(path)[0] + ".vocab", "tokenizer.vocab"))
   copied = []
   for source, name in pairs:
-    target = os.path.join(out_dir, name)
-    if os.path.isfile(source) and (not os.path.exists(target)
-                                   or not os.path.samefile(source, target)):
-      shutil.copyfile(source, target + ".tmp")
-      os.replace(target + ".tmp", target)
-    if os.path.isfile(target):
+    target = files.join(out_dir, name)
+    if files.abspath(source) != files.abspath(target) and files.isfile(source):
+      files.copyfile(source, target)
+    if files.isfile(target):
       copied.append(target)
   return copied
 
@@ -123,11 +113,9 @@ def own_tokenizer(tok, workdir: str):
   """The run's tokenizer as a copy inside `workdir` (made when `tok` lives
   elsewhere): `workdir/tokenizer.model`, or `workdir/tokenizer/tokenizer.json`
   for a Hugging Face tokenizer."""
-  inside = not os.path.relpath(os.path.abspath(tok.path),
-                               os.path.abspath(workdir)).startswith(os.pardir)
-  if inside:
+  if files.relative_to(tok.path, workdir) is not None:
     return tok
-  out_dir = workdir if tok.kind != "hf" else os.path.join(workdir, "tokenizer")
+  out_dir = workdir if tok.kind != "hf" else files.join(workdir, "tokenizer")
   copy = load_tokenizer(copy_tokenizer(tok.path, out_dir)[0])
   if copy.fingerprint() != tok.fingerprint():
     raise LmError(f"copying the tokenizer {tok.path} into {workdir} gave "
@@ -140,8 +128,8 @@ def load_recorded_tokenizer(workdir: str, resolved: dict):
   read relative to `workdir`, after checking its sha256 fingerprint."""
   record = resolved.get("tokenizer") or {}
   path = record.get("path") or "tokenizer.model"
-  full = path if os.path.isabs(path) else os.path.join(workdir, path)
-  if not os.path.exists(full):
+  full = path if files.isabs(path) else files.join(workdir, path)
+  if not files.exists(full):
     raise LmError(f"the tokenizer {full} of the run in {workdir} is missing; "
                   "restore it from a copy of the workdir (the run cannot be "
                   "used without the tokenizer it was trained with).")
@@ -181,8 +169,8 @@ def load_trained(workdir: str, step: int | None = None, *, make_objective,
   warning; with `best`, the kept step with the best eval metric first).
   Nothing in the workdir is written or moved: readers take no lock."""
   resolved = read_resolved(workdir)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
+  ckpt_dir = files.join(workdir, "checkpoints")
+  if not files.isdir(ckpt_dir):
     raise LmError(f"workdir {workdir} has no checkpoints yet; let training "
                   "reach its first checkpoint_every step.")
   objective = stored_objective(resolved, make_objective)

@@ -80,24 +80,6 @@ def test_flag_errors_stay_one_sentence_with_status_2(tmp_path):
 # --- 2. unknown config keys ---------------------------------------------------
 
 
-def test_a_cloud_uri_is_one_sentence_not_a_local_folder_named_gs():
-  uri = "gs://fake-bucket/lm-cli-test"
-  results = run_all([
-      ("launch.train", "--config", "configs/quickstart.py:runlocal",
-       f"--workdir={uri}"),
-      ("launch.train", "--config", "configs/finetune_sst2.py:runlocal",
-       "--workdir=/nonexistent/lm-cli-test", f"--config.init_from={uri}"),
-      ("launch.sample", f"--workdir={uri}", "--prompt", "x")])
-  lines = [one_error_line(r) for r in results]
-  assert lines[0].startswith(f"error: --workdir {uri} is a gs:// URI, and lm "
-                             "reads and writes runs on a local or shared file "
-                             "system only")
-  assert lines[1].startswith(f"error: config.init_from {uri} is a gs:// URI")
-  assert lines[2].startswith(f"error: --workdir {uri} is a gs:// URI")
-  assert not os.path.exists(os.path.join(ROOT, "gs:"))
-  assert not os.path.exists("/nonexistent/lm-cli-test")
-
-
 def test_unknown_config_key_is_one_sentence_and_writes_nothing(tmp_path):
   workdirs = [tmp_path / f"w{i}" for i in range(4)]
   overrides = ["--config.stepz=3", "--config.optimizer.lrr=1",
