@@ -41,6 +41,7 @@ _LONG_FILES = (
     "tests/reliability/test_checkpoints.py",
     "tests/training/test_runlocal_golden.py",
     "tests/interop/test_hf_workdir.py",
+    "tests/cloud/test_gcs_runs.py",
     "tests/generation/test_decode.py",
     "tests/parallel/test_mesh_equivalence.py",
     "tests/training/test_train_mlm.py",
