@@ -1,4 +1,4 @@
-"""Import a local Hugging Face model directory as an `lm` run.
+"""Import a Hugging Face model directory (local or gs://) as an `lm` run.
 
   python -m launch.import_hf --hf_dir hf/bert-base-uncased --workdir runs/bert-base-uncased
   python -m launch.import_hf --hf_dir hf/gpt2 --workdir runs/gpt2

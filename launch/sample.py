@@ -76,7 +76,8 @@ def _prompts() -> list[str]:
     try:
       from lm import files
       text = files.read_text(_PROMPT_FILE.value)
-      prompts += [line for line in text.split("\n") if line.strip()]
+      prompts += [line for line in text.replace("\r\n", "\n").split("\n")
+                  if line.strip()]
     except OSError as e:
       raise LmError(f"cannot read --prompt_file {_PROMPT_FILE.value} ({e.strerror}); "
                     "check the path.") from None

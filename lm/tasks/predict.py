@@ -66,7 +66,7 @@ def read_inputs(trained, *, path: str | None = None,
                     "texts in its fields.")
     return records_lib.open_records(f"jsonl:{path}", task.input_fields())
   try:
-    lines = files.read_text(path).split("\n")
+    lines = files.read_text(path).replace("\r\n", "\n").split("\n")
   except OSError as e:
     raise LmError(f"could not read --input {path} ({e.strerror}); check the "
                   "path.") from None

@@ -115,7 +115,9 @@ def test_train_kill_resume_sample_evaluate_export_import_on_gs(
 
   hf_dir, imported = f"{bucket}/hf/q", f"{bucket}/runs/imported"
   sample = ("--prompt", "def ", "--temperature", "0", "--max_new_tokens", "8")
-  procs = [_start("launch.sample", "--workdir", run, *sample, cwd=cwd, env=env),
+  files.write_text_atomic(f"{bucket}/prompts.txt", "def \n")
+  procs = [_start("launch.sample", "--workdir", run, "--prompt_file",
+                  f"{bucket}/prompts.txt", *sample[2:], cwd=cwd, env=env),
            _start("launch.evaluate", "--workdir", run, cwd=cwd, env=env)]
   sampled, evaluated = (_finish(p) for p in procs)
   assert files.glob(f"{run}/eval/*-step{STEPS}.json"), evaluated

@@ -64,7 +64,7 @@ def test_help_prints_usage_and_every_flag_and_exits_0():
       assert re.search(rf"--(\[no\])?{flag_name}\b", out), (module, flag, flag_name, out)
     # Flag help text is shown, not just the names.
     help_text = {"train": "Directory for everything the run writes.",
-                 "import_hf": "A local Hugging Face model directory.",
+                 "import_hf": "A Hugging Face model directory (a local path or a gs:// URI).",
                  "sweep": "print the commands only"}.get(name)
     assert help_text is None or help_text in out, (module, flag, out)
 
