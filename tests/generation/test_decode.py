@@ -20,12 +20,13 @@ def tiny_model(**kw):
 
 
 def full_logits(model, params, rows, valid):
-  """Logits of a full forward over left-padded rows (padding = segment 0)."""
+  """Logits of a full forward over padded rows (padding = segment 0), one
+  compiled forward per shape."""
   positions = np.maximum(np.cumsum(valid, 1) - 1, 0)
-  logits, _ = model.apply({"params": params}, jnp.asarray(rows),
-                          positions=jnp.asarray(positions),
-                          segment_ids=jnp.asarray(valid.astype(np.int32)))
-  return np.asarray(logits)
+  forward = jax.jit(lambda p, r, pos, seg: model.apply(
+      {"params": p}, r, positions=pos, segment_ids=seg)[0])
+  return np.asarray(forward(params, jnp.asarray(rows), jnp.asarray(positions),
+                            jnp.asarray(valid.astype(np.int32))))
 
 
 @pytest.mark.parametrize("kw", [
@@ -56,11 +57,18 @@ def test_cached_logits_equal_full_recompute(kw):
   all_valid = np.concatenate([valid, np.ones_like(new, bool)], 1)
   full = full_logits(model, params, rows, all_valid)
   np.testing.assert_allclose(cached[all_valid], full[all_valid], rtol=1e-5, atol=1e-5)
-  # each row also matches its own unpadded run
+  # each row also matches its own run without the left padding (padded on
+  # the right instead, which a causal row never sees: one shape, one compile)
+  width = rows.shape[1]
+  alone = np.zeros((len(prompts), width), np.int32)
+  alone_valid = np.zeros((len(prompts), width), bool)
   for r, p in enumerate(prompts):
-    alone = np.concatenate([p, new[r]])[None]
-    ref = full_logits(model, params, alone, np.ones_like(alone, bool))
-    np.testing.assert_allclose(cached[r][all_valid[r]], ref[0], rtol=1e-5, atol=1e-5)
+    row = np.concatenate([p, new[r]])
+    alone[r, :len(row)], alone_valid[r, :len(row)] = row, True
+  ref = full_logits(model, params, alone, alone_valid)
+  for r in range(len(prompts)):
+    np.testing.assert_allclose(cached[r][all_valid[r]], ref[r][alone_valid[r]],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_greedy_generate_equals_uncached_argmax_loop():
