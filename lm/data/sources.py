@@ -38,12 +38,17 @@ Reading files (`read_text`, used by every file reader in `lm.data`: `text:`,
     (tokenizer training, then tokenization, then the eval split of the same
     file): a few stray bytes in a large corpus are common and harmless, but
     the user should know.
+  * a file ending in `.gz` or `.zst` is decompressed first (gzip, or
+    Zstandard through the `zstandard` package), so `text:corpus/*.txt.gz` and
+    `jsonl:shards/*.jsonl.zst` read as their plain versions; a file that does
+    not decompress is one sentence naming it.
 """
 
 from __future__ import annotations
 
 import abc
 import codecs
+import gzip
 import hashlib
 import importlib
 import io
@@ -134,6 +139,33 @@ def decode_text(path: str, data: bytes) -> str:
   return text
 
 
+COMPRESSED = (".gz", ".zst")
+
+
+def read_bytes(path: str) -> bytes:
+  """The bytes of file `path` (local or a URI), decompressed when its name
+  ends in `.gz` or `.zst`. Example: read_bytes("a.txt.gz") -> b"plain"."""
+  data = files.read_bytes(path)
+  name = path.lower()
+  try:
+    if name.endswith(".gz"):
+      return gzip.decompress(data)
+    if name.endswith(".zst"):
+      import zstandard  # pylint: disable=g-import-not-at-top  (only .zst)
+      with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as r:
+        return r.read()
+  except (OSError, EOFError, zlib.error) as e:
+    raise LmError(f"{path} is not a valid {name.rsplit('.', 1)[-1]} file "
+                  f"({e}); re-compress it or drop the extension if it is "
+                  "plain text.") from None
+  except Exception as e:  # pylint: disable=broad-except  (zstandard.ZstdError)
+    if type(e).__module__.startswith("zstandard"):
+      raise LmError(f"{path} is not a valid zst file ({e}); re-compress it "
+                    "or drop the extension if it is plain text.") from None
+    raise
+  return data
+
+
 def read_text(path: str, newline: str | None = None) -> str:
   """The text of file `path`, read as `decode_text` says.
 
@@ -141,7 +173,7 @@ def read_text(path: str, newline: str | None = None) -> str:
   keeps the file's exact line endings. Example: a file b"a\r\nb" ->
   "a\nb" (newline=None) or "a\r\nb" (newline="").
   """
-  text = decode_text(path, files.read_bytes(path))
+  text = decode_text(path, read_bytes(path))
   if newline is None and "\r" in text:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
   return text
@@ -296,6 +328,9 @@ def _open_text(uri: str, rest: str) -> FileSource:
     raise LmError(f"All {len(paths)} file(s) matching {pattern!r} are empty; "
                   "point the data URI at files with text.")
   for path in paths:  # binary files are refused now, not mid-tokenization
+    if path.lower().endswith(COMPRESSED):
+      check_not_binary(path, read_bytes(path)[:BINARY_SNIFF_BYTES])
+      continue
     with files.open(path, "rb") as f:
       check_not_binary(path, f.read(BINARY_SNIFF_BYTES))
   return FileSource(uri, paths, fraction)
