@@ -28,6 +28,10 @@ the list of examples, in order):
                               end a sentence; `-DOCSTART-` lines are skipped.
                               Always gives the roles "tokens" and "tags" (the
                               field names are ignored), e.g. 'conll:eng.train'.
+  hf:REPO[/CONFIG][:SPLIT], hf:DIR[:SPLIT]
+                              a Hugging Face dataset (Hub, or a save_to_disk
+                              or Parquet directory; `lm.data.hf_datasets`),
+                              read like tfds: (ClassLabel names included).
   tfds:NAME[/CONFIG][:SPLIT]  a TFDS dataset via `tfds.data_source` (SPLIT
                               defaults to `train`), e.g. 'tfds:glue/sst2:train',
                               'tfds:conll2003:train', 'tfds:squad:validation'.
@@ -60,7 +64,7 @@ from lm import files
 from lm.errors import LmError
 
 KINDS = ("text", "label", "tokens", "tags", "answers")
-SCHEMES = ("jsonl", "csv", "tsv", "conll", "squad", "tfds")
+SCHEMES = ("jsonl", "csv", "tsv", "conll", "squad", "tfds", "hf")
 
 # Kinds of the text-like roles when `Records.kinds` does not say.
 _TEXT_ROLES = {"text": "text", "text_b": "text", "question": "text",
@@ -468,12 +472,13 @@ def _class_names(ds: Any, field: str, kind: str) -> list[str] | None:
 def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
                data_dir: str | None):
   """All rows of a TFDS split, its canonical URI, label names and a key."""
-  ds, name, split = sources.open_tfds_split(uri, rest, data_dir,
-                                            example="glue/sst2")
+  ds, name, split = sources.open_split(uri, rest, data_dir,
+                                      example="glue/sst2")
+  label = sources.dataset_label(uri)
   features = sorted(ds[0].keys())
   for role, (field, _) in wanted.items():
     if field not in features:
-      raise LmError(f"TFDS dataset {name!r} has no feature {field!r} for role "
+      raise LmError(f"{label} dataset {name!r} has no feature {field!r} for role "
                     f"{role!r}; available features are {features}; map "
                     f"{role!r} to one of them.")
   names = {role: _class_names(ds, field, kind)
@@ -482,11 +487,11 @@ def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
   rows = []
   for i in range(len(ds)):
     example, row = ds[i], {}
-    where = f"TFDS dataset {name!r} split {split!r} example {i}"
+    where = f"{label} dataset {name!r} split {split!r} example {i}"
     for role, (field, kind) in wanted.items():
       value = _scalar(example[field])
       if kind == "label" and type(value) is int and value == -1:
-        raise LmError(f"TFDS split {split!r} of {name!r} has no labels "
+        raise LmError(f"{label} split {split!r} of {name!r} has no labels "
                       f"(feature {field!r} is -1 at example {i}); pick a "
                       "labelled split such as 'train' or 'validation'.")
       row[role] = _field_value(value, kind, role, field, where,
@@ -494,7 +499,7 @@ def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
     rows.append((row, where))
   version = getattr(getattr(ds, "dataset_info", None), "version", None)
   label_names = {role: n for role, n in names.items() if n}
-  return (rows, f"tfds:{name}:{split}", label_names,
+  return (rows, f"{uri.partition(':')[0]}:{name}:{split}", label_names,
           [name, split, str(version)])
 
 
@@ -540,8 +545,8 @@ def open_records(uri: str, fields: dict[str, tuple[str, str]], *,
   scheme, sep, rest = uri.partition(":")
   if not sep or scheme not in SCHEMES:
     raise LmError(f"Data URI {uri!r} has no known scheme for labeled records; "
-                  "use 'jsonl:', 'csv:', 'tsv:', 'conll:', 'squad:' or "
-                  "'tfds:' (e.g. "
+                  "use 'jsonl:', 'csv:', 'tsv:', 'conll:', 'squad:', "
+                  "'tfds:' or 'hf:' (e.g. "
                   "'tfds:glue/sst2:train').")
   wanted = _check_fields(fields)
   if scheme == "conll":
@@ -556,7 +561,7 @@ def open_records(uri: str, fields: dict[str, tuple[str, str]], *,
                   "least one role, e.g. {'text': ('sentence', 'text')}.")
   kinds = {role: kind for role, (_, kind) in wanted.items()}
   label_names: dict[str, list[str]] = {}
-  if scheme == "tfds":
+  if scheme in ("tfds", "hf"):
     rows, name, label_names, key = _open_tfds(uri, rest, wanted, data_dir)
   else:
     rows, key = _open_files(uri, scheme, rest, wanted)

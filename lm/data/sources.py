@@ -13,6 +13,10 @@ Supported URIs:
   text:GLOB[SLICE]               plain-text files, one file per document.
   jsonl:GLOB[SLICE]              JSON lines, one object per line; the document
                                  is `obj[field]`.
+  hf:REPO[/CONFIG][:SPLIT]       a Hugging Face dataset (the Hub, or a local or
+  hf:DIR[:SPLIT]                 gs:// save_to_disk / Parquet directory), see
+                                 `lm.data.hf_datasets`; the document is
+                                 `example[field]`.
   tfds:NAME[/CONFIG][:SPLIT]     a TFDS dataset via `tfds.data_source`; the
                                  document is `example[field]`. SPLIT defaults
                                  to `train` and may use TFDS slicing
@@ -63,9 +67,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lm import files
+from lm.data import hf_datasets
 from lm.errors import LmError
 
-SCHEMES = ("pystdlib", "text", "jsonl", "tfds")
+SCHEMES = ("pystdlib", "text", "jsonl", "tfds", "hf")
 
 # Directories and file names excluded from the `pystdlib` corpus.
 _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test",
@@ -530,17 +535,34 @@ def open_tfds_split(uri: str, rest: str, data_dir: str | None,
   return ds, name, split
 
 
+def open_split(uri: str, rest: str, data_dir: str | None,
+               example: str = "imdb_reviews"):
+  """`(split, name, split name)` of a `tfds:` URI (`open_tfds_split`) or an
+  `hf:` one (`lm.data.hf_datasets.open_split`), both read the same way:
+  `len`, `[i]` -> dict of fields, `dataset_info` (features, version)."""
+  if uri.startswith("hf:"):
+    return hf_datasets.open_split(uri, rest)
+  return open_tfds_split(uri, rest, data_dir, example=example)
+
+
+def dataset_label(uri: str) -> str:
+  """How sentences name the dataset of `uri`: "TFDS" or "Hugging Face"."""
+  return "Hugging Face" if uri.startswith("hf:") else "TFDS"
+
+
 def _open_tfds(uri: str, rest: str, field: str,
                data_dir: str | None) -> TfdsSource:
-  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`."""
-  ds, name, split = open_tfds_split(uri, rest, data_dir)
+  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`, or `hf:...`
+  through `datasets` (see `open_split`)."""
+  ds, name, split = open_split(uri, rest, data_dir)
   features = sorted(ds[0].keys())
   if field not in features:
-    raise LmError(f"TFDS dataset {name!r} has no feature {field!r}; "
-                  f"available features are {features}; pick one with "
-                  "--config.data.field.")
+    raise LmError(f"{dataset_label(uri)} dataset {name!r} has no feature "
+                  f"{field!r}; available features are {features}; pick one "
+                  "with --config.data.field.")
   version = getattr(getattr(ds, "dataset_info", None), "version", None)
-  return TfdsSource(f"tfds:{name}:{split}", ds, field,
+  scheme = uri.partition(":")[0]
+  return TfdsSource(f"{scheme}:{name}:{split}", ds, field,
                     key=[name, split, str(version)])
 
 
