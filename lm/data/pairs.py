@@ -352,13 +352,13 @@ def _open_jsonl_rows(uri: str, rest: str, columns: Sequence[_Field]
 def _open_tfds_rows(uri: str, rest: str, columns: Sequence[_Field],
                     data_dir: str | None) -> tuple[list[tuple], str, list]:
   """All rows of `tfds:NAME[/CONFIG][:SPLIT]`, the canonical URI and a key."""
-  ds, name, split = sources.open_tfds_split(uri, rest, data_dir,
-                                           example="snli")
+  ds, name, split = sources.open_split(uri, rest, data_dir, example="snli")
+  label = sources.dataset_label(uri)
   n = len(ds)
   features = sorted(ds[0].keys())
   for col in columns:
     if col.name not in features:
-      raise LmError(f"TFDS dataset {name!r} has no feature {col.name!r}; "
+      raise LmError(f"{label} dataset {name!r} has no feature {col.name!r}; "
                     f"available features are {features}; {col.fix}.")
   rows = []
   for i in range(n):
@@ -368,13 +368,14 @@ def _open_tfds_rows(uri: str, rest: str, columns: Sequence[_Field],
       value = col.convert(example[col.name])
       if value is None:
         want = "text" if col.kind == "text" else "a number"
-        raise LmError(f"TFDS dataset {name!r} feature {col.name!r} is a "
+        raise LmError(f"{label} dataset {name!r} feature {col.name!r} is a "
                       f"{_type_name(example[col.name])}, not {want} "
                       f"(example {i}); {col.fix}.")
       row.append(value)
     rows.append(tuple(row))
   version = getattr(getattr(ds, "dataset_info", None), "version", None)
-  return rows, f"tfds:{name}:{split}", [name, split, str(version)]
+  return rows, f"{uri.partition(':')[0]}:{name}:{split}", [name, split,
+                                                          str(version)]
 
 
 def _scheme(uri: str) -> tuple[str, str | None]:
@@ -386,10 +387,10 @@ def _scheme(uri: str) -> tuple[str, str | None]:
   scheme, sep, rest = uri.partition(":")
   if scheme == "pystdlib":
     return scheme, rest if sep else None
-  if sep and scheme in ("jsonl", "tfds"):
+  if sep and scheme in ("jsonl", "tfds", "hf"):
     return scheme, rest
   raise LmError(f"Data URI {uri!r} has no text pairs (plain text and unknown "
-                "schemes have none); use a 'jsonl:', 'tfds:' or 'pystdlib:' "
+                "schemes have none); use a 'jsonl:', 'tfds:', 'hf:' or 'pystdlib:' "
                 "source.")
 
 

@@ -10,14 +10,28 @@ the list of examples, in order):
   jsonl:GLOB[SLICE]           JSON lines, one example object per line, e.g.
                               'jsonl:data/sst2/train*.jsonl[:90%]'.
   csv:GLOB[SLICE]             comma-separated values under a header row naming
-                              the fields, e.g. 'csv:data/reviews.csv'.
-  tsv:GLOB[SLICE]             tab-separated, header row, quotes kept as text,
-                              e.g. 'tsv:glue_data/SST-2/train.tsv[90%:]'.
+                              the fields, e.g. 'csv:data/reviews.csv'; or,
+                              when every field is a 0-based column index, a
+                              file without a header (AG News: label_field
+                              "0", text_field "1+2"). A text field may join
+                              columns with "+" ("title+description").
+  tsv:GLOB[SLICE]             tab-separated, header row (or indices, as for
+                              csv:), quotes kept as text, e.g.
+                              'tsv:glue_data/SST-2/train.tsv[90%:]'.
+  squad:GLOB[SLICE]           the official SQuAD v1.1 / v2.0 JSON files, each
+                              question one example with the fields id, title,
+                              question, context and answers (v2.0's
+                              unanswerable questions are refused with one
+                              sentence), e.g. 'squad:train-v1.1.json'.
   conll:GLOB[SLICE]           CoNLL-2003 text: one token per line, the first
                               column the token, the last its tag; blank lines
                               end a sentence; `-DOCSTART-` lines are skipped.
                               Always gives the roles "tokens" and "tags" (the
                               field names are ignored), e.g. 'conll:eng.train'.
+  hf:REPO[/CONFIG][:SPLIT], hf:DIR[:SPLIT]
+                              a Hugging Face dataset (Hub, or a save_to_disk
+                              or Parquet directory; `lm.data.hf_datasets`),
+                              read like tfds: (ClassLabel names included).
   tfds:NAME[/CONFIG][:SPLIT]  a TFDS dataset via `tfds.data_source` (SPLIT
                               defaults to `train`), e.g. 'tfds:glue/sst2:train',
                               'tfds:conll2003:train', 'tfds:squad:validation'.
@@ -29,7 +43,8 @@ token; "answers" -> list of (text, char_start) from a SQuAD-style {"text": [..],
 "answer_start": [..]} object or a list of {"text", "answer_start"} objects (a
 JSON string in a CSV/TSV cell). The role "id" is read like a label.
 
-Files are read by `lm.data.sources.read_text`: a binary file (a NUL byte in
+Files are read by `lm.data.sources.read_text` (`.gz` and `.zst` files are
+decompressed first; any path may be a gs:// URI): a binary file (a NUL byte in
 its first 8 KiB) is refused with one sentence naming it; bytes that are not
 UTF-8 become U+FFFD with one warning per file on stderr (a CSV/TSV file's
 leading byte-order mark is dropped).
@@ -49,7 +64,7 @@ from lm import files
 from lm.errors import LmError
 
 KINDS = ("text", "label", "tokens", "tags", "answers")
-SCHEMES = ("jsonl", "csv", "tsv", "conll", "tfds")
+SCHEMES = ("jsonl", "csv", "tsv", "conll", "squad", "tfds", "hf")
 
 # Kinds of the text-like roles when `Records.kinds` does not say.
 _TEXT_ROLES = {"text": "text", "text_b": "text", "question": "text",
@@ -237,50 +252,154 @@ def _check_row(row: dict[str, Any], kinds: dict[str, str], where: str) -> None:
 def _read_jsonl(path: str, wanted: dict[str, tuple[str, str]]) -> list:
   """(row, where) per object; e.g. '{"s": "ok", "y": 1}' with text=s,
   label=y -> [({"text": "ok", "label": "1"}, "PATH line 1")]."""
-  rows = []
-  for lineno, obj in sources.read_jsonl_records(path, fix="fix the file"):
-    where = f"{path} line {lineno}"
-    row = {}
-    for role, (name, kind) in wanted.items():
-      if name not in obj:
-        raise LmError(f"{where} has no field {name!r} for role {role!r} (it "
-                      f"has {sorted(obj)}); map {role!r} to one of those "
-                      "fields or fix the data.")
-      row[role] = _field_value(obj[name], kind, role, name, where)
-    rows.append((row, where))
+  return [(_object_row(obj, wanted, f"{path} line {lineno}"),
+           f"{path} line {lineno}")
+          for lineno, obj in sources.read_jsonl_records(path,
+                                                        fix="fix the file")]
+
+
+def _object_row(obj: dict, wanted: dict[str, tuple[str, str]],
+                where: str) -> dict:
+  """The roles `wanted` takes from the JSON object `obj`."""
+  row = {}
+  for role, (name, kind) in wanted.items():
+    if name not in obj:
+      raise LmError(f"{where} has no field {name!r} for role {role!r} (it "
+                    f"has {sorted(obj)}); map {role!r} to one of those "
+                    "fields or fix the data.")
+    row[role] = _field_value(obj[name], kind, role, name, where)
+  return row
+
+
+def _read_squad(path: str, wanted: dict[str, tuple[str, str]]) -> list:
+  """(row, where) per question of an official SQuAD v1.1/v2.0 JSON file
+  (`{"data": [{"title", "paragraphs": [{"context", "qas": [{"id",
+  "question", "answers": [{"text", "answer_start"}]}]}]}]}`), each question
+  flattened to the fields id, title, question, context and answers.
+
+  SQuAD v2.0's unanswerable questions (`is_impossible`) are refused with
+  one sentence: the QA head predicts a span of the context for every
+  question, so they have no target.
+  """
+  try:
+    doc = json.loads(sources.read_text(path))
+    articles = doc["data"]
+    if not isinstance(articles, list):
+      raise TypeError
+  except ValueError as e:
+    raise LmError(f"{path} is not valid JSON ({e}); a squad: file is the "
+                  "official SQuAD JSON (one object with a \"data\" list).") from None
+  except (KeyError, TypeError):
+    raise LmError(f"{path} is not a SQuAD file (no \"data\" list of "
+                  "articles at the top); use jsonl: for one question per "
+                  "line.") from None
+  rows, impossible = [], []
+  try:
+    for a, article in enumerate(articles):
+      for p, paragraph in enumerate(article["paragraphs"]):
+        for q, qa in enumerate(paragraph["qas"]):
+          where = (f"{path} article {a} paragraph {p} question {q} "
+                   f"(id {qa.get('id')!r})")
+          if qa.get("is_impossible") or not qa.get("answers"):
+            impossible.append(qa.get("id"))
+            continue
+          obj = {"id": qa.get("id", ""), "title": article.get("title", ""),
+                 "question": qa["question"], "context": paragraph["context"],
+                 "answers": qa["answers"]}
+          rows.append((_object_row(obj, wanted, where), where))
+  except (KeyError, TypeError, AttributeError) as e:
+    raise LmError(f"{path} article {a} does not follow the SQuAD layout "
+                  f"(missing or odd {e}); each article needs \"paragraphs\", "
+                  "each paragraph \"context\" and \"qas\".") from None
+  if impossible:
+    raise LmError(f"{path} holds {len(impossible)} unanswerable question(s) "
+                  f"(SQuAD v2.0 is_impossible, e.g. id {impossible[0]!r}); "
+                  "lm's QA head predicts an answer span for every question, "
+                  "so remove those questions (keep is_impossible false) or "
+                  "use SQuAD v1.1.")
   return rows
+
+
+def _columns(name: str) -> list[str]:
+  """The columns a field names: "title+description" -> ["title",
+  "description"]; "1+2" -> ["1", "2"]; "label" -> ["label"]."""
+  return [part.strip() for part in name.split("+")]
+
+
+def _indexed(wanted: dict[str, tuple[str, str]], path: str) -> bool:
+  """Whether the fields name columns by 0-based index (a headerless file),
+  e.g. label_field "0", text_field "1+2" (AG News); LmError for a mix."""
+  kinds = {all(c.isdigit() for c in _columns(name))
+           for name, _ in wanted.values()}
+  if len(kinds) > 1:
+    raise LmError(f"the fields for {path} mix column indices and column names "
+                  f"({ {r: n for r, (n, _) in wanted.items()} }); name every "
+                  "column by its 0-based index (a file without a header) or "
+                  "every one by its header name.")
+  return kinds == {True}
 
 
 def _read_csv(path: str, wanted: dict[str, tuple[str, str]],
               scheme: str) -> list:
-  """(row, where) per data line of a CSV/TSV file with a header; e.g.
-  "sentence\\tlabel" / "it 's \\"fine\\"\\t1" -> [({"text": 'it \\'s "fine"',
-  "label": "1"}, "PATH line 2")]."""
+  """(row, where) per data line of a CSV/TSV file; e.g. with a header
+  "sentence\tlabel" / "it 's \"fine\"\t1" -> [({"text": 'it \'s "fine"',
+  "label": "1"}, "PATH line 2")].
+
+  Fields name header columns, or, when every field is a 0-based column
+  index, the file has no header (AG News's `class,title,description` rows
+  with label_field "0"). A text field may join several columns with "+"
+  ("title+description", "1+2"), separated by a space in the text.
+  """
   options = ({"delimiter": "\t", "quoting": csv.QUOTE_NONE}
              if scheme == "tsv" else {})
   rows = []
   text = sources.read_text(path, newline="").removeprefix("\ufeff")
+  indexed = _indexed(wanted, path)
   with io.StringIO(text, newline="") as f:
-    reader = csv.DictReader(f, **options)
+    reader = csv.reader(f, **options)
     try:
-      header = reader.fieldnames
-      if not header:
-        raise LmError(f"{path} is empty; a {scheme} file needs a header row "
-                      "naming its columns.")
-      for role, (name, _) in wanted.items():
-        if name not in header:
-          raise LmError(f"{path} has no column {name!r} for role {role!r} "
-                        f"(its header is {header}); map {role!r} to one of "
-                        "those columns or add the column.")
+      if indexed:
+        header = None
+        columns = {role: [int(c) for c in _columns(name)]
+                   for role, (name, _) in wanted.items()}
+      else:
+        header = next(reader, None)
+        if not header:
+          raise LmError(f"{path} is empty; a {scheme} file needs a header "
+                        "row naming its columns (or name the columns by "
+                        "0-based index for a file without one).")
+        columns = {}
+        for role, (name, _) in wanted.items():
+          names = [name] if name in header else _columns(name)
+          for n in names:
+            if n not in header:
+              raise LmError(f"{path} has no column {n!r} for role {role!r} "
+                            f"(its header is {header}); map {role!r} to one "
+                            "of those columns, add the column, or, for a "
+                            "file without a header, name columns by 0-based "
+                            "index.")
+          columns[role] = [header.index(n) for n in names]
+      for role, (name, kind) in wanted.items():
+        if len(columns[role]) > 1 and kind != "text":
+          raise LmError(f"{path}: only text fields may join columns with '+', "
+                        f"but role {role!r} ({kind}) is {name!r}; name one "
+                        "column.")
       for cells in reader:
+        if not cells:
+          continue
         where = f"{path} line {reader.line_num}"
         row = {}
         for role, (name, kind) in wanted.items():
-          if cells[name] is None:
+          need = max(columns[role]) + 1
+          if len(cells) < need and header:
             raise LmError(f"{where} has fewer cells than the {len(header)} "
                           "columns of its header; fix the row.")
-          row[role] = _field_value(cells[name], kind, role, name, where,
-                                   split=True)
+          if len(cells) < need:
+            raise LmError(f"{where} has {len(cells)} cells, but role {role!r} "
+                          f"reads column {need - 1} ({name!r}); fix the row "
+                          "or the column index.")
+          value = " ".join(cells[i] for i in columns[role])
+          row[role] = _field_value(value, kind, role, name, where, split=True)
         rows.append((row, where))
     except csv.Error as e:
       raise LmError(f"{path} line {reader.line_num} is not valid {scheme} "
@@ -323,6 +442,8 @@ def _open_files(uri: str, scheme: str, rest: str,
   for path in paths:  # binary refused, bad UTF-8 warned: see sources
     if scheme == "jsonl":
       rows += _read_jsonl(path, wanted)
+    elif scheme == "squad":
+      rows += _read_squad(path, wanted)
     elif scheme == "conll":
       rows += _read_conll(path)
     else:
@@ -351,12 +472,13 @@ def _class_names(ds: Any, field: str, kind: str) -> list[str] | None:
 def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
                data_dir: str | None):
   """All rows of a TFDS split, its canonical URI, label names and a key."""
-  ds, name, split = sources.open_tfds_split(uri, rest, data_dir,
-                                            example="glue/sst2")
+  ds, name, split = sources.open_split(uri, rest, data_dir,
+                                      example="glue/sst2")
+  label = sources.dataset_label(uri)
   features = sorted(ds[0].keys())
   for role, (field, _) in wanted.items():
     if field not in features:
-      raise LmError(f"TFDS dataset {name!r} has no feature {field!r} for role "
+      raise LmError(f"{label} dataset {name!r} has no feature {field!r} for role "
                     f"{role!r}; available features are {features}; map "
                     f"{role!r} to one of them.")
   names = {role: _class_names(ds, field, kind)
@@ -365,11 +487,11 @@ def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
   rows = []
   for i in range(len(ds)):
     example, row = ds[i], {}
-    where = f"TFDS dataset {name!r} split {split!r} example {i}"
+    where = f"{label} dataset {name!r} split {split!r} example {i}"
     for role, (field, kind) in wanted.items():
       value = _scalar(example[field])
       if kind == "label" and type(value) is int and value == -1:
-        raise LmError(f"TFDS split {split!r} of {name!r} has no labels "
+        raise LmError(f"{label} split {split!r} of {name!r} has no labels "
                       f"(feature {field!r} is -1 at example {i}); pick a "
                       "labelled split such as 'train' or 'validation'.")
       row[role] = _field_value(value, kind, role, field, where,
@@ -377,7 +499,7 @@ def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
     rows.append((row, where))
   version = getattr(getattr(ds, "dataset_info", None), "version", None)
   label_names = {role: n for role, n in names.items() if n}
-  return (rows, f"tfds:{name}:{split}", label_names,
+  return (rows, f"{uri.partition(':')[0]}:{name}:{split}", label_names,
           [name, split, str(version)])
 
 
@@ -423,7 +545,8 @@ def open_records(uri: str, fields: dict[str, tuple[str, str]], *,
   scheme, sep, rest = uri.partition(":")
   if not sep or scheme not in SCHEMES:
     raise LmError(f"Data URI {uri!r} has no known scheme for labeled records; "
-                  "use 'jsonl:', 'csv:', 'tsv:', 'conll:' or 'tfds:' (e.g. "
+                  "use 'jsonl:', 'csv:', 'tsv:', 'conll:', 'squad:', "
+                  "'tfds:' or 'hf:' (e.g. "
                   "'tfds:glue/sst2:train').")
   wanted = _check_fields(fields)
   if scheme == "conll":
@@ -438,7 +561,7 @@ def open_records(uri: str, fields: dict[str, tuple[str, str]], *,
                   "least one role, e.g. {'text': ('sentence', 'text')}.")
   kinds = {role: kind for role, (_, kind) in wanted.items()}
   label_names: dict[str, list[str]] = {}
-  if scheme == "tfds":
+  if scheme in ("tfds", "hf"):
     rows, name, label_names, key = _open_tfds(uri, rest, wanted, data_dir)
   else:
     rows, key = _open_files(uri, scheme, rest, wanted)

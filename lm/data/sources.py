@@ -13,6 +13,10 @@ Supported URIs:
   text:GLOB[SLICE]               plain-text files, one file per document.
   jsonl:GLOB[SLICE]              JSON lines, one object per line; the document
                                  is `obj[field]`.
+  hf:REPO[/CONFIG][:SPLIT]       a Hugging Face dataset (the Hub, or a local or
+  hf:DIR[:SPLIT]                 gs:// save_to_disk / Parquet directory), see
+                                 `lm.data.hf_datasets`; the document is
+                                 `example[field]`.
   tfds:NAME[/CONFIG][:SPLIT]     a TFDS dataset via `tfds.data_source`; the
                                  document is `example[field]`. SPLIT defaults
                                  to `train` and may use TFDS slicing
@@ -38,12 +42,17 @@ Reading files (`read_text`, used by every file reader in `lm.data`: `text:`,
     (tokenizer training, then tokenization, then the eval split of the same
     file): a few stray bytes in a large corpus are common and harmless, but
     the user should know.
+  * a file ending in `.gz` or `.zst` is decompressed first (gzip, or
+    Zstandard through the `zstandard` package), so `text:corpus/*.txt.gz` and
+    `jsonl:shards/*.jsonl.zst` read as their plain versions; a file that does
+    not decompress is one sentence naming it.
 """
 
 from __future__ import annotations
 
 import abc
 import codecs
+import gzip
 import hashlib
 import importlib
 import io
@@ -58,9 +67,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lm import files
+from lm.data import hf_datasets
 from lm.errors import LmError
 
-SCHEMES = ("pystdlib", "text", "jsonl", "tfds")
+SCHEMES = ("pystdlib", "text", "jsonl", "tfds", "hf")
 
 # Directories and file names excluded from the `pystdlib` corpus.
 _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test",
@@ -134,6 +144,33 @@ def decode_text(path: str, data: bytes) -> str:
   return text
 
 
+COMPRESSED = (".gz", ".zst")
+
+
+def read_bytes(path: str) -> bytes:
+  """The bytes of file `path` (local or a URI), decompressed when its name
+  ends in `.gz` or `.zst`. Example: read_bytes("a.txt.gz") -> b"plain"."""
+  data = files.read_bytes(path)
+  name = path.lower()
+  try:
+    if name.endswith(".gz"):
+      return gzip.decompress(data)
+    if name.endswith(".zst"):
+      import zstandard  # pylint: disable=g-import-not-at-top  (only .zst)
+      with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as r:
+        return r.read()
+  except (OSError, EOFError, zlib.error) as e:
+    raise LmError(f"{path} is not a valid {name.rsplit('.', 1)[-1]} file "
+                  f"({e}); re-compress it or drop the extension if it is "
+                  "plain text.") from None
+  except Exception as e:  # pylint: disable=broad-except  (zstandard.ZstdError)
+    if type(e).__module__.startswith("zstandard"):
+      raise LmError(f"{path} is not a valid zst file ({e}); re-compress it "
+                    "or drop the extension if it is plain text.") from None
+    raise
+  return data
+
+
 def read_text(path: str, newline: str | None = None) -> str:
   """The text of file `path`, read as `decode_text` says.
 
@@ -141,7 +178,7 @@ def read_text(path: str, newline: str | None = None) -> str:
   keeps the file's exact line endings. Example: a file b"a\r\nb" ->
   "a\nb" (newline=None) or "a\r\nb" (newline="").
   """
-  text = decode_text(path, files.read_bytes(path))
+  text = decode_text(path, read_bytes(path))
   if newline is None and "\r" in text:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
   return text
@@ -296,6 +333,9 @@ def _open_text(uri: str, rest: str) -> FileSource:
     raise LmError(f"All {len(paths)} file(s) matching {pattern!r} are empty; "
                   "point the data URI at files with text.")
   for path in paths:  # binary files are refused now, not mid-tokenization
+    if path.lower().endswith(COMPRESSED):
+      check_not_binary(path, read_bytes(path)[:BINARY_SNIFF_BYTES])
+      continue
     with files.open(path, "rb") as f:
       check_not_binary(path, f.read(BINARY_SNIFF_BYTES))
   return FileSource(uri, paths, fraction)
@@ -495,17 +535,34 @@ def open_tfds_split(uri: str, rest: str, data_dir: str | None,
   return ds, name, split
 
 
+def open_split(uri: str, rest: str, data_dir: str | None,
+               example: str = "imdb_reviews"):
+  """`(split, name, split name)` of a `tfds:` URI (`open_tfds_split`) or an
+  `hf:` one (`lm.data.hf_datasets.open_split`), both read the same way:
+  `len`, `[i]` -> dict of fields, `dataset_info` (features, version)."""
+  if uri.startswith("hf:"):
+    return hf_datasets.open_split(uri, rest)
+  return open_tfds_split(uri, rest, data_dir, example=example)
+
+
+def dataset_label(uri: str) -> str:
+  """How sentences name the dataset of `uri`: "TFDS" or "Hugging Face"."""
+  return "Hugging Face" if uri.startswith("hf:") else "TFDS"
+
+
 def _open_tfds(uri: str, rest: str, field: str,
                data_dir: str | None) -> TfdsSource:
-  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`."""
-  ds, name, split = open_tfds_split(uri, rest, data_dir)
+  """`tfds:NAME[/CONFIG][:SPLIT]` through `tfds.data_source`, or `hf:...`
+  through `datasets` (see `open_split`)."""
+  ds, name, split = open_split(uri, rest, data_dir)
   features = sorted(ds[0].keys())
   if field not in features:
-    raise LmError(f"TFDS dataset {name!r} has no feature {field!r}; "
-                  f"available features are {features}; pick one with "
-                  "--config.data.field.")
+    raise LmError(f"{dataset_label(uri)} dataset {name!r} has no feature "
+                  f"{field!r}; available features are {features}; pick one "
+                  "with --config.data.field.")
   version = getattr(getattr(ds, "dataset_info", None), "version", None)
-  return TfdsSource(f"tfds:{name}:{split}", ds, field,
+  scheme = uri.partition(":")[0]
+  return TfdsSource(f"{scheme}:{name}:{split}", ds, field,
                     key=[name, split, str(version)])
 
 
