@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lm.data import pair_batches
-from lm.data.pair_batches import Columns, ContrastiveBatches, eval_batches, rows
+from lm.data.pair_batches import ContrastiveBatches, eval_batches, rows
 from lm.errors import LmError
 
 FRAME = dict(first=4, last=5, pad=0)
