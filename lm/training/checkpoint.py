@@ -82,6 +82,22 @@ def _quiet_abandoned_reads() -> None:
 
   hook._lm_quiet = True  # pylint: disable=protected-access
   sys.unraisablehook = hook
+  # The same abandoned reads, when their task is collected before it is
+  # awaited, reach asyncio's exception handler, which logs "Task exception
+  # was never retrieved" with the TensorStore error: dropped likewise.
+  asyncio_logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _WithoutAbandonedReads)
+             for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_WithoutAbandonedReads())
+
+
+class _WithoutAbandonedReads(logging.Filter):
+  """Drops asyncio's records of unretrieved TensorStore read errors."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (str(record.msg).startswith("Task exception was never retrieved")
+                and exc is not None and "tensorstore_spec=" in str(exc))
 
 
 class _WithoutOrbaxRecords(logging.Filter):

@@ -341,4 +341,5 @@ def test_tfds_unlabelled_split_and_bytes_tokens(monkeypatch):
 def test_tfds_unknown_dataset():
   assert "does not exist" in _error(open_records, "tfds:no_such_dataset_xyz",
                                     PAIR)
-  assert records.SCHEMES == ("jsonl", "csv", "tsv", "conll", "squad", "tfds")
+  assert records.SCHEMES == ("jsonl", "csv", "tsv", "conll", "squad", "tfds",
+                             "hf")

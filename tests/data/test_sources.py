@@ -238,7 +238,7 @@ def test_jsonl_empty_glob(tmp_path):
 # --- unknown scheme -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("uri", ["csv:data.csv", "data/input.txt", "hf:x"])
+@pytest.mark.parametrize("uri", ["csv:data.csv", "data/input.txt", "parquet:x"])
 def test_unknown_scheme_lists_supported_ones(uri):
   with pytest.raises(LmError) as e:
     open_source(uri)

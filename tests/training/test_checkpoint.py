@@ -103,3 +103,20 @@ def test_newest_intact_checkpoint_is_restored_and_damaged_ones_moved(tmp_path):
   assert writer.all_steps() == [1, 2]
   assert (tmp_path / "damaged_checkpoints" / "3" / "state").is_dir()
   writer.close()
+
+
+def test_unretrieved_tensorstore_read_errors_are_not_logged(caplog):
+  """The reads a damaged checkpoint abandons stay quiet even when asyncio
+  collects their tasks unretrieved; any other task error is still logged."""
+  import logging  # pylint: disable=g-import-not-at-top
+  from lm.training import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  checkpoint_lib._quiet_abandoned_reads()  # pylint: disable=protected-access
+  log = logging.getLogger("asyncio")
+  read = ValueError('NOT_FOUND: Error opening "zarr" driver [tensorstore_spec=\'{}\']')
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    log.error("Task exception was never retrieved\nfuture: <Task>",
+              exc_info=(ValueError, read, None))
+    assert not caplog.records
+    log.error("Task exception was never retrieved\nfuture: <Task>",
+              exc_info=(ValueError, ValueError("something else"), None))
+    assert len(caplog.records) == 1
