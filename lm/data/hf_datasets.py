@@ -30,7 +30,7 @@ from __future__ import annotations
 import types
 
 from lm import files
-from lm.errors import LmError
+from lm.errors import LmError, first_line
 
 _EXAMPLE = "hf:stanfordnlp/imdb:train"
 
@@ -90,7 +90,7 @@ def _from_dir(uri: str, path: str, split: str):
       ds = datasets.load_from_disk(files.expand(path))
     except Exception as e:  # pylint: disable=broad-except
       raise LmError(f"Data URI {uri!r}: {path} could not be loaded with "
-                    f"datasets.load_from_disk ({_first_line(e)}); write it "
+                    f"datasets.load_from_disk ({first_line(e)}); write it "
                     "again with save_to_disk.") from None
     if isinstance(ds, datasets.DatasetDict):
       if split not in ds:
@@ -109,7 +109,7 @@ def _from_dir(uri: str, path: str, split: str):
     return datasets.load_dataset("parquet", data_files=found, split="train")
   except Exception as e:  # pylint: disable=broad-except
     raise LmError(f"Data URI {uri!r}: the Parquet files in {path} could not "
-                  f"be read ({_first_line(e)}); check them.") from None
+                  f"be read ({first_line(e)}); check them.") from None
 
 
 def _from_hub(uri: str, name: str, split: str):
@@ -121,16 +121,10 @@ def _from_hub(uri: str, name: str, split: str):
     return datasets.load_dataset(repo, config, split=split)
   except Exception as e:  # pylint: disable=broad-except  (hub, network, split)
     raise LmError(f"Hugging Face dataset {name!r} split {split!r} could not "
-                  f"be loaded ({_first_line(e)}); check the name, config and "
+                  f"be loaded ({first_line(e)}); check the name, config and "
                   "split and the network (or set HF_HUB_OFFLINE=1 with the "
                   "dataset in the HF cache), or save it with save_to_disk and "
                   "pass that directory.") from None
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-  text = str(exc).strip().splitlines()
-  line = text[0] if text else type(exc).__name__
-  return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 def open_split(uri: str, rest: str) -> tuple[HfSplit, str, str]:

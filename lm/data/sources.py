@@ -68,7 +68,7 @@ from typing import Any
 
 from lm import files
 from lm.data import hf_datasets
-from lm.errors import LmError
+from lm.errors import LmError, first_line
 
 SCHEMES = ("pystdlib", "text", "jsonl", "tfds", "hf")
 
@@ -466,13 +466,6 @@ class TfdsSource(DocumentSource):
     return _hash([self.uri, self.field, self._key, self._len])
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-  """The first line of `str(exc)`, cut to `limit` characters."""
-  text = str(exc).strip().splitlines()
-  line = text[0] if text else type(exc).__name__
-  return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
 def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
   """Maps an exception from `tfds.data_source(name, split=split)` to an LmError.
 
@@ -486,7 +479,7 @@ def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
   if isinstance(exc, registered.DatasetNotFoundError):
     return LmError(f"TFDS dataset {name!r} does not exist; check the name "
                    "against `tfds.list_builders()`.")
-  reason = _first_line(exc)
+  reason = first_line(exc)
   if (isinstance(exc, (ValueError, KeyError))
       and re.search(r"split|config", reason, re.IGNORECASE)):
     return LmError(f"Could not open TFDS dataset {name!r} split {split!r} "

@@ -5,24 +5,16 @@ compressed text and JSON lines."""
 import gzip
 import json
 
-import pytest
 import zstandard
 
 from lm.data.records import open_records
 from lm.data.sources import open_source
-from lm.errors import LmError
-from tests.data.files import write as _write
+from tests.data.files import one_sentence as _error, write as _write
 
 QA = {"question": ("question", "text"), "context": ("context", "text"),
       "answers": ("answers", "answers"), "id": ("id", "text")}
 
 
-def _error(fn, *args) -> str:
-  with pytest.raises(LmError) as e:
-    fn(*args)
-  msg = str(e.value)
-  assert "\n" not in msg and msg.endswith(".")
-  return msg
 
 
 def test_headerless_csv_by_column_index_joins_text_columns(tmp_path):

@@ -12,7 +12,7 @@ datasets = pytest.importorskip("datasets")
 from lm.data.pairs import open_pairs  # pylint: disable=g-import-not-at-top
 from lm.data.records import open_records
 from lm.data.sources import open_source
-from lm.errors import LmError
+from tests.data.files import one_sentence as _error
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +60,6 @@ def test_contrastive_pairs(saved):
   assert pairs.anchors[0] == "a fine film" and pairs.positives[0] == "A FINE FILM"
 
 
-def _error(fn, *args, **kwargs) -> str:
-  with pytest.raises(LmError) as e:
-    fn(*args, **kwargs)
-  msg = str(e.value)
-  assert "\n" not in msg and msg.endswith(".")
-  return msg
 
 
 def test_hf_errors_are_one_sentence(saved, tmp_path, monkeypatch):

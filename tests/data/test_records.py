@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from lm.data import records
 from lm.data.records import KINDS, Records, open_records
 from lm.errors import LmError
-from tests.data.files import write as _write, write_jsonl as _write_jsonl
+from tests.data.files import one_sentence as _error, write as _write, write_jsonl as _write_jsonl
 
 PAIR = {"text": ("s1", "text"), "text_b": ("s2", "text"),
         "label": ("y", "label")}
@@ -19,12 +19,6 @@ QA = {"question": ("question", "text"), "context": ("context", "text"),
       "answers": ("answers", "answers"), "id": ("id", "text")}
 
 
-def _error(fn, *args, **kwargs) -> str:
-  with pytest.raises(LmError) as e:
-    fn(*args, **kwargs)
-  msg = str(e.value)
-  assert "\n" not in msg and msg.endswith(".")
-  return msg
 
 
 # --- Records ------------------------------------------------------------------
