@@ -43,7 +43,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from lm.errors import LmError
+from lm.errors import LmError, first_line
 
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -178,7 +178,34 @@ def scheme(path) -> str:
   return m.group(1) if m else ""
 
 
+_checked_schemes: set[str] = set()
+
+
+def _check_scheme(path: str) -> None:
+  """LmError when no installed fsspec backend reads `path`'s scheme (an
+  `s3://` path without `s3fs`), before any operation on it."""
+  name = scheme(path)
+  if name in _checked_schemes:
+    return
+  import fsspec  # pylint: disable=g-import-not-at-top  (slow import)
+  try:
+    fsspec.get_filesystem_class(name)
+  except (ImportError, ValueError) as e:
+    raise LmError(f"{path}: {name}:// paths cannot be read here ({e}); "
+                  "install that package, or use a gs:// or local path."
+                  ) from None
+  _checked_schemes.add(name)
+
+
+def _fs(path: str):
+  """(fsspec filesystem, path inside it) of the URI `path`."""
+  _check_scheme(path)
+  import fsspec  # pylint: disable=g-import-not-at-top
+  return fsspec.core.url_to_fs(path)
+
+
 def _epath(path):
+  _check_scheme(path)
   from etils import epath  # pylint: disable=g-import-not-at-top  (slow import)
   return epath.Path(path)
 
@@ -283,8 +310,7 @@ def glob(pattern: str, recursive: bool = True) -> list[str]:
   """The files `pattern` matches, sorted (`**` crosses directories). On a
   URI the pattern is fsspec's, e.g. "gs://b/corpus/*.txt"."""
   if is_uri(pattern):
-    import fsspec  # pylint: disable=g-import-not-at-top  (slow import)
-    fs, _ = fsspec.core.url_to_fs(pattern)
+    fs, _ = _fs(pattern)
     prefix = scheme(pattern) + "://"
     found = fs.glob(pattern)
     return sorted(prefix + p if not is_uri(p) else p for p in found
@@ -296,8 +322,7 @@ def glob(pattern: str, recursive: bool = True) -> list[str]:
 def walk_files(root: str) -> list[str]:
   """Every file under directory `root`, relative to it, sorted."""
   if is_uri(root):
-    import fsspec  # pylint: disable=g-import-not-at-top
-    fs, prefix = fsspec.core.url_to_fs(abspath(root))
+    fs, prefix = _fs(abspath(root))
     prefix = prefix.rstrip("/") + "/"
     return sorted(p[len(prefix):] for p in fs.find(prefix)
                   if p.startswith(prefix))
@@ -454,16 +479,12 @@ def check_bucket(path: str, what: str) -> None:
   reached (no credentials, no network); nothing is written. `what` names
   the setting ("--workdir")."""
   bucket = bucket_of(path)
+  fs, root = _fs(bucket)
   try:
-    import fsspec  # pylint: disable=g-import-not-at-top
-    fs, root = fsspec.core.url_to_fs(bucket)
     found = fs.exists(root)
-  except ImportError as e:
-    raise LmError(f"{what} {path} needs the package for {scheme(path)}:// "
-                  f"({e.name}); pip install gcsfs (it comes with lm).") from None
   except Exception as e:  # pylint: disable=broad-except  (auth, network, ...)
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    raise LmError(f"{what} {path}: cannot reach {bucket} ({first}); check "
+    raise LmError(f"{what} {path}: cannot reach {bucket} "
+                  f"({first_line(e)}); check "
                   "the credentials (gcloud auth application-default login, "
                   "or the VM's service account) or, for an emulator, "
                   "STORAGE_EMULATOR_HOST.") from None
@@ -485,8 +506,7 @@ def create_new(path: str, data: bytes) -> bool:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
     return True
-  import fsspec  # pylint: disable=g-import-not-at-top
-  fs, p = fsspec.core.url_to_fs(path)
+  fs, p = _fs(path)
   try:
     fs.pipe_file(p, data, mode="create")
   except FileExistsError:

@@ -29,6 +29,12 @@ def test_uri_paths_keep_their_scheme():
   assert files.bucket_of("gs://b/runs/q") == "gs://b"
 
 
+def test_a_scheme_no_installed_package_reads_is_one_sentence():
+  with pytest.raises(LmError, match=r"^nosuchfs://b/run: nosuchfs:// paths "
+                     r"cannot be read here \(.*\); install that package"):
+    files.exists("nosuchfs://b/run")
+
+
 def test_emulator_settings_derive_from_storage_emulator_host():
   env = {"STORAGE_EMULATOR_HOST": "127.0.0.1:9023",
          "EPATH_USE_TF": "true"}              # a user's own setting is kept
