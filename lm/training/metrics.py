@@ -170,13 +170,15 @@ class MetricsWriter:
     self._remote = files.is_uri(workdir)
     kept = []
     if files.exists(self.path):
-      for line in files.read_text(self.path, errors="replace").splitlines(True):
+      text = files.read_text(self.path, errors="replace")
+      for line in text.splitlines(True):
         try:
           if json.loads(line).get("step", 0) <= start_step:
             kept.append(line if line.endswith("\n") else line + "\n")
         except (json.JSONDecodeError, AttributeError):
           continue
-      files.write_text_atomic(self.path, "".join(kept))
+      if "".join(kept) != text:       # rewritten only when rows are dropped
+        files.write_text_atomic(self.path, "".join(kept))
     self._rows = kept                 # the whole file, for an object store
     self._file = None if self._remote else open(self.path, "a")
     self._flush_seconds = flush_seconds
