@@ -114,7 +114,7 @@ def _chunks(source: DocumentSource,
     yield chunk
 
 
-def _pack(encoded: Sequence[Sequence[int]], bos: int, eos: int,
+def pack_encoded(encoded: Sequence[Sequence[int]], bos: int, eos: int,
           dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
   """Concatenates `[bos] + ids + [eos]` for each id list.
 
@@ -147,7 +147,7 @@ def build_stream(source: DocumentSource, tokenizer: Tokenizer, *,
   dtype = token_dtype(tokenizer.vocab_size)
   parts, starts, offset = [], [], 0
   for chunk in _chunks(source, max_chars):
-    tokens, doc_starts = _pack(tokenizer.encode_batch(chunk),
+    tokens, doc_starts = pack_encoded(tokenizer.encode_batch(chunk),
                                tokenizer.bos_id, tokenizer.eos_id, dtype)
     parts.append(tokens)
     starts.append(doc_starts + offset)
