@@ -23,7 +23,7 @@ holds what the pretraining objectives share (`open_documents`,
 
 from __future__ import annotations
 
-from lm.data import sources
+from lm.data import indexed, sources, streaming
 from lm.models import build_model
 
 
@@ -32,8 +32,26 @@ def open_documents(config, uri: str):
   TFDS data_dir; None for an empty URI."""
   if not uri:
     return None
+  if (config.data.get("pipeline", "packed") == "stream"
+      and uri.partition(":")[0] in indexed.SCHEMES):
+    return indexed.open_indexed(uri, field=config.data.field,
+                                piece_bytes=config.data.piece_bytes)
   return sources.open_source(uri, field=config.data.field,
                              data_dir=config.data.data_dir or None)
+
+
+def streamed(config) -> bool:
+  """Whether the config asks for the streaming pipeline (`data.pipeline`)."""
+  return config.data.get("pipeline", "packed") == "stream"
+
+
+def stream_corpus(config, source, tokenizer, cache_dir):
+  """`lm.data.streaming.StreamCorpus` of `source` with the config's workers
+  and threads (the offset index of a text:/jsonl: source is cached in
+  `cache_dir`)."""
+  return streaming.StreamCorpus(source, tokenizer, cache_dir=cache_dir,
+                                workers=config.data.workers,
+                                threads=config.data.threads)
 
 
 def build_backbone(model_cfg):

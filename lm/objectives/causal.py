@@ -12,11 +12,12 @@ import functools
 import jax.numpy as jnp
 import ml_collections
 
-from lm.data import packing, pipeline
+from lm.data import packing, pipeline, streaming
 from lm.errors import LmError
 from lm.generation.text import context_length, generate_text
 from lm.models import flops
-from lm.objectives import build_backbone, open_documents
+from lm.objectives import (build_backbone, open_documents, stream_corpus,
+                           streamed)
 from lm.objectives.losses import token_cross_entropy
 from lm.training.objective import Objective
 
@@ -91,25 +92,40 @@ class CausalLM(Objective):
                     "objective 'mlm'.")
 
   def open_data(self, source, tokenizer, cache_dir, max_chars):
+    if streamed(self.config):
+      return stream_corpus(self.config, source, tokenizer, cache_dir)
     return packing.cached_stream(source, tokenizer, cache_dir,
                                  max_chars=max_chars)
 
-  def train_batches(self, stream, process_index: int, process_count: int):
+  def train_batches(self, stream, process_index: int, process_count: int,
+                    data_state: dict | None = None):
     c = self.config
+    if streamed(c):
+      return streaming.StreamBatches(
+          stream, global_batch_size=c.batch_size, seq_len=c.seq_len,
+          seed=c.seed, mode=c.data.sampling, process_index=process_index,
+          process_count=process_count, data_state=data_state)
     return pipeline.TrainBatches(
         stream, global_batch_size=c.batch_size, seq_len=c.seq_len, seed=c.seed,
         mode=c.data.sampling, process_index=process_index,
         process_count=process_count)
 
   def eval_batches(self, stream, batch_size: int, max_batches: int | None):
+    if streamed(self.config):
+      return streaming.eval_batches(stream, batch_size=batch_size,
+                                    seq_len=self.config.seq_len,
+                                    max_batches=max_batches)
     return pipeline.eval_batches(stream, batch_size=batch_size,
                                  seq_len=self.config.seq_len,
                                  max_batches=max_batches)
 
   def data_settings(self) -> dict:
     c = self.config
-    return {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
-            "sampling": c.data.sampling}
+    out = {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
+           "sampling": c.data.sampling}
+    if streamed(c):   # recorded only when set: older runs keep matching
+      out.update(pipeline="stream", piece_bytes=c.data.piece_bytes)
+    return out
 
   def flops_per_token(self, model_cfg, n_params: int) -> float:
     """6·N + attention (none for the LSTM); N leaves out lookups."""

@@ -285,7 +285,9 @@ class Contrastive(Objective):
                     "data.train at text.")
     return Tokenized(cols, None, **frame)
 
-  def train_batches(self, data, process_index: int, process_count: int):
+  def train_batches(self, data, process_index: int, process_count: int,
+                    data_state: dict | None = None):
+    del data_state  # batches are a pure function of the step
     c = self.config
     names = data.cols.names
     if not self.unsupervised:

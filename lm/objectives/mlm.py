@@ -195,7 +195,9 @@ class MaskedLM(Objective):
                 whole_word=m.whole_word, max_predictions=m.max_predictions,
                 short_seq_prob=m.short_seq_prob)
 
-  def train_batches(self, corpus, process_index: int, process_count: int):
+  def train_batches(self, corpus, process_index: int, process_count: int,
+                    data_state: dict | None = None):
+    del data_state  # batches are a pure function of the step
     c = self.config
     return nsp_lib.MlmBatches(
         corpus.stream, corpus.tokenizer, global_batch_size=c.batch_size,

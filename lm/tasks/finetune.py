@@ -277,7 +277,8 @@ class Task(Objective):
     return TaskData(arrays, source)
 
   def train_batches(self, data: TaskData, process_index: int,
-                    process_count: int):
+                    process_count: int, data_state: dict | None = None):
+    del data_state  # batches are a pure function of the step
     c = self.config
     return pipeline.RowBatches(
         {k: data.arrays[k] for k in self.train_keys},

@@ -67,6 +67,12 @@ def engine_config() -> ml_collections.ConfigDict:
   c.data.max_chars = 0       # cap on corpus characters read (0 = all)
   c.data.sampling = "shuffle"  # "shuffle" windows per epoch or "random" offsets
   c.data.segment_mask = True   # attend only within a packed document
+  # "packed": tokenize the corpus once into WORKDIR/data, cut rows from it;
+  # "stream": read and tokenize documents while training (lm.data.streaming)
+  c.data.pipeline = "packed"
+  c.data.workers = 0         # stream: Grain worker processes (0 = none)
+  c.data.threads = 2         # stream: reading threads in each process
+  c.data.piece_bytes = 16384  # stream: text: files are cut into such pieces
   c.data.tokenizer = ml_collections.ConfigDict()
   c.data.tokenizer.path = ""   # a .model to load; "" = train one in the workdir
   c.data.tokenizer.vocab_size = 4096
@@ -136,6 +142,14 @@ def validate(config: ml_collections.ConfigDict,
   if config.data.sampling not in ("shuffle", "random"):
     raise LmError(f"config.data.sampling={config.data.sampling!r} must be "
                   "'shuffle' or 'random'.")
+  if config.data.pipeline not in ("packed", "stream"):
+    raise LmError(f"config.data.pipeline={config.data.pipeline!r} must be "
+                  "'packed' or 'stream'.")
+  if config.data.pipeline == "stream" and config.data.max_chars:
+    raise LmError("config.data.max_chars does not apply to "
+                  "data.pipeline='stream', which reads documents in a "
+                  "shuffled order; slice the data URI instead (e.g. "
+                  "'jsonl:data/*.jsonl[:10%]') or set data.max_chars=0.")
   if config.optimizer.schedule not in ("cosine", "linear", "constant"):
     raise LmError(f"config.optimizer.schedule={config.optimizer.schedule!r} "
                   "must be 'cosine', 'linear' or 'constant'.")

@@ -190,7 +190,7 @@ def _resolved(config, model_cfg, tok, objective, train_data,
   """What `config.json` and every checkpoint record of the run."""
   batch = dict(objective.data_settings())
   if train_data is not None:
-    batch["train_tokens"] = int(len(train_data.tokens))
+    batch.update(objective.data_record(train_data)[0])
   return {
       "config": json.loads(config.to_json_best_effort()),
       "model": dataclasses.asdict(model_cfg),
@@ -345,7 +345,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
                     f"{data_state.get('step')} but state step {start}; the "
                     "checkpoint is inconsistent, move that step directory aside.")
   else:
-    latest = None
+    latest, data_state = None, None
     if preempted.signalled:
       ckpt.close()
       return _stopped_before_start(workdir, None, say_main)
@@ -377,8 +377,9 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
       run.model, objective.loss, tx, schedule, c.seed, mesh, rules, shardings,
       accum_steps=c.grad_accum_steps, summarize=objective.summarize,
       count=count)
-  batches = objective.train_batches(run.train_data, jax.process_index(),
-                                    jax.process_count())
+  batches = objective.train_batches(
+      run.train_data, jax.process_index(), jax.process_count(),
+      data_state=data_state)
   bsharding = sharding_lib.batch_sharding(mesh)
   if preempted.signalled:
     ckpt.close()
@@ -395,7 +396,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
       "parameters, vocab "
       f"{run.model_cfg.vocab_size}, mesh {dict(mesh.shape)}; "
       f"{'resuming at step ' + str(start) if start else 'starting'}; "
-      f"train corpus {len(run.train_data.tokens):,} tokens")
+      f"train corpus {objective.data_record(run.train_data)[1]}")
 
   if is_main and start == 0:
     lines = sharding_lib.describe(shardings.params, abstract.params)
@@ -520,6 +521,9 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
         writer.text("sample", report, done)
   finally:
     bar.close()
+    close = getattr(batches, "close", None)   # streamed input's workers
+    if close is not None:
+      close()
     try:
       ckpt.wait()
     except Exception:  # pylint: disable=broad-except

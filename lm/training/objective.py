@@ -88,12 +88,19 @@ class Objective(abc.ABC):
 
   @abc.abstractmethod
   def open_data(self, source, tokenizer, cache_dir: str, max_chars):
-    """The tokenized, disk-cached form of a source; has `.tokens`."""
+    """The tokenized, disk-cached form of a source (with `.tokens`), or a
+    streamed one (`lm.data.streaming.StreamCorpus`, see `data_record`)."""
 
   @abc.abstractmethod
-  def train_batches(self, data, process_index: int, process_count: int):
-    """`.batch(step)` (this process's rows, a pure function of the step),
-    `.epoch(step)` and `.state(step)`, as `lm.data.pipeline.TrainBatches`."""
+  def train_batches(self, data, process_index: int, process_count: int,
+                    data_state: dict | None = None):
+    """`.batch(step)` (this process's rows), `.epoch(step)` and
+    `.state(step)` (the JSON data position a checkpoint stores), as
+    `lm.data.pipeline.TrainBatches`. The engine asks for consecutive steps
+    from the start step; `data_state` is the checkpoint's `.state` when
+    resuming (None for a fresh run): step-indexed batches, a pure function
+    of the step, ignore it, streamed ones (`lm.data.streaming`) continue
+    from it."""
 
   @abc.abstractmethod
   def eval_batches(self, data, batch_size: int,
@@ -108,6 +115,17 @@ class Objective(abc.ABC):
   @abc.abstractmethod
   def flops_per_token(self, model_cfg, n_params: int) -> float:
     """Training FLOPs per input token, for MFU."""
+
+  def data_record(self, data) -> tuple[dict, str]:
+    """What the run records of its training data (in `config.json`'s
+    `batch`, checked on resume) and how the start line describes it; by
+    default its token count. Example: ({"train_tokens": 1234}, "1,234
+    tokens")."""
+    record = getattr(data, "record", None)
+    if record is not None:   # streamed data: documents, not tokens
+      return record(), data.describe()
+    n = int(len(data.tokens))
+    return {"train_tokens": n}, f"{n:,} tokens"
 
   def evaluate(self, data, eval_fn, params, mesh, *, batch_size: int,
                max_batches: int | None) -> dict | None:
