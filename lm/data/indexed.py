@@ -50,41 +50,44 @@ from lm.data.sources import (BINARY_SNIFF_BYTES, COMPRESSED, DocumentSource,
 from lm.errors import LmError
 
 SCHEMES = ("text", "jsonl")
-_BLOCK = 16 << 20       # bytes read per scan step
-_THREADS = 16           # files scanned at once
+_BLOCK = 4 << 20        # bytes read per scan step
+_THREADS = 8            # files scanned at once
 
 
 def _scan(path: str, every: int | None) -> np.ndarray:
   """Line-start offsets of file `path`: every line start (`every` None), or
   0 and then the first line start at least `every` bytes after the last
   one taken. Offsets equal to the file size (after a final newline) are
-  left out.
+  left out. The file is read once, in blocks; memory stays at a block.
 
   Example: b"ab\\ncd\\nef\\n" -> [0, 3, 6] (every None); with every=4 ->
   [0, 6].
   """
   found = [np.zeros(1, np.int64)]
-  target = every
+  target = every      # the next piece starts at the first line start >= it
   offset = 0
   with files.open(path, "rb") as f:
     while True:
       block = f.read(_BLOCK)
       if not block:
         break
-      starts = (np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
-                .astype(np.int64) + offset + 1)
-      offset += len(block)
       if every is None:
-        found.append(starts)
-        continue
-      picked = []
-      while True:
-        j = int(np.searchsorted(starts, target))
-        if j == len(starts):
-          break
-        picked.append(int(starts[j]))
-        target = picked[-1] + every
-      found.append(np.asarray(picked, np.int64))
+        found.append(np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+                     .astype(np.int64) + offset + 1)
+      else:
+        picked = []
+        at = max(target - offset - 1, 0)   # a newline at target - 1 counts
+        while True:
+          nl = block.find(b"\n", at)
+          if nl < 0:
+            break
+          picked.append(offset + nl + 1)
+          target = picked[-1] + every
+          at = target - offset - 1
+          if at >= len(block):
+            break
+        found.append(np.asarray(picked, np.int64))
+      offset += len(block)
   out = np.concatenate(found)
   return out[out < offset] if offset else out[:0]
 

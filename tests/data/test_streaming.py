@@ -178,7 +178,7 @@ def test_jsonl_index_reads_each_line_and_caches(tmp_path):
                                                    for i in range(10, 20)]
 
 
-def test_text_pieces_cut_at_line_starts_and_slices(tmp_path):
+def test_text_pieces_cut_at_line_starts_and_slices(tmp_path, monkeypatch):
   text = "".join(f"line {i:03d}\n" for i in range(100))   # 9 bytes a line
   (tmp_path / "t.txt").write_text(text)
   src = indexed.open_indexed(f"text:{tmp_path}/t.txt", piece_bytes=40)
@@ -186,6 +186,10 @@ def test_text_pieces_cut_at_line_starts_and_slices(tmp_path):
   assert "".join(pieces) == text
   assert all(p.endswith("\n") for p in pieces)
   assert all(len(p) >= 40 for p in pieces[:-1])
+  monkeypatch.setattr(indexed, "_BLOCK", 7)   # pieces span read blocks
+  small = indexed.open_indexed(f"text:{tmp_path}/t.txt", piece_bytes=40)
+  assert [small[i] for i in range(len(small))] == pieces
+  monkeypatch.undo()
   head = indexed.open_indexed(f"text:{tmp_path}/t.txt[:90%]", piece_bytes=40)
   tail = indexed.open_indexed(f"text:{tmp_path}/t.txt[90%:]", piece_bytes=40)
   assert ("".join(head[i] for i in range(len(head)))
