@@ -45,6 +45,8 @@ _FULL = flags.DEFINE_bool("full", False, "Evaluate the whole split (default: "
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per batch (0 = the run's batch_size).")
 _BEST = flags.DEFINE_bool("best", False, "Use the best checkpoint by the run's "
                           "eval metric (default: the latest).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for a tfds: "
+                                "--data (default: the run's data.data_dir).")
 _STS = flags.DEFINE_string("sts", None, "Contrastive runs: scored pairs for "
                            "Spearman (default: the run's contrastive.sts).")
 
@@ -57,7 +59,7 @@ _COUNTED = {"mlm": "masked predictions", "contrastive": "pairs",
 def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = None,
                      max_batches: int | None = None, batch_size: int = 0,
                      sts: str | None = None, best: bool = False,
-                     full: bool = False) -> dict:
+                     full: bool = False, data_dir: str | None = None) -> dict:
   """The metrics of a trained run's checkpoint on a split, as
   `{"data", "step", "objective", <metric>: value, ..., <counted>: n,
   "batches": n, "counted", "scope", "path"}`: `counted` names what the
@@ -65,7 +67,8 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   were evaluated.
 
   `max_batches` None evaluates as the run did (`config.eval_steps`); 0, or
-  `full`, the whole split; N the first N batches.
+  `full`, the whole split; N the first N batches. `data_dir` replaces the
+  run's TFDS `data.data_dir`.
   """
   from lm import files
   from lm.errors import LmError
@@ -88,6 +91,8 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   else:
     scope = (f"--max_batches={max_batches}" if max_batches
              else "the whole split")
+  if data_dir is not None:
+    c.data.data_dir = data_dir
   uri = data or c.data.eval
   c.data.eval = uri       # what the objective reads (imported runs: no train)
   if sts is not None:
@@ -132,10 +137,12 @@ def main(argv):
   if not _WORKDIR.value:
     common.fail("--workdir is required: the directory of a trained run.")
   common.quiet_logs()
+  from lm.data import sources  # pylint: disable=g-import-not-at-top
+  sources.data_dir_flag = "--data_dir"   # what TFDS sentences tell users
   with common.user_errors():
     r = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value,
                          _MAX_BATCHES.value, _BATCH.value, _STS.value,
-                         _BEST.value, _FULL.value)
+                         _BEST.value, _FULL.value, _DATA_DIR.value)
   print(summary_line(r), flush=True)
 
 

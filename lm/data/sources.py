@@ -59,6 +59,7 @@ import io
 import json
 import os
 import re
+import socket
 import sys
 import sysconfig
 import threading
@@ -466,6 +467,37 @@ class TfdsSource(DocumentSource):
     return _hash([self.uri, self.field, self._key, self._len])
 
 
+# The flag that sets the TFDS data_dir in the command that is running (each
+# entry point sets its own); error sentences name it.
+data_dir_flag = "--config.data.data_dir"
+# Where `network_reachable` checks for a network: TFDS's own bucket, or
+# HOST:PORT from $LM_NETWORK_PROBE (a machine that reaches the internet
+# only through a known mirror).
+NETWORK_PROBE = "storage.googleapis.com:443"
+
+
+def network_reachable(timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to the probe address opens within `timeout`
+  s (a download could start); False offline, in seconds, not minutes."""
+  host, _, port = os.environ.get("LM_NETWORK_PROBE",
+                                 NETWORK_PROBE).rpartition(":")
+  try:
+    socket.create_connection((host, int(port)), timeout=timeout).close()
+    return True
+  except (OSError, ValueError):
+    return False
+
+
+def not_prepared_error(name: str, data_dir: str | None) -> LmError:
+  """The sentence for a TFDS dataset that is not prepared in `data_dir` and
+  cannot be downloaded here."""
+  where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+  return LmError(f"TFDS dataset {name!r} is not prepared in {where} and "
+                 "this machine has no network to download it; run `tfds "
+                 f"build {name} --file_format=array_record` on a machine "
+                 f"with network and pass its data_dir with {data_dir_flag}.")
+
+
 def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
   """Maps an exception from `tfds.data_source(name, split=split)` to an LmError.
 
@@ -487,7 +519,7 @@ def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
   return LmError(f"TFDS dataset {name!r} could not be downloaded or prepared "
                  f"({reason}); prepare it with `tfds build {name} "
                  "--file_format=array_record` on a machine with network and "
-                 "pass its data_dir (--config.data.data_dir).")
+                 f"pass its data_dir with {data_dir_flag}.")
 
 
 def _register_tfds_builders() -> None:
@@ -499,6 +531,15 @@ def _register_tfds_builders() -> None:
       importlib.import_module(f"tensorflow_datasets.{package}")
     except ImportError:
       pass
+
+
+def _tfds_prepared(tfds, name: str, data_dir: str | None) -> bool:
+  """Whether TFDS finds `name` prepared in `data_dir` (True when even the
+  builder fails: then the real error is the one to report)."""
+  try:
+    return bool(tfds.builder(name, data_dir=data_dir).is_prepared())
+  except Exception:  # pylint: disable=broad-except
+    return True
 
 
 def open_tfds_split(uri: str, rest: str, data_dir: str | None,
@@ -515,11 +556,24 @@ def open_tfds_split(uri: str, rest: str, data_dir: str | None,
     raise LmError(f"Data URI {uri!r} names no TFDS dataset; write e.g. "
                   f"'tfds:{example}:train'.")
   import tensorflow_datasets as tfds  # lazy: only tfds: URIs need it
+  from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
   _register_tfds_builders()
   if data_dir:
     data_dir = files.expand(data_dir)
   try:
-    ds = tfds.data_source(name, split=split, data_dir=data_dir)
+    try:   # a prepared dataset opens without touching the network
+      ds = tfds.data_source(name, split=split, data_dir=data_dir,
+                            download=False)
+    except registered.DatasetNotFoundError:
+      raise
+    except Exception:  # pylint: disable=broad-except
+      # Not prepared: without a network TFDS would retry its downloads for
+      # minutes before failing, so that is said now.
+      if not _tfds_prepared(tfds, name, data_dir) and not network_reachable():
+        raise not_prepared_error(name, data_dir) from None
+      ds = tfds.data_source(name, split=split, data_dir=data_dir)
+  except LmError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     raise tfds_error(name, split, e) from None
   if len(ds) == 0:

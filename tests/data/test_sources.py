@@ -2,7 +2,9 @@
 
 import json
 import os
+import socket
 import sysconfig
+import time
 
 import pytest
 import tensorflow_datasets as tfds
@@ -10,6 +12,7 @@ import tensorflow_datasets as tfds
 from lm.data import sources
 from lm.data.sources import open_source
 from lm.errors import LmError
+from tests.data.files import one_sentence
 
 
 def _write(path, text):
@@ -296,6 +299,7 @@ def test_tfds_download_failure_is_one_clear_sentence(monkeypatch, tmp_path):
     raise ConnectionError("Failed to resolve 'storage.googleapis.com'\n"
                           "(many more lines of traceback text)")
   monkeypatch.setattr(tfds, "data_source", fail)
+  monkeypatch.setattr(sources, "network_reachable", lambda: True)
   with pytest.raises(LmError) as e:
     open_source("tfds:tiny_shakespeare", data_dir=str(tmp_path))
   msg = str(e.value)
@@ -304,6 +308,27 @@ def test_tfds_download_failure_is_one_clear_sentence(monkeypatch, tmp_path):
   assert "many more lines" not in msg and "\n" not in msg
   assert "tfds build tiny_shakespeare --file_format=array_record" in msg
   assert "data_dir" in msg
+
+
+def _closed_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_tfds_not_prepared_offline_fails_in_seconds(monkeypatch, tmp_path):
+  monkeypatch.setenv("LM_NETWORK_PROBE", f"127.0.0.1:{_closed_port()}")
+  assert not sources.network_reachable()
+  start = time.monotonic()
+  msg = one_sentence(open_source, "tfds:tiny_shakespeare",
+                     data_dir=str(tmp_path))
+  assert time.monotonic() - start < 30
+  assert "not prepared in" in msg and str(tmp_path) in msg
+  assert "--config.data.data_dir" in msg
+  assert "tfds build tiny_shakespeare --file_format=array_record" in msg
+  monkeypatch.setattr(sources, "data_dir_flag", "--data_dir")
+  assert "with --data_dir." in one_sentence(
+      open_source, "tfds:tiny_shakespeare", data_dir=str(tmp_path))
 
 
 def test_tfds_error_mapping_for_bad_config():
@@ -328,8 +353,9 @@ def test_tfds_error_mapping_for_bad_split_and_wrong_format():
 def test_tfds_passes_data_dir(monkeypatch, tmp_path):
   seen = {}
 
-  def fake(name, split, data_dir):
+  def fake(name, split, data_dir, download=True):
     seen.update(name=name, split=split, data_dir=data_dir)
+    assert not download   # a prepared dataset never downloads
     return [{"text": b"hello", "label": 0}]
   monkeypatch.setattr(tfds, "data_source", fake)
   src = open_source("tfds:imdb_reviews/plain_text:test[10%:]",

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -152,6 +153,21 @@ def test_sample_cli_bad_input(workdir, args, needle):
   assert r.returncode == 2, r.stderr[-2000:]
   lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
   assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_evaluate_on_an_unprepared_tfds_dataset_offline_names_its_flag(
+    workdir, tmp_path, monkeypatch):
+  with socket.socket() as s:     # a port nothing listens on: no network
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  monkeypatch.setenv("LM_NETWORK_PROBE", f"127.0.0.1:{port}")
+  r = cli("launch.evaluate", f"--workdir={workdir}",
+          "--data=tfds:tiny_shakespeare:test", f"--data_dir={tmp_path}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1, r.stderr
+  assert "is not prepared in" in lines[0] and str(tmp_path) in lines[0]
+  assert lines[0].endswith("with --data_dir."), lines[0]
 
 
 @pytest.mark.parametrize("module", ["launch.sample", "launch.evaluate"])
