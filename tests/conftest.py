@@ -40,6 +40,7 @@ _LONG_FILES = (
     "tests/reliability/test_interruptions.py",
     "tests/reliability/test_checkpoints.py",
     "tests/training/test_runlocal_golden.py",
+    "tests/training/test_stream_runs.py",
     "tests/interop/test_hf_workdir.py",
     "tests/cloud/test_gcs_runs.py",
     "tests/generation/test_decode.py",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lm.training.checkpoint import Checkpointer
 from tests.cli import ROOT
@@ -59,13 +60,22 @@ def _train(args, patch=None, env=None):
   return finish(proc)
 
 
-def test_kill_9_resume_is_bitwise_and_workers_change_nothing(tmp_path):
-  glob = _corpus(tmp_path)
-  ref = str(tmp_path / "ref")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """(corpus glob, workdir) of an uninterrupted one-process run."""
+  tmp = tmp_path_factory.mktemp("stream")
+  glob = _corpus(tmp)
+  ref = str(tmp / "ref")
   rc, out, err = _train(_args(ref, glob))
   assert_clean(rc, out, err)
   assert "documents, streamed" in out
   assert "eval loss" in out
+  return glob, ref
+
+
+def test_kill_9_resume_is_bitwise_and_workers_change_nothing(reference,
+                                                             tmp_path):
+  glob, ref = reference
   # killed while checkpoint 6 is half written, then resumed with two
   # Grain worker processes reading ahead
   run = str(tmp_path / "run")
@@ -82,11 +92,9 @@ def test_kill_9_resume_is_bitwise_and_workers_change_nothing(tmp_path):
           if n.startswith("index-")]
 
 
-def test_two_processes_then_one_see_the_same_global_batches(tmp_path):
-  glob = _corpus(tmp_path)
-  single = str(tmp_path / "single")
-  rc, out, err = _train(_args(single, glob))
-  assert_clean(rc, out, err)
+def test_two_processes_then_one_see_the_same_global_batches(reference,
+                                                            tmp_path):
+  glob, single = reference
   multi = tmp_path / "multi"
   multi.mkdir()
   (multi / "tokenizer.model").write_bytes(
