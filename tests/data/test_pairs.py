@@ -432,7 +432,7 @@ def test_tfds_mock_snli_scored_pairs_and_errors():
 def test_tfds_decodes_bytes_and_numpy_scalars(monkeypatch, tmp_path):
   seen = {}
 
-  def fake(name, split, data_dir):
+  def fake(name, split, data_dir, download=True):
     seen.update(name=name, split=split, data_dir=data_dir)
     return [{"s1": "caf\u00e9".encode(), "s2": np.array(b"two"),
              "label": np.float32(0.5)},

@@ -298,7 +298,7 @@ def test_tfds_squad_mock():
 
 def _fake_source(monkeypatch, examples):
   monkeypatch.setattr(tfds, "data_source",
-                      lambda name, split, data_dir: examples)
+                      lambda name, split, data_dir, download=True: examples)
 
 
 def test_tfds_squad_answers_bytes_and_context_check(monkeypatch):
