@@ -224,8 +224,8 @@ def test_freeze_backbone_zero_gradients(cfg, head, pooling):
     assert not np.any(np.asarray(g)), path
   for path, g in _flat(g_frozen["head"]).items():
     assert np.any(np.asarray(g)), path
-    np.testing.assert_allclose(g, _flat(g_free["head"])[path], rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(g, _flat(g_free["head"])[path], rtol=1e-4,
+                               atol=1e-6)  # two programs, rounded apart
   # Without freezing, the backbone does learn (e.g. the token embedding and,
   # for the pooler head, the pooler).
   assert np.any(np.asarray(g_free["backbone"]["token_embed"]["embedding"]))
