@@ -135,10 +135,11 @@ def _truncate(a: int, b: int, limit: int) -> tuple[int, int]:
   return a - rest // 2, b - (rest + 1) // 2
 
 
-class _Builder:
+class RowBuilder:
   """Builds rows (see the module docstring) from chunk indices and rngs."""
 
-  def __init__(self, stream: SegmentStream, tokenizer: Any, *, seq_len: int,
+  def __init__(self, stream: SegmentStream | None, tokenizer: Any, *,
+               seq_len: int,
                nsp: bool, mask_rate: float, mask_token_rate: float,
                random_token_rate: float, whole_word: bool,
                max_predictions: int, short_seq_prob: float):
@@ -159,7 +160,7 @@ class _Builder:
       raise LmError(f"seq_len {seq_len} is too short for masked-LM rows "
                     f"({'[CLS] A [SEP] B [SEP]' if nsp else '[CLS] X [SEP]'} "
                     f"needs at least {min_len}); raise --config.seq_len.")
-    if nsp and stream.n_docs < 2:
+    if stream is not None and nsp and stream.n_docs < 2:
       raise LmError(f"Next-sentence prediction needs at least two documents, "
                     f"but the corpus has {stream.n_docs}; add data (or split "
                     "it with --config.mlm.documents=blank_lines) or set "
@@ -168,10 +169,11 @@ class _Builder:
     self.seq_len = int(seq_len)
     self.nsp = bool(nsp)
     self.max_len = max_tokens(seq_len, nsp)
-    self.chunks = make_chunks(stream, self.max_len)
-    if not self.chunks.shape[0]:
-      raise LmError("The corpus has no document with at least 2 tokens; use "
-                    "a larger corpus (--config.data.train).")
+    if stream is not None:   # None: rows from segment data given per call
+      self.chunks = make_chunks(stream, self.max_len)
+      if not self.chunks.shape[0]:
+        raise LmError("The corpus has no document with at least 2 tokens; "
+                      "use a larger corpus (--config.data.train).")
     self.mask_rate = float(mask_rate)
     self.mask_token_rate = float(mask_token_rate)
     self.random_token_rate = float(random_token_rate)
@@ -191,9 +193,6 @@ class _Builder:
     if whole_word:
       self.tables = (masking.word_start_table(tokenizer),
                      masking.standalone_table(tokenizer))
-    self.tokens = stream.tokens
-    self.seg_starts = np.asarray(stream.seg_starts, np.int64)
-    self.doc_starts = np.asarray(stream.doc_starts, np.int64)
 
   @property
   def n_chunks(self) -> int:
@@ -213,19 +212,34 @@ class _Builder:
       out["inputs"][:] = self.pad_id
     return out
 
-  def _span(self, first: int, end: int, keep_last: bool = False) -> np.ndarray:
-    """Tokens of segments [first, end), at most max_len of them (the first
-    ones, or the last ones with `keep_last`; truncation never needs more)."""
-    lo, hi = int(self.seg_starts[first]), int(self.seg_starts[end])
+  def _span(self, first: int, end: int, keep_last: bool = False,
+            data=None) -> np.ndarray:
+    """Tokens of segments [first, end) of `data` (the stream by default),
+    at most max_len of them (the first ones, or the last ones with
+    `keep_last`; truncation never needs more)."""
+    data = self.stream if data is None else data
+    ss = data.seg_starts
+    lo, hi = int(ss[first]), int(ss[end])
     if hi - lo > self.max_len:
       lo, hi = (hi - self.max_len, hi) if keep_last else (lo, lo + self.max_len)
-    return np.asarray(self.tokens[lo:hi], np.int32)
+    return np.asarray(data.tokens[lo:hi], np.int32)
 
-  def _pair(self, c: int, rng: np.random.Generator
+  def _other(self, d: int, rng: np.random.Generator):
+    """(segment data, document) of the random B: a uniform other document
+    of the stream."""
+    n_docs = self.stream.n_docs
+    other = int(rng.integers(0, n_docs - 1))
+    return self.stream, other + (other >= d)
+
+  def pair(self, chunk, rng: np.random.Generator, data=None, other=None
             ) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """(A, B or None without NSP, nsp label) for chunk `c`."""
-    d, first, end = (int(x) for x in self.chunks[c])
-    ss = self.seg_starts
+    """(A, B or None without NSP, nsp label) for `chunk` = (document, first
+    segment, end segment) of `data` (the stream by default); `other(d, rng)`
+    picks the segment data and document of a random B (`_other` by
+    default)."""
+    data = self.stream if data is None else data
+    d, first, end = (int(x) for x in chunk)
+    ss = np.asarray(data.seg_starts, np.int64)
     target = self.max_len
     if rng.random() < self.short_seq_prob and self.max_len > 2:
       target = int(rng.integers(2, self.max_len))
@@ -233,31 +247,36 @@ class _Builder:
     cum = ss[first + 1:end + 1] - ss[first]
     k = min(int(np.searchsorted(cum, max(target, 2), "left")) + 1, end - first)
     if not self.nsp:
-      return self._span(first, first + k), None, 0
+      return self._span(first, first + k, data=data), None, 0
     if k >= 2:
       a_end = first + int(rng.integers(1, k))
-      a = self._span(first, a_end, keep_last=True)
-      rest = self._span(a_end, first + k)
+      a = self._span(first, a_end, keep_last=True, data=data)
+      rest = self._span(a_end, first + k, data=data)
     else:
-      seg = np.asarray(self.tokens[int(ss[first]):int(ss[first + 1])],
+      seg = np.asarray(data.tokens[int(ss[first]):int(ss[first + 1])],
                        np.int32)
       cut = int(rng.integers(1, seg.shape[0]))
       a, rest = seg[max(0, cut - self.max_len):cut], seg[cut:cut + self.max_len]
     if rng.random() < 0.5:
       return a, rest, 0
-    n_docs = self.doc_starts.shape[0] - 1
-    other = int(rng.integers(0, n_docs - 1))
-    other += other >= d
-    lo, hi = int(self.doc_starts[other]), int(self.doc_starts[other + 1])
+    odata, o = (other or self._other)(d, rng)
+    oss = np.asarray(odata.seg_starts, np.int64)
+    lo, hi = int(odata.doc_starts[o]), int(odata.doc_starts[o + 1])
     start = int(rng.integers(lo, hi))
     need = max(target - a.shape[0], 1)
-    stop = int(np.searchsorted(ss, ss[start] + need, "left"))
-    return a, self._span(start, min(max(stop, start + 1), hi)), 1
+    stop = int(np.searchsorted(oss, oss[start] + need, "left"))
+    return a, self._span(start, min(max(stop, start + 1), hi), data=odata), 1
 
   def fill(self, out: dict[str, np.ndarray], r: int, c: int,
            rng: np.random.Generator) -> None:
     """Writes the instance of chunk `c` into row `r` of `out` (from `empty`)."""
-    a, b, label = self._pair(c, rng)
+    self.write(out, r, self.pair(self.chunks[c], rng), rng)
+
+  def write(self, out: dict[str, np.ndarray], r: int, pair,
+            rng: np.random.Generator) -> None:
+    """Writes the row of `pair` = (A, B or None, label), masked with `rng`,
+    into row `r` of `out`."""
+    a, b, label = pair
     if b is None:
       n_a = min(a.shape[0], self.max_len)
       n_b = 0
@@ -323,7 +342,7 @@ class MlmBatches:
     if int(seed) < 0:
       raise LmError(f"The data seed must be non-negative, got {seed}; set "
                     "--config.seed.")
-    self._rows = _Builder(
+    self._rows = RowBuilder(
         stream, tokenizer, seq_len=seq_len, nsp=nsp, mask_rate=mask_rate,
         mask_token_rate=mask_token_rate, random_token_rate=random_token_rate,
         whole_word=whole_word, max_predictions=max_predictions,
@@ -417,7 +436,7 @@ def mlm_eval_batches(stream: SegmentStream, tokenizer: Any, *,
   if int(seed) < 0:
     raise LmError(f"The data seed must be non-negative, got {seed}; set "
                   "--config.seed.")
-  rows = _Builder(
+  rows = RowBuilder(
       stream, tokenizer, seq_len=seq_len, nsp=nsp, mask_rate=mask_rate,
       mask_token_rate=mask_token_rate, random_token_rate=random_token_rate,
       whole_word=whole_word, max_predictions=max_predictions,

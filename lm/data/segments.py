@@ -228,6 +228,62 @@ def build_segment_stream(source: DocumentSource, tokenizer: Tokenizer, *,
   return SegmentStream(np.concatenate(parts), seg_starts, doc_starts)
 
 
+def encode_texts(texts: Sequence[str], tokenizer: Tokenizer, *,
+                 documents: str, segments: str) -> list[SegmentStream | None]:
+  """Each text split, tokenized (one `encode_batch` for all of them) and
+  laid out as its own `SegmentStream`; None for a text left without
+  segments. What the streaming pipeline does per round of documents.
+
+  Example: ["ab\ncd\n\ne\n", ""] with documents="blank_lines",
+  segments="lines" -> [a stream of 2 documents, 3 segments; None].
+  """
+  check_modes(documents, segments)
+  dtype = token_dtype(tokenizer.vocab_size)
+  split = [[segs for doc in split_documents(text, documents)
+            if (segs := split_segments(doc, segments))] for text in texts]
+  flat = [s for docs in split for segs in docs for s in segs]
+  encoded = tokenizer.encode_batch(flat) if flat else []
+  out: list[SegmentStream | None] = []
+  i = 0
+  for docs in split:
+    ids: list[int] = []
+    seg_lens, doc_lens = [], []
+    for segs in docs:
+      kept = 0
+      for e in encoded[i:i + len(segs)]:
+        if len(e):
+          ids.extend(e)
+          seg_lens.append(len(e))
+          kept += 1
+      i += len(segs)
+      if kept:
+        doc_lens.append(kept)
+    if not doc_lens:
+      out.append(None)
+      continue
+    out.append(SegmentStream(
+        np.asarray(ids, dtype),
+        np.concatenate([[0], np.cumsum(seg_lens)]).astype(np.int64),
+        np.concatenate([[0], np.cumsum(doc_lens)]).astype(np.int64)))
+  return out
+
+
+def concat_segment_streams(streams: Sequence[SegmentStream]) -> SegmentStream:
+  """The documents of `streams`, in order, as one stream.
+
+  Example: streams of 2 and 1 documents -> one of 3 documents.
+  """
+  tokens = np.concatenate([s.tokens for s in streams])
+  seg, doc = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
+  n_tok = n_seg = 0
+  for s in streams:
+    seg.append(np.asarray(s.seg_starts[1:], np.int64) + n_tok)
+    doc.append(np.asarray(s.doc_starts[1:], np.int64) + n_seg)
+    n_tok += len(s)
+    n_seg += s.n_segments
+  return SegmentStream(tokens, np.concatenate(seg), np.concatenate(doc))
+
+
 def save_segment_stream(stream: SegmentStream, path: str, *,
                         keep_existing: bool = False) -> None:
   """Writes `stream` as `path/{tokens,seg_starts,doc_starts}.npy`, atomically

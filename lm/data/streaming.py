@@ -142,7 +142,7 @@ class StreamCorpus:
                     "must be >= 0; set --config.data.workers (worker "
                     "processes, 0 = none) and --config.data.threads.")
     self.workers, self.threads = int(workers), int(threads)
-    self._eval: dict = {}
+    self.memo: dict = {}
 
   def record(self) -> dict:
     """What a run records of its training data (instead of a token count)."""
@@ -168,11 +168,11 @@ class StreamCorpus:
   def eval_stream(self, tokens_needed: int | None) -> packing.TokenStream:
     """The documents in order, packed, stopping once `tokens_needed`
     tokens are there (None: every document); memoized."""
-    if tokens_needed in self._eval:
-      return self._eval[tokens_needed]
+    if tokens_needed in self.memo:
+      return self.memo[tokens_needed]
     per_round = 64
     fn = ReadRound(self.source, self.tokenizer,
-                   _InOrder(self.n_docs), 0, per_round, per_round)
+                   InOrder(self.n_docs), 0, per_round, per_round)
     parts, starts, total = [], [], 0
     n_rounds = -(-self.n_docs // per_round)
     it = self.rounds(fn, 0, n_rounds)
@@ -186,17 +186,17 @@ class StreamCorpus:
         if tokens_needed is not None and total >= tokens_needed:
           break
     finally:
-      _close(it)
+      close_iter(it)
     if not total:
       raise LmError(f"Data source {self.source.uri!r} has no non-empty "
                     "documents; check the data URI and field.")
     stream = packing.TokenStream(np.concatenate(parts),
                                  np.concatenate(starts).astype(np.int64))
-    self._eval = {tokens_needed: stream}
+    self.memo = {tokens_needed: stream}
     return stream
 
 
-class _InOrder:
+class InOrder:
   """Document order 0, 1, 2, ... (evaluation), clipped to the last."""
 
   def __init__(self, n_docs: int):
@@ -207,32 +207,28 @@ class _InOrder:
     return np.where(g < self.n_docs, g, -1)
 
 
-def _close(it) -> None:
+def close_iter(it) -> None:
   close = getattr(it, "close", None)
   if close is not None:
     close()
 
 
-class StreamBatches:
-  """This process's rows of each step's global batch, streamed (module
-  docstring). Steps are read in order from the start step (0, or the
-  checkpoint's `data_state`); `state(step)` after `batch(step - 1)`.
-
-  Example: G = 4 rows on 2 processes: process 1 runs streams 2 and 3, and
-  `batch(0)["inputs"]` is their first rows, [2, seq_len] int32.
+class RowStreams:
+  """The row streams of this process's slice of each step (module
+  docstring): every stream's position (k, t), the rounds of documents read
+  ahead by `fn` (round k -> what stream j needs of its k-th document,
+  `item(stored, j)`), and the data position a checkpoint stores. Steps are
+  read in order from the start step (0, or the checkpoint's `data_state`);
+  `state(step)` after `batch(step - 1)`. Subclasses cut the rows.
   """
 
   def __init__(self, corpus: StreamCorpus, *, global_batch_size: int,
-               seq_len: int, seed: int, mode: str = "shuffle",
-               process_index: int = 0, process_count: int = 1,
-               data_state: dict | None = None):
+               seed: int, mode: str, process_index: int, process_count: int,
+               data_state: dict | None, fn_factory):
     pipeline.check_process_slice(global_batch_size, process_index,
                                  process_count)
-    if seq_len < 1:
-      raise LmError(f"seq_len must be positive, got {seq_len}; set "
-                    "--config.seq_len.")
     self.corpus = corpus
-    self.global_batch_size, self.seq_len = global_batch_size, seq_len
+    self.global_batch_size = int(global_batch_size)
     self.seed, self.mode = int(seed), mode
     self.process_count = process_count
     self.local = global_batch_size // process_count
@@ -251,37 +247,108 @@ class StreamBatches:
       self.next_step = int(data_state["step"])
     self.k = pairs[self.lo:self.lo + self.local, 0].copy()
     self.t = pairs[self.lo:self.lo + self.local, 1].copy()
-    self._fn = ReadRound(corpus.source, corpus.tokenizer, self.order,
-                         self.lo, self.local, g)
-    self._rounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    self._fn = fn_factory(self.order, self.lo, self.local, g)
+    self._rounds: dict[int, object] = {}
     self._it = None
     self._next_round = 0
 
-  # -- documents -------------------------------------------------------------
+  def store(self, payload):
+    """What is kept of a round's payload (by default all of it)."""
+    return payload
 
-  def _start(self) -> None:
-    first = int(self.k.min())
-    self._it = self.corpus.rounds(self._fn, first, 1 << 50)
-    self._next_round = first
+  def item(self, stored, j: int):
+    """Stream j's part of a stored round."""
+    raise NotImplementedError
 
-  def _doc(self, k: int, j: int) -> np.ndarray:
-    """Stream j's k-th document (packed ids; empty for an empty text)."""
+  def _doc(self, k: int, j: int):
+    """Stream j's k-th document, as `item` gives it."""
     if self._it is None:
-      self._start()
+      first = int(self.k.min())
+      self._it = self.corpus.rounds(self._fn, first, 1 << 50)
+      self._next_round = first
     while k not in self._rounds:
-      tokens, lengths = next(self._it)
-      ends = np.cumsum(lengths)
-      self._rounds[self._next_round] = (tokens, ends)
+      self._rounds[self._next_round] = self.store(next(self._it))
       self._next_round += 1
-    tokens, ends = self._rounds[k]
-    return tokens[(ends[j - 1] if j else 0):ends[j]]
+    return self.item(self._rounds[k], j)
 
   def _evict(self) -> None:
     low = int(self.k.min())
     for k in [k for k in self._rounds if k < low]:
       del self._rounds[k]
 
-  # -- rows ------------------------------------------------------------------
+  def _step(self, step: int) -> None:
+    if step != self.next_step:
+      raise ValueError(f"streamed batches are read in order: step {step} "
+                       f"asked, {self.next_step} next")
+
+  def _stepped(self) -> None:
+    self._evict()
+    self.next_step += 1
+
+  def epoch(self, step: int) -> float:
+    """Passes over the documents, estimated from this process's streams."""
+    del step
+    return float(self.k.mean()) * self.global_batch_size / self.corpus.n_docs
+
+  def state_extra(self) -> dict:
+    """Settings recorded with the data position (subclasses add theirs)."""
+    return {}
+
+  def state(self, step: int) -> dict:
+    """The JSON data position at `step` (the next step), every stream's
+    (k, t) gathered from all processes."""
+    if step != self.next_step:
+      raise ValueError(f"state of step {step} asked at step {self.next_step}")
+    local = np.stack([self.k, self.t], axis=1).astype(np.int64)
+    if self.process_count > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      pairs = np.asarray(multihost_utils.process_allgather(local)).reshape(
+          -1, 2)
+    else:
+      pairs = local
+    return {"step": int(step), "epoch": self.epoch(step), "mode": self.mode,
+            "seed": self.seed, "pipeline": "stream",
+            "documents": int(self.corpus.n_docs),
+            "global_batch_size": int(self.global_batch_size),
+            **self.state_extra(), _KEY: pairs.tolist()}
+
+  def close(self) -> None:
+    if self._it is not None:
+      close_iter(self._it)
+      self._it = None
+
+
+class StreamBatches(RowStreams):
+  """This process's causal rows of each step's global batch, streamed
+  (module docstring; the steps and state of `RowStreams`).
+
+  Example: G = 4 rows on 2 processes: process 1 runs streams 2 and 3, and
+  `batch(0)["inputs"]` is their first rows, [2, seq_len] int32.
+  """
+
+  def __init__(self, corpus: StreamCorpus, *, global_batch_size: int,
+               seq_len: int, seed: int, mode: str = "shuffle",
+               process_index: int = 0, process_count: int = 1,
+               data_state: dict | None = None):
+    if seq_len < 1:
+      raise LmError(f"seq_len must be positive, got {seq_len}; set "
+                    "--config.seq_len.")
+    self.seq_len = seq_len
+    super().__init__(
+        corpus, global_batch_size=global_batch_size, seed=seed, mode=mode,
+        process_index=process_index, process_count=process_count,
+        data_state=data_state,
+        fn_factory=lambda order, lo, n, g: ReadRound(
+            corpus.source, corpus.tokenizer, order, lo, n, g))
+
+  def store(self, payload):
+    tokens, lengths = payload
+    return tokens, np.cumsum(lengths)
+
+  def item(self, stored, j: int) -> np.ndarray:
+    """Stream j's document (packed ids; empty for an empty text)."""
+    tokens, ends = stored
+    return tokens[(ends[j - 1] if j else 0):ends[j]]
 
   def _row(self, j: int):
     """Stream j's next row: (window [T+1], piece lengths), cursor moved."""
@@ -310,42 +377,13 @@ class StreamBatches:
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's [L, seq_len] rows of `step` (the next step only)."""
-    if step != self.next_step:
-      raise ValueError(f"streamed batches are read in order: step {step} "
-                       f"asked, {self.next_step} next")
+    self._step(step)
     rows = [self._row(j) for j in range(self.local)]
-    self._evict()
-    self.next_step += 1
+    self._stepped()
     return _rows(rows, self.seq_len)
 
-  def epoch(self, step: int) -> float:
-    """Passes over the documents, estimated from this process's streams."""
-    del step
-    return float(self.k.mean()) * self.global_batch_size / self.corpus.n_docs
-
-  def state(self, step: int) -> dict:
-    """The JSON data position at `step` (the next step), every stream's
-    (k, t) gathered from all processes."""
-    if step != self.next_step:
-      raise ValueError(f"state of step {step} asked at step {self.next_step}")
-    local = np.stack([self.k, self.t], axis=1).astype(np.int64)
-    if self.process_count > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      pairs = np.asarray(multihost_utils.process_allgather(local)).reshape(
-          -1, 2)
-    else:
-      pairs = local
-    return {"step": int(step), "epoch": self.epoch(step), "mode": self.mode,
-            "seed": self.seed, "pipeline": "stream",
-            "documents": int(self.corpus.n_docs),
-            "seq_len": int(self.seq_len),
-            "global_batch_size": int(self.global_batch_size),
-            _KEY: pairs.tolist()}
-
-  def close(self) -> None:
-    if self._it is not None:
-      _close(self._it)
-      self._it = None
+  def state_extra(self) -> dict:
+    return {"seq_len": int(self.seq_len)}
 
 
 def _rows(rows, seq_len: int) -> dict[str, np.ndarray]:

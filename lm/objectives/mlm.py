@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lm.data import masking, nsp as nsp_lib, segments as segments_lib
+from lm.data import masking, mlm_stream, nsp as nsp_lib, segments as segments_lib
 from lm.errors import LmError
 from lm.models import flops
 from lm.models.bert import BertModel
-from lm.objectives import build_backbone, open_documents
+from lm.objectives import build_backbone, open_documents, stream_corpus, streamed
 from lm.objectives.losses import token_cross_entropy
 from lm.training.objective import Objective
 
@@ -182,6 +182,8 @@ class MaskedLM(Objective):
                     "'bert_tiny', 'bert_mini', 'bert_base').")
 
   def open_data(self, source, tokenizer, cache_dir, max_chars):
+    if streamed(self.config):
+      return stream_corpus(self.config, source, tokenizer, cache_dir)
     stream = segments_lib.cached_segment_stream(
         source, tokenizer, cache_dir, documents=self.documents,
         segments=self.config.mlm.segments, max_chars=max_chars)
@@ -197,14 +199,27 @@ class MaskedLM(Objective):
 
   def train_batches(self, corpus, process_index: int, process_count: int,
                     data_state: dict | None = None):
-    del data_state  # batches are a pure function of the step
     c = self.config
+    if streamed(c):
+      return mlm_stream.MlmStreamBatches(
+          corpus, corpus.tokenizer, global_batch_size=c.batch_size,
+          seq_len=c.seq_len, seed=c.seed, documents=self.documents,
+          segments=c.mlm.segments, mode=c.data.sampling,
+          process_index=process_index, process_count=process_count,
+          data_state=data_state, **self._options())
+    # Packed batches are a pure function of the step: data_state unused.
     return nsp_lib.MlmBatches(
         corpus.stream, corpus.tokenizer, global_batch_size=c.batch_size,
         seq_len=c.seq_len, seed=c.seed, process_index=process_index,
         process_count=process_count, **self._options())
 
   def eval_batches(self, corpus, batch_size: int, max_batches: int | None):
+    if streamed(self.config):
+      return mlm_stream.eval_batches(
+          corpus, corpus.tokenizer, batch_size=batch_size,
+          seq_len=self.config.seq_len, seed=self.config.seed,
+          max_batches=max_batches, documents=self.documents,
+          segments=self.config.mlm.segments, **self._options())
     return nsp_lib.mlm_eval_batches(
         corpus.stream, corpus.tokenizer, batch_size=batch_size,
         seq_len=self.config.seq_len, seed=self.config.seed,
@@ -212,8 +227,12 @@ class MaskedLM(Objective):
 
   def data_settings(self) -> dict:
     c = self.config
-    return {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
-            "documents": self.documents, "mlm": c.mlm.to_dict()}
+    out = {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
+           "documents": self.documents, "mlm": c.mlm.to_dict()}
+    if streamed(c):   # recorded only when set: older runs keep matching
+      out.update(pipeline="stream", sampling=c.data.sampling,
+                 piece_bytes=c.data.piece_bytes)
+    return out
 
   def max_predictions(self) -> int:
     m = self.config.mlm
