@@ -185,22 +185,45 @@ class IndexedFiles(DocumentSource):
     f.seek(start)
     return f.read(end - start)
 
-  def _get(self, i: int) -> str:
+  def _text(self, i: int) -> tuple[str, str, int]:
+    """(text, path, start byte) of document `i`."""
     index = self._arrays()
     path = self.paths[int(index["file"][i])]
     start, end = int(index["start"][i]), int(index["end"][i])
-    text = decode_text(path, self._read(path, start, end))
-    if self.kind == "text":
-      return text
+    return decode_text(path, self._read(path, start, end)), path, start
+
+  def where(self, i: int) -> str:
+    """Where document `i` is, for messages. Example: "a.jsonl at byte 80"."""
+    index = self._arrays()
+    return (f"{self.paths[int(index['file'][i])]} at byte "
+            f"{int(index['start'][i])}")
+
+  def record(self, i: int) -> dict | None:
+    """The JSON object of line `i` of a `jsonl:` source (None for a blank
+    line). Example: {"text": "the fourth document", "id": 3}."""
+    text, path, start = self._text(i)
     if not text.strip():
-      return ""
+      return None
     try:
       obj = json.loads(text)
     except json.JSONDecodeError as e:
       raise LmError(f"{path} at byte {start} is not valid JSON ({e.msg}); "
                     "fix the line or use a 'text:' URI.") from None
-    if not isinstance(obj, dict) or self.field not in obj:
-      have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+    if not isinstance(obj, dict):
+      raise LmError(f"{path} at byte {start} holds a "
+                    f"{type(obj).__name__}, not a JSON object; write one "
+                    "object per line.")
+    return obj
+
+  def _get(self, i: int) -> str:
+    if self.kind == "text":
+      return self._text(i)[0]
+    obj = self.record(i)
+    if obj is None:
+      return ""
+    path, start = self.where(i).rsplit(" at byte ", 1)
+    if self.field not in obj:
+      have = sorted(obj)
       raise LmError(f"{path} at byte {start} has no field {self.field!r} "
                     f"(it has {have}); pick the field with "
                     "--config.data.field.")

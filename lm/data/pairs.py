@@ -267,7 +267,7 @@ def _unseen_in(src: PairSource, train: PairSource) -> PairSource:
 # --- reading fields from records ----------------------------------------------
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
   """`value` as a str (bytes decoded, numpy scalars unwrapped), or None.
 
   Example: b"caf\\xc3\\xa9" -> "café"; np.array(b"hi") -> "hi"; 3 -> None.
@@ -297,7 +297,7 @@ def _as_score(value: Any) -> float | None:
   return float(value)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
   """A readable type for error messages (numpy dtypes included)."""
   dtype = getattr(value, "dtype", None)
   return f"{type(value).__name__} of {dtype}" if dtype is not None else (
@@ -313,7 +313,7 @@ class _Field:
     self.fix = fix
 
   def convert(self, value: Any) -> str | float | None:
-    return _as_text(value) if self.kind == "text" else _as_score(value)
+    return as_text(value) if self.kind == "text" else _as_score(value)
 
 
 def _read_jsonl_rows(path: str, columns: Sequence[_Field]) -> list[tuple]:
@@ -369,7 +369,7 @@ def _open_tfds_rows(uri: str, rest: str, columns: Sequence[_Field],
       if value is None:
         want = "text" if col.kind == "text" else "a number"
         raise LmError(f"{label} dataset {name!r} feature {col.name!r} is a "
-                      f"{_type_name(example[col.name])}, not {want} "
+                      f"{type_name(example[col.name])}, not {want} "
                       f"(example {i}); {col.fix}.")
       row.append(value)
     rows.append(tuple(row))
@@ -392,6 +392,12 @@ def _scheme(uri: str) -> tuple[str, str | None]:
   raise LmError(f"Data URI {uri!r} has no text pairs (plain text and unknown "
                 "schemes have none); use a 'jsonl:', 'tfds:', 'hf:' or 'pystdlib:' "
                 "source.")
+
+
+def check_pair_uri(uri: str) -> None:
+  """LmError unless `uri` names text pairs (`jsonl:`, `tfds:`, `hf:`,
+  `pystdlib:`)."""
+  _scheme(uri)
 
 
 def _check_fields(fields: Sequence[str], names: Sequence[str],

@@ -36,11 +36,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lm.data import pair_batches, pairs as pairs_lib, sources
+from lm.data import pair_batches, pair_stream, pairs as pairs_lib, sources
+from lm.data.streaming import StreamCorpus
 from lm.errors import LmError
 from lm.models import flops
 from lm.models.config import make_model_config
 from lm.models.embedder import SentenceEncoder, check_pooling
+from lm.objectives import open_documents, stream_corpus, streamed
 from lm.objectives.contrastive_loss import info_nce
 from lm.tasks import retrieval
 from lm.training import experiment
@@ -248,8 +250,17 @@ class Contrastive(Objective):
     c, k = self.config, self.config.contrastive
     data_dir = c.data.data_dir or None
     if train:
+      stream = streamed(c) and not uri.startswith("pystdlib")
       if self.unsupervised and not uri.startswith("pystdlib"):
+        if stream:
+          return open_documents(c, uri)
         return sources.open_source(uri, field=c.data.field, data_dir=data_dir)
+      if stream:
+        pairs_lib.check_pair_uri(uri)
+        fields = list(self._fields()) + (
+            [k.negative_field] if k.negative_field else [])
+        return pair_stream.open_pair_records(uri, fields=fields,
+                                             data_dir=data_dir)
       return pairs_lib.open_pairs(
           uri, fields=self._fields(),
           negative_field="" if self.unsupervised else k.negative_field,
@@ -264,6 +275,9 @@ class Contrastive(Objective):
     return EvalSources(held_out, sts)
 
   def open_data(self, source, tokenizer, cache_dir, max_chars):
+    if (streamed(self.config) and not isinstance(source, EvalSources)
+        and not isinstance(source, pairs_lib.PairSource)):
+      return stream_corpus(self.config, source, tokenizer, cache_dir)
     frame = _frame(tokenizer, self.arch)
     if isinstance(source, EvalSources):
       return Tokenized(
@@ -287,8 +301,21 @@ class Contrastive(Objective):
 
   def train_batches(self, data, process_index: int, process_count: int,
                     data_state: dict | None = None):
-    del data_state  # batches are a pure function of the step
     c = self.config
+    if isinstance(data, StreamCorpus):
+      frame = _frame(data.tokenizer, self.arch)
+      if isinstance(data.source, pair_stream.PairRecords):
+        names = ["anchor", "positive"] + (
+            ["negative"] if c.contrastive.negative_field else [])
+        return pair_stream.PairBatches(
+            data, names, global_batch_size=c.batch_size, seq_len=c.seq_len,
+            seed=c.seed, process_index=process_index,
+            process_count=process_count, **frame)
+      return pair_stream.SentenceBatches(
+          data, global_batch_size=c.batch_size, seq_len=c.seq_len,
+          seed=c.seed, texts=c.contrastive.texts, process_index=process_index,
+          process_count=process_count, data_state=data_state, **frame)
+    # Packed batches are a pure function of the step: data_state unused.
     names = data.cols.names
     if not self.unsupervised:
       names = [n for n in ("anchor", "positive", "negative") if n in names]
@@ -334,10 +361,13 @@ class Contrastive(Objective):
 
   def data_settings(self) -> dict:
     c = self.config
-    return {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
-            "contrastive": {k: c.contrastive[k] for k in (
-                "mode", "texts", "anchor_field", "positive_field",
-                "negative_field")}}
+    out = {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
+           "contrastive": {k: c.contrastive[k] for k in (
+               "mode", "texts", "anchor_field", "positive_field",
+               "negative_field")}}
+    if streamed(c):   # recorded only when set: older runs keep matching
+      out.update(pipeline="stream", piece_bytes=c.data.piece_bytes)
+    return out
 
   def flops_per_token(self, model_cfg, n_params: int) -> float:
     """K · (6·N + attention) per token of a batch row, K = texts encoded
