@@ -1,7 +1,8 @@
 """Training on the streaming pipeline (data.pipeline='stream') end to end:
-a kill -9 in the middle of a checkpoint resumes bitwise, Grain worker
-processes change nothing, and a run trained by two processes resumes in
-one on the same global batches."""
+a kill -9 in the middle of a checkpoint resumes bitwise for the causal,
+masked-LM and SimCSE objectives, Grain worker processes change nothing,
+and a run trained by two processes resumes in one on the same global
+batches."""
 
 import json
 import os
@@ -127,3 +128,49 @@ def test_two_processes_then_one_see_the_same_global_batches(reference,
   assert_clean(rc, out, err)
   assert "resuming at step 3;" in out, out
   np.testing.assert_allclose(losses(str(multi)), losses(single), rtol=1e-5)
+
+
+def _pairs(tmp_path) -> str:
+  """Held-out anchor/positive pairs for the SimCSE run's retrieval eval."""
+  rng = np.random.default_rng(1)
+  with open(tmp_path / "pairs.jsonl", "w", encoding="utf-8") as f:
+    for i in range(16):
+      words = " ".join(str(int(w)) for w in rng.integers(0, 99, 6))
+      f.write(json.dumps({"anchor": f"n{i} {words}",
+                          "positive": f"{words} n{i}"}) + "\n")
+  return str(tmp_path / "pairs.jsonl")
+
+
+def _objective_args(name, workdir, glob, pairs):
+  """The streamed run of the masked-LM or SimCSE quickstart on the corpus."""
+  config = {"mlm": "configs/bert_quickstart.py:runlocal",
+            "simcse": "configs/simcse_quickstart.py:runlocal"}[name]
+  evals = (f"jsonl:{glob}[90%:]" if name == "mlm" else f"jsonl:{pairs}")
+  return ["--config", config, f"--workdir={workdir}",
+          "--config.data.pipeline=stream", "--config.data.max_chars=0",
+          f"--config.data.train=jsonl:{glob}[:90%]",
+          f"--config.data.eval={evals}",
+          "--config.data.tokenizer.vocab_size=300", f"--config.steps={STEPS}",
+          "--config.checkpoint_every=3", "--config.keep_checkpoints=3",
+          "--config.eval_every=3", "--config.log_every=1",
+          "--config.peak_tflops=1"]
+
+
+@pytest.mark.parametrize("name", ["mlm", "simcse"])
+def test_other_objectives_resume_bitwise_after_a_kill_9(name, reference,
+                                                        tmp_path):
+  glob, _ = reference
+  pairs = _pairs(tmp_path)
+  ref = str(tmp_path / "ref")
+  rc, out, err = _train(_objective_args(name, ref, glob, pairs))
+  assert_clean(rc, out, err)
+  assert "documents, streamed" in out
+  run = str(tmp_path / "run")
+  rc, out, err = _train(_objective_args(name, run, glob, pairs),
+                        patch=KILL_DURING_SAVE)
+  assert rc == -signal.SIGKILL, (out + err)[-3000:]
+  rc, out, err = _train([*_objective_args(name, run, glob, pairs),
+                         "--config.data.workers=1"])
+  assert_clean(rc, out, err)
+  assert "resuming at step 3;" in out, out
+  assert state_digest(run, STEPS) == state_digest(ref, STEPS)
