@@ -45,7 +45,7 @@ import numpy as np
 from lm import files
 from lm.data import packing
 from lm.data.sources import (BINARY_SNIFF_BYTES, COMPRESSED, DocumentSource,
-                             _glob_files, _hash, _split_slice,
+                             glob_files, content_hash, split_slice,
                              check_not_binary, decode_text)
 from lm.errors import LmError
 
@@ -121,7 +121,7 @@ class IndexedFiles(DocumentSource):
     self._handles = threading.local()
 
   def fingerprint(self) -> str:
-    return _hash([self.uri, self.kind, self.field, self.piece_bytes,
+    return content_hash([self.uri, self.kind, self.field, self.piece_bytes,
                   self.fraction, self._stats])
 
   def _build(self) -> dict[str, np.ndarray]:
@@ -244,8 +244,8 @@ def open_indexed(uri: str, *, field: str = "text",
   if piece_bytes < 1:
     raise LmError(f"data.piece_bytes must be positive, got {piece_bytes}; "
                   "set --config.data.piece_bytes (e.g. 16384).")
-  pattern, fraction = _split_slice(uri, rest)
-  paths = _glob_files(uri, pattern)
+  pattern, fraction = split_slice(uri, rest)
+  paths = glob_files(uri, pattern)
   packed = [p for p in paths if p.lower().endswith(COMPRESSED)]
   if packed:
     raise LmError(f"{packed[0]} is compressed, and data.pipeline='stream' "

@@ -129,8 +129,11 @@ def pack_encoded(encoded: Sequence[Sequence[int]], bos: int, eos: int,
   body[starts + lens + 1] = False
   out[starts] = bos
   out[starts + lens + 1] = eos
-  out[body] = np.fromiter((i for e in encoded for i in e), dtype,
-                          count=int(lens.sum()))
+  if encoded and all(isinstance(e, np.ndarray) for e in encoded):
+    out[body] = np.concatenate(encoded)   # pre-tokenized ids (lm.data.prepared)
+  else:
+    out[body] = np.fromiter((i for e in encoded for i in e), dtype,
+                            count=int(lens.sum()))
   return out, starts
 
 

@@ -189,7 +189,7 @@ class PairRecords(sources.DocumentSource):
     return "\n".join(self.texts(i) or ())
 
   def fingerprint(self) -> str:
-    return sources._hash([self.uri, self.fields, self._key])
+    return sources.content_hash([self.uri, self.fields, self._key])
 
 
 def open_pair_records(uri: str, *, fields: Sequence[str],

@@ -95,7 +95,7 @@ class PairSource(sources.DocumentSource):
     return "\n".join(parts)
 
   def fingerprint(self) -> str:
-    return sources._hash([self.uri, self._key, len(self)])
+    return sources.content_hash([self.uri, self._key, len(self)])
 
   def __repr__(self) -> str:
     return f"{type(self).__name__}({self.uri!r}, {len(self)} pairs)"
@@ -342,8 +342,8 @@ def _read_jsonl_rows(path: str, columns: Sequence[_Field]) -> list[tuple]:
 def _open_jsonl_rows(uri: str, rest: str, columns: Sequence[_Field]
                      ) -> tuple[list[tuple], tuple[float, float], list]:
   """All rows of `jsonl:GLOB[SLICE]`, the slice bounds and the file stats."""
-  pattern, bounds = sources._split_slice(uri, rest)
-  paths = sources._glob_files(uri, pattern)
+  pattern, bounds = sources.split_slice(uri, rest)
+  paths = sources.glob_files(uri, pattern)
   rows = [row for p in paths for row in _read_jsonl_rows(p, columns)]
   stats = [files.identity(p) for p in paths]
   return rows, bounds, stats

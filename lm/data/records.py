@@ -92,7 +92,7 @@ class Records:
 
   def fingerprint(self) -> str:
     """A short stable hash that changes whenever the examples may change."""
-    return sources._hash([self.uri, self.key, len(self)])
+    return sources.content_hash([self.uri, self.key, len(self)])
 
   def __iter__(self) -> Iterator[str]:
     """Every string of every text-like column, example by example ("text"
@@ -436,8 +436,8 @@ def _read_conll(path: str) -> list:
 def _open_files(uri: str, scheme: str, rest: str,
                 wanted: dict[str, tuple[str, str]]) -> tuple[list, list]:
   """(row, where) of every file matching `GLOB[SLICE]`, sliced, and a key."""
-  pattern, (a, b) = sources._split_slice(uri, rest)
-  paths = sources._glob_files(uri, pattern)
+  pattern, (a, b) = sources.split_slice(uri, rest)
+  paths = sources.glob_files(uri, pattern)
   rows = []
   for path in paths:  # binary refused, bad UTF-8 warned: see sources
     if scheme == "jsonl":

@@ -185,7 +185,7 @@ def read_text(path: str, newline: str | None = None) -> str:
   return text
 
 
-def _hash(parts: Sequence[Any]) -> str:
+def content_hash(parts: Sequence[Any]) -> str:
   """A 16-hex-digit sha256 of the `repr` of `parts`."""
   return hashlib.sha256(repr(list(parts)).encode()).hexdigest()[:16]
 
@@ -258,7 +258,7 @@ class FileSource(DocumentSource):
 
   def fingerprint(self) -> str:
     stats = [files.identity(p) for p in self.paths]
-    return _hash([self.uri, self.fraction, stats])
+    return content_hash([self.uri, self.fraction, stats])
 
 
 def _stdlib_files(split: str) -> list[str]:
@@ -293,7 +293,7 @@ def _open_pystdlib(uri: str, rest: str | None) -> FileSource:
   return FileSource(f"pystdlib:{split}", paths)
 
 
-def _split_slice(uri: str, body: str) -> tuple[str, tuple[float, float]]:
+def split_slice(uri: str, body: str) -> tuple[str, tuple[float, float]]:
   """Splits `GLOB[a%:b%]` into the glob and the percent bounds.
 
   Example: "data/x.txt[90%:]" -> ("data/x.txt", (90.0, 100.0));
@@ -310,7 +310,7 @@ def _split_slice(uri: str, body: str) -> tuple[str, tuple[float, float]]:
   return m.group("body"), (a, b)
 
 
-def _glob_files(uri: str, pattern: str) -> list[str]:
+def glob_files(uri: str, pattern: str) -> list[str]:
   """Sorted regular files matching `pattern` (`**` recurses; `~` expands)."""
   if not pattern:
     raise LmError(f"Data URI {uri!r} names no files; write e.g. "
@@ -328,8 +328,8 @@ def _glob_files(uri: str, pattern: str) -> list[str]:
 
 def _open_text(uri: str, rest: str) -> FileSource:
   """`text:GLOB[SLICE]`: one document per file."""
-  pattern, fraction = _split_slice(uri, rest)
-  paths = _glob_files(uri, pattern)
+  pattern, fraction = split_slice(uri, rest)
+  paths = glob_files(uri, pattern)
   if all(files.getsize(p) == 0 for p in paths):
     raise LmError(f"All {len(paths)} file(s) matching {pattern!r} are empty; "
                   "point the data URI at files with text.")
@@ -364,7 +364,7 @@ class ListSource(DocumentSource):
     return self.documents[i]
 
   def fingerprint(self) -> str:
-    return _hash([self.uri, self._key])
+    return content_hash([self.uri, self._key])
 
 
 # JSON names of the Python types `json.loads` returns, for error messages.
@@ -420,8 +420,8 @@ def _read_jsonl(path: str, field: str) -> list[str]:
 
 def _open_jsonl(uri: str, rest: str, field: str) -> ListSource:
   """`jsonl:GLOB[SLICE]`: one document per line; SLICE cuts the list."""
-  pattern, (a, b) = _split_slice(uri, rest)
-  paths = _glob_files(uri, pattern)
+  pattern, (a, b) = split_slice(uri, rest)
+  paths = glob_files(uri, pattern)
   docs = [d for p in paths for d in _read_jsonl(p, field)]
   n = len(docs)
   docs = docs[int(n * a / 100):int(n * b / 100)]
@@ -464,7 +464,7 @@ class TfdsSource(DocumentSource):
     return str(value)
 
   def fingerprint(self) -> str:
-    return _hash([self.uri, self.field, self._key, self._len])
+    return content_hash([self.uri, self.field, self._key, self._len])
 
 
 # The flag that sets the TFDS data_dir in the command that is running (each

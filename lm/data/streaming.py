@@ -106,13 +106,20 @@ class ReadRound:
 
   def __call__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
     g = int(k) * self.global_rows + self.lo + np.arange(self.n, dtype=np.int64)
-    texts = [self.source[int(d)] if d >= 0 else ""
-             for d in self.order.take(g)]
-    full = [i for i, t in enumerate(texts) if t]
+    ids = self.order.take(g)
     lengths = np.zeros(self.n, np.int64)
+    token_ids = getattr(self.source, "token_ids", None)
+    if token_ids is not None:     # a prepared corpus: ids, no tokenizing
+      docs = [token_ids(int(d)) if d >= 0 else () for d in ids]
+      full = [i for i, e in enumerate(docs) if len(e)]
+      encoded = [docs[i] for i in full]
+    else:
+      texts = [self.source[int(d)] if d >= 0 else "" for d in ids]
+      full = [i for i, t in enumerate(texts) if t]
+      encoded = (self.tokenizer.encode_batch([texts[i] for i in full])
+                 if full else [])
     if not full:
       return np.zeros(0, self.dtype), lengths
-    encoded = self.tokenizer.encode_batch([texts[i] for i in full])
     tokens, _ = packing.pack_encoded(
         encoded, self.tokenizer.bos_id, self.tokenizer.eos_id, self.dtype)
     lengths[full] = [len(e) + 2 for e in encoded]

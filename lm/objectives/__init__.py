@@ -23,15 +23,30 @@ holds what the pretraining objectives share (`open_documents`,
 
 from __future__ import annotations
 
-from lm.data import indexed, sources, streaming
+from lm.data import indexed, prepared, sources, streaming
+from lm.errors import LmError
 from lm.models import build_model
 
 
-def open_documents(config, uri: str):
+def open_documents(config, uri: str, *, token_ids: bool = False):
   """`lm.data.sources.open_source` of `uri` with the config's field and
-  TFDS data_dir; None for an empty URI."""
+  TFDS data_dir (offset-indexed `text:`/`jsonl:` files in stream mode);
+  None for an empty URI. A pre-tokenized `prepared:` corpus
+  (`lm.data.prepared`) only where the objective reads token ids
+  (`token_ids`) and in stream mode."""
   if not uri:
     return None
+  if uri.partition(":")[0] == prepared.SCHEME:
+    if not token_ids:
+      raise LmError(f"Data URI {uri!r} is a pre-tokenized corpus, which only "
+                    "causal training reads; objective "
+                    f"{config.objective!r} needs the text: point data.train "
+                    "at the source the corpus was prepared from.")
+    if not streamed(config):
+      raise LmError(f"Data URI {uri!r} is a pre-tokenized corpus, read by "
+                    "the streaming pipeline; add "
+                    "--config.data.pipeline=stream.")
+    return prepared.open_prepared(uri)
   if (config.data.get("pipeline", "packed") == "stream"
       and uri.partition(":")[0] in indexed.SCHEMES):
     return indexed.open_indexed(uri, field=config.data.field,

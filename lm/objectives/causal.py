@@ -82,7 +82,7 @@ class CausalLM(Objective):
 
   def open_source(self, uri: str, *, train: bool):
     del train
-    return open_documents(self.config, uri)
+    return open_documents(self.config, uri, token_ids=True)
 
   def check_model(self, model_cfg) -> None:
     if model_cfg.arch not in ("transformer", "lstm"):

@@ -146,8 +146,15 @@ def prepare(config, workdir: str, make_objective,
     tok = load_recorded_tokenizer(workdir, prior)
   elif files.exists(files.join(workdir, "tokenizer.model")):
     tok = tokenizer_lib.Tokenizer.load(files.join(workdir, "tokenizer.model"))
+  elif getattr(train_src, "tokenizer_path", None):
+    # a pre-tokenized corpus carries the tokenizer that made it
+    tok = tokenizer_lib.load_tokenizer(train_src.tokenizer_path)
   if tok is not None:
     tok = tokenizer_lib._check_specials(tok, objective.bert_specials)  # pylint: disable=protected-access
+    for src in (train_src, eval_src):   # pre-tokenized data: the same ids
+      check = getattr(src, "check_tokenizer", None)
+      if check is not None:
+        check(tok)
     model_cfg = resolve_model_config(config, tok.vocab_size)
     if source_run is not None:
       if tok.fingerprint() != source_run["tokenizer"]["sha256"]:

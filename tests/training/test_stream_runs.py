@@ -1,8 +1,8 @@
 """Training on the streaming pipeline (data.pipeline='stream') end to end:
 a kill -9 in the middle of a checkpoint resumes bitwise for the causal,
 masked-LM and SimCSE objectives, Grain worker processes change nothing,
-and a run trained by two processes resumes in one on the same global
-batches."""
+a run trained by two processes resumes in one on the same global batches,
+and a corpus pre-tokenized by launch.prepare trains exactly as its text."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lm.training.checkpoint import Checkpointer
-from tests.cli import ROOT
+from tests.cli import ROOT, cli
 from tests.parallel.test_multiprocess import free_port, losses
 from tests.reliability.test_interruptions import (KILL_DURING_SAVE,
                                                   assert_clean, finish, start,
@@ -35,11 +35,11 @@ def _corpus(tmp_path) -> str:
   return str(tmp_path / "part*.jsonl")
 
 
-def _args(workdir, glob, *extra, steps=STEPS):
+def _args(workdir, glob, *extra, steps=STEPS, data=None):
+  train, evals = data or (f"jsonl:{glob}[:90%]", f"jsonl:{glob}[90%:]")
   return ["--config", "configs/quickstart.py:runlocal", f"--workdir={workdir}",
           "--config.data.pipeline=stream", "--config.data.max_chars=0",
-          f"--config.data.train=jsonl:{glob}[:90%]",
-          f"--config.data.eval=jsonl:{glob}[90%:]",
+          f"--config.data.train={train}", f"--config.data.eval={evals}",
           "--config.data.tokenizer.vocab_size=300", f"--config.steps={steps}",
           "--config.checkpoint_every=3", "--config.keep_checkpoints=3",
           "--config.eval_every=3", "--config.log_every=1",
@@ -174,3 +174,20 @@ def test_other_objectives_resume_bitwise_after_a_kill_9(name, reference,
   assert_clean(rc, out, err)
   assert "resuming at step 3;" in out, out
   assert state_digest(run, STEPS) == state_digest(ref, STEPS)
+
+
+def test_a_prepared_corpus_trains_as_the_text_it_came_from(reference,
+                                                          tmp_path):
+  pytest.importorskip("apache_beam")
+  glob, ref = reference
+  out = tmp_path / "prepared"
+  r = cli("launch.prepare", f"--data=jsonl:{glob}",
+          f"--tokenizer={os.path.join(ref, 'tokenizer.model')}",
+          f"--out={out}", "--shards=2")
+  assert r.returncode == 0, r.stderr[-3000:]
+  # the run names no tokenizer: it takes the corpus's, the reference's
+  run = str(tmp_path / "run")
+  rc, text, err = _train(_args(run, glob, data=(f"prepared:{out}[:90%]",
+                                                f"prepared:{out}[90%:]")))
+  assert_clean(rc, text, err)
+  assert losses(run) == losses(ref)
