@@ -108,16 +108,27 @@ class IndexedFiles(DocumentSource):
     self._stats = [files.identity(p) for p in self.paths]
     self._index: dict[str, np.ndarray] | None = None
     self._handles = threading.local()
+    self._opened: list = []       # every thread's handles, for close()
+    self._lock = threading.Lock()
 
   def __getstate__(self):
     state = self.__dict__.copy()
-    state["_handles"] = None
+    state["_handles"], state["_opened"], state["_lock"] = None, [], None
     if self._index is not None:  # memory maps travel as plain arrays
       state["_index"] = {k: np.asarray(v) for k, v in self._index.items()}
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
+    self._handles = threading.local()
+    self._lock = threading.Lock()
+
+  def close(self) -> None:
+    """Closes the open files of every thread (they reopen when read)."""
+    with self._lock:
+      opened, self._opened = self._opened, []
+    for f in opened:
+      f.close()
     self._handles = threading.local()
 
   def fingerprint(self) -> str:
@@ -178,10 +189,16 @@ class IndexedFiles(DocumentSource):
     f = handles.get(path)
     if f is None:
       if len(handles) >= 64:
-        for old in handles.values():
+        closed = list(handles.values())
+        for old in closed:
           old.close()
         handles.clear()
+        with self._lock:
+          self._opened = [h for h in self._opened
+                          if all(h is not c for c in closed)]
       f = handles[path] = files.open(path, "rb")
+      with self._lock:
+        self._opened.append(f)
     f.seek(start)
     return f.read(end - start)
 

@@ -161,3 +161,40 @@ def test_the_lease_of_a_store_workdir(bucket):
   lock.acquire()
   assert json.loads(files.read_bytes(path))["pid"] == os.getpid()
   lock.release()
+
+
+def test_streamed_documents_read_from_a_store_as_from_disk(bucket, tmp_path):
+  # offset-indexed jsonl: and text: sources on gs://: the same documents,
+  # the index cached on the store, and the same streamed rows
+  from lm.data import indexed, streaming  # pylint: disable=g-import-not-at-top
+  lines = "".join(f'{{"text": "doc {i} {"w" * (i % 7)}"}}\n' for i in range(40))
+  text = "".join(f"line {i} of the text\n" for i in range(300))
+  for root in (str(tmp_path), f"{bucket}/corpus"):
+    files.write_text_atomic(files.join(root, "a.jsonl"), lines)
+    files.write_text_atomic(files.join(root, "b.txt"), text)
+  rows = {}
+  for root in (str(tmp_path), f"{bucket}/corpus"):
+    jsonl = indexed.open_indexed(f"jsonl:{root}/a.jsonl[10%:]")
+    plain = indexed.open_indexed(f"text:{root}/b.txt", piece_bytes=512)
+    jsonl.prepare(f"{root}/cache")
+    plain.prepare(f"{root}/cache")
+    assert len(jsonl) == 36 and jsonl[0] == 'doc 4 wwww'
+    assert "".join(plain[i] for i in range(len(plain))) == text
+    assert [n for n in files.listdir(f"{root}/cache")
+            if n.startswith("index-")]
+
+    class Tok:
+      bos_id, eos_id, pad_id, vocab_size = 1, 2, 0, 300
+
+      def encode_batch(self, texts):
+        return [[3 + ord(c) % 200 for c in t] for t in texts]
+    batches = streaming.StreamBatches(
+        streaming.StreamCorpus(jsonl, Tok()), global_batch_size=4,
+        seq_len=16, seed=0)
+    rows[root.startswith("gs://")] = [batches.batch(s)["inputs"]
+                                      for s in range(5)]
+    batches.close()
+    jsonl.close()
+    plain.close()
+  for a, b in zip(rows[False], rows[True]):
+    assert (a == b).all()
