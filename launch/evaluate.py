@@ -137,8 +137,8 @@ def main(argv):
   if not _WORKDIR.value:
     common.fail("--workdir is required: the directory of a trained run.")
   common.quiet_logs()
-  from lm.data import sources  # pylint: disable=g-import-not-at-top
-  sources.data_dir_flag = "--data_dir"   # what TFDS sentences tell users
+  from lm.data import tfds_source  # pylint: disable=g-import-not-at-top
+  tfds_source.data_dir_flag = "--data_dir"   # what TFDS sentences tell users
   with common.user_errors():
     r = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value,
                          _MAX_BATCHES.value, _BATCH.value, _STS.value,

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lm import files
-from lm.data import indexed, pairs as pairs_lib, sources
+from lm.data import indexed, pairs as pairs_lib, sources, tfds_source
 from lm.data.pair_batches import Columns, rows as column_rows
 from lm.data.pipeline import ShuffledItems
 from lm.data.streaming import RowStreams, StreamCorpus, close_iter
@@ -208,9 +208,9 @@ def open_pair_records(uri: str, *, fields: Sequence[str],
                   lambda i: f"{src.paths[0]} line 1", []).texts(0)
     return records
   if scheme in ("tfds", "hf"):
-    ds, name, split = sources.open_split(uri, rest, data_dir, example="snli")
+    ds, name, split = tfds_source.open_split(uri, rest, data_dir, example="snli")
     version = getattr(getattr(ds, "dataset_info", None), "version", None)
-    label = sources.dataset_label(uri)
+    label = tfds_source.dataset_label(uri)
     records = PairRecords(
         f"{scheme}:{name}:{split}", ds.__getitem__, len(ds), fields,
         _Example(f"{label} dataset {name!r}"), [name, split, str(version)])

@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from lm.data import sources
+from lm.data import sources, tfds_source
 from lm import files
 from lm.errors import LmError
 
@@ -352,8 +352,8 @@ def _open_jsonl_rows(uri: str, rest: str, columns: Sequence[_Field]
 def _open_tfds_rows(uri: str, rest: str, columns: Sequence[_Field],
                     data_dir: str | None) -> tuple[list[tuple], str, list]:
   """All rows of `tfds:NAME[/CONFIG][:SPLIT]`, the canonical URI and a key."""
-  ds, name, split = sources.open_split(uri, rest, data_dir, example="snli")
-  label = sources.dataset_label(uri)
+  ds, name, split = tfds_source.open_split(uri, rest, data_dir, example="snli")
+  label = tfds_source.dataset_label(uri)
   n = len(ds)
   features = sorted(ds[0].keys())
   for col in columns:

@@ -59,7 +59,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from lm.data import sources
+from lm.data import sources, tfds_source
 from lm import files
 from lm.errors import LmError
 
@@ -472,9 +472,9 @@ def _class_names(ds: Any, field: str, kind: str) -> list[str] | None:
 def _open_tfds(uri: str, rest: str, wanted: dict[str, tuple[str, str]],
                data_dir: str | None):
   """All rows of a TFDS split, its canonical URI, label names and a key."""
-  ds, name, split = sources.open_split(uri, rest, data_dir,
+  ds, name, split = tfds_source.open_split(uri, rest, data_dir,
                                       example="glue/sst2")
-  label = sources.dataset_label(uri)
+  label = tfds_source.dataset_label(uri)
   features = sorted(ds[0].keys())
   for role, (field, _) in wanted.items():
     if field not in features:

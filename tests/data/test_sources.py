@@ -9,7 +9,7 @@ import time
 import pytest
 import tensorflow_datasets as tfds
 
-from lm.data import sources
+from lm.data import sources, tfds_source
 from lm.data.sources import open_source
 from lm.errors import LmError
 from tests.data.files import one_sentence
@@ -272,7 +272,7 @@ def test_tfds_mock_lm1b_default_split():
 
 
 def test_tfds_decodes_bytes():
-  src = sources.TfdsSource("tfds:x:train", [{"text": "é".encode()}], "text",
+  src = tfds_source.TfdsSource("tfds:x:train", [{"text": "é".encode()}], "text",
                            key=[])
   assert src[0] == "é"
 
@@ -299,7 +299,7 @@ def test_tfds_download_failure_is_one_clear_sentence(monkeypatch, tmp_path):
     raise ConnectionError("Failed to resolve 'storage.googleapis.com'\n"
                           "(many more lines of traceback text)")
   monkeypatch.setattr(tfds, "data_source", fail)
-  monkeypatch.setattr(sources, "network_reachable", lambda: True)
+  monkeypatch.setattr(tfds_source, "network_reachable", lambda: True)
   with pytest.raises(LmError) as e:
     open_source("tfds:tiny_shakespeare", data_dir=str(tmp_path))
   msg = str(e.value)
@@ -318,7 +318,7 @@ def _closed_port() -> int:
 
 def test_tfds_not_prepared_offline_fails_in_seconds(monkeypatch, tmp_path):
   monkeypatch.setenv("LM_NETWORK_PROBE", f"127.0.0.1:{_closed_port()}")
-  assert not sources.network_reachable()
+  assert not tfds_source.network_reachable()
   start = time.monotonic()
   msg = one_sentence(open_source, "tfds:tiny_shakespeare",
                      data_dir=str(tmp_path))
@@ -326,7 +326,7 @@ def test_tfds_not_prepared_offline_fails_in_seconds(monkeypatch, tmp_path):
   assert "not prepared in" in msg and str(tmp_path) in msg
   assert "--config.data.data_dir" in msg
   assert "tfds build tiny_shakespeare --file_format=array_record" in msg
-  monkeypatch.setattr(sources, "data_dir_flag", "--data_dir")
+  monkeypatch.setattr(tfds_source, "data_dir_flag", "--data_dir")
   assert "with --data_dir." in one_sentence(
       open_source, "tfds:tiny_shakespeare", data_dir=str(tmp_path))
 
@@ -334,18 +334,18 @@ def test_tfds_not_prepared_offline_fails_in_seconds(monkeypatch, tmp_path):
 def test_tfds_error_mapping_for_bad_config():
   exc = ValueError('Failed to construct dataset "imdb_reviews": BuilderConfig '
                    "nope not found.\nHere are 10 BuilderConfigs ...")
-  msg = str(sources.tfds_error("imdb_reviews/nope", "train", exc))
+  msg = str(tfds_source.tfds_error("imdb_reviews/nope", "train", exc))
   assert "imdb_reviews/nope" in msg and "BuilderConfig nope not found" in msg
   assert "\n" not in msg
 
 
 def test_tfds_error_mapping_for_bad_split_and_wrong_format():
   exc = ValueError('Unknown split "nope". Should be one of [\'train\'].')
-  msg = str(sources.tfds_error("imdb_reviews", "nope", exc))
+  msg = str(tfds_source.tfds_error("imdb_reviews", "nope", exc))
   assert msg.startswith("Could not open TFDS dataset 'imdb_reviews' split")
   exc = NotImplementedError("Random access data source for file format "
                             "tfrecord is not supported.\n\t* details")
-  msg = str(sources.tfds_error("lm1b", "train", exc))
+  msg = str(tfds_source.tfds_error("lm1b", "train", exc))
   assert "could not be downloaded or prepared" in msg and "tfrecord" in msg
   assert "--file_format=array_record" in msg and "\n" not in msg
 
