@@ -50,10 +50,8 @@ Reading files (`read_text`, used by every file reader in `lm.data`: `text:`,
 
 from __future__ import annotations
 
-import abc
 import codecs
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -66,6 +64,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from lm import files
+from lm.data import tfds_source
+from lm.data.documents import DocumentSource, content_hash  # noqa: F401 (re-exported)
 from lm.errors import LmError
 
 SCHEMES = ("pystdlib", "text", "jsonl", "tfds", "hf")
@@ -180,50 +180,6 @@ def read_text(path: str, newline: str | None = None) -> str:
   if newline is None and "\r" in text:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
   return text
-
-
-def content_hash(parts: Sequence[Any]) -> str:
-  """A 16-hex-digit sha256 of the `repr` of `parts`."""
-  return hashlib.sha256(repr(list(parts)).encode()).hexdigest()[:16]
-
-
-class DocumentSource(abc.ABC):
-  """A random-access list of documents (strings) named by a URI.
-
-  Example:
-    src = open_source("text:data/input.txt[:90%]")
-    len(src)      # -> 1
-    src[0][:10]   # -> 'First Citi'
-  """
-
-  uri: str
-
-  @abc.abstractmethod
-  def __len__(self) -> int:
-    """The number of documents."""
-
-  @abc.abstractmethod
-  def _get(self, i: int) -> str:
-    """Document `i`, with `0 <= i < len(self)`."""
-
-  @abc.abstractmethod
-  def fingerprint(self) -> str:
-    """A short stable hash that changes whenever the documents may change."""
-
-  def __getitem__(self, i: int) -> str:
-    """Document `i` (negative indices count from the end)."""
-    n = len(self)
-    if not -n <= i < n:
-      raise IndexError(f"document index {i} out of range for {n} documents")
-    return self._get(i % n)
-
-  def __iter__(self) -> Iterator[str]:
-    """The documents in order."""
-    for i in range(len(self)):
-      yield self._get(i)
-
-  def __repr__(self) -> str:
-    return f"{type(self).__name__}({self.uri!r}, {len(self)} documents)"
 
 
 # --- files (pystdlib:, text:) -------------------------------------------------
@@ -457,6 +413,5 @@ def open_source(uri: str, *, field: str = "text",
     return _open_text(uri, rest)
   if scheme == "jsonl":
     return _open_jsonl(uri, rest, field)
-  from lm.data import tfds_source  # pylint: disable=g-import-not-at-top
   return tfds_source.open_tfds(uri, rest, field, data_dir)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from lm import files
 from lm.data import hf_datasets
-from lm.data.sources import DocumentSource, content_hash
+from lm.data.documents import DocumentSource, content_hash
 from lm.errors import LmError, first_line
 
 
