@@ -29,13 +29,12 @@ DIR.
 from __future__ import annotations
 
 import json
-import os
-import threading
 
 import numpy as np
 
 from lm import files
 from lm.data import packing
+from lm.data.array_records import RecordFiles, local_only
 from lm.data.sources import DocumentSource, content_hash, split_slice
 from lm.errors import LmError
 
@@ -185,22 +184,13 @@ class PreparedTokens(DocumentSource):
                fraction: tuple[float, float]):
     self.uri, self.directory, self.manifest = uri, directory, manifest
     self.dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
-    counts = np.asarray([s["documents"] for s in manifest["shards"]], np.int64)
-    self._ends = np.cumsum(counts)
-    total = int(self._ends[-1]) if len(counts) else 0
+    self.records = RecordFiles(
+        [files.join(directory, s["file"]) for s in manifest["shards"]],
+        [s["documents"] for s in manifest["shards"]])
+    total = len(self.records)
     a, b = fraction
     self._lo, self._hi = int(total * a / 100), int(total * b / 100)
     self.fraction = fraction
-    self._local = threading.local()
-
-  def __getstate__(self):
-    state = self.__dict__.copy()
-    state["_local"] = None
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._local = threading.local()
 
   def __len__(self) -> int:
     return self._hi - self._lo
@@ -218,26 +208,9 @@ class PreparedTokens(DocumentSource):
                     "--config.data.tokenizer.path empty (the run takes the "
                     "corpus's tokenizer) or prepare the corpus with yours.")
 
-  def _reader(self, s: int):
-    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-    local = self._local.__dict__   # one reader per thread and process
-    if local.get("pid") != os.getpid():
-      local.clear()
-      local["pid"] = os.getpid()
-    reader = local.get(s)
-    if reader is None:
-      path = files.join(self.directory, self.manifest["shards"][s]["file"])
-      reader = local[s] = array_record_module.ArrayRecordReader(
-          path, "readahead_buffer_size:0")
-    return reader
-
   def token_ids(self, i: int) -> np.ndarray:
     """The token ids of document `i` (of the slice)."""
-    g = self._lo + int(i)
-    s = int(np.searchsorted(self._ends, g, side="right"))
-    j = g - (int(self._ends[s - 1]) if s else 0)
-    data = self._reader(s).read([j])[0]
-    return np.frombuffer(data, self.dtype)
+    return np.frombuffer(self.records.read(self._lo + int(i)), self.dtype)
 
   def _get(self, i: int) -> str:
     raise LmError(f"Data URI {self.uri!r} holds token ids, not text; it is "
@@ -259,10 +232,7 @@ def open_prepared(uri: str) -> PreparedTokens:
     raise LmError(f"Data URI {uri!r} names no directory; write e.g. "
                   "'prepared:data/c4-tokens'.")
   directory = files.expand(directory)
-  if files.is_uri(directory):
-    raise LmError(f"Data URI {uri!r}: ArrayRecord reads local files only; "
-                  "copy the prepared directory to local disk (gcloud storage "
-                  "cp -r) or mount the bucket (gcsfuse) and name that path.")
+  local_only(uri, directory)
   manifest = read_manifest(directory, uri)
   src = PreparedTokens(uri, directory, manifest, fraction)
   if not len(src):

@@ -69,6 +69,9 @@ from lm.data.documents import DocumentSource, content_hash  # noqa: F401 (re-exp
 from lm.errors import LmError
 
 SCHEMES = ("pystdlib", "text", "jsonl", "tfds", "hf")
+# Opened for training by `lm.objectives.open_documents` (ArrayRecord text,
+# lm.data.array_records; pre-tokenized corpora, lm.data.prepared).
+TRAINING_SCHEMES = ("arrayrecord", "prepared")
 
 # Directories and file names excluded from the `pystdlib` corpus.
 _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test",
@@ -407,7 +410,7 @@ def open_source(uri: str, *, field: str = "text",
     return _open_pystdlib(uri, rest if sep else None)
   if not sep or scheme not in SCHEMES:
     raise LmError(f"Unknown data URI {uri!r}; supported schemes are "
-                  + ", ".join(f"'{s}:'" for s in SCHEMES)
+                  + ", ".join(f"'{s}:'" for s in SCHEMES + TRAINING_SCHEMES)
                   + " (e.g. 'text:data/input.txt').")
   if scheme == "text":
     return _open_text(uri, rest)

@@ -23,7 +23,7 @@ holds what the pretraining objectives share (`open_documents`,
 
 from __future__ import annotations
 
-from lm.data import indexed, prepared, sources, streaming
+from lm.data import array_records, indexed, prepared, sources, streaming
 from lm.errors import LmError
 from lm.models import build_model
 
@@ -47,6 +47,9 @@ def open_documents(config, uri: str, *, token_ids: bool = False):
                     "the streaming pipeline; add "
                     "--config.data.pipeline=stream.")
     return prepared.open_prepared(uri)
+  scheme, _, rest = uri.partition(":")
+  if scheme == array_records.SCHEME:
+    return array_records.open_array_records(uri, rest, config.data.field)
   if (config.data.get("pipeline", "packed") == "stream"
       and uri.partition(":")[0] in indexed.SCHEMES):
     return indexed.open_indexed(uri, field=config.data.field,

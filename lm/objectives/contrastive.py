@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lm.data import pair_batches, pair_stream, pairs as pairs_lib, sources
+from lm.data import pair_batches, pair_stream, pairs as pairs_lib
 from lm.data.streaming import StreamCorpus
 from lm.errors import LmError
 from lm.models import flops
@@ -252,9 +252,7 @@ class Contrastive(Objective):
     if train:
       stream = streamed(c) and not uri.startswith("pystdlib")
       if self.unsupervised and not uri.startswith("pystdlib"):
-        if stream:
-          return open_documents(c, uri)
-        return sources.open_source(uri, field=c.data.field, data_dir=data_dir)
+        return open_documents(c, uri)
       if stream:
         pairs_lib.check_pair_uri(uri)
         fields = list(self._fields()) + (
