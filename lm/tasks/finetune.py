@@ -180,6 +180,11 @@ class Task(Objective):
       raise LmError(f"config.task.metric={metric!r} is not a {self.name} "
                     f"metric; use one of {', '.join(self.metrics)}.")
     self.best_metric = (f"eval_{metric}", "max")
+    if config.data.get("pipeline", "packed") == "stream" and stored is None:
+      raise LmError(f"config.objective={self.name!r} reads its labelled "
+                    "examples into memory, and data.pipeline='stream' is for "
+                    "pretraining corpora (causal, mlm, contrastive); leave "
+                    "--config.data.pipeline at 'packed'.")
 
   # --- model ------------------------------------------------------------------
 

@@ -240,3 +240,10 @@ def test_classification_loss_weight_zero_class(tiny_model):
                       deterministic=True)
   nll = -_log_softmax(logits)[np.arange(4), batch["label"]]
   assert float(loss) == pytest.approx((nll[0] + nll[2]) / 2, rel=1e-5)
+
+
+def test_the_streaming_pipeline_is_refused_for_labelled_examples():
+  config = _config()
+  config.data.pipeline = "stream"
+  with pytest.raises(LmError, match="reads its labelled examples into memory"):
+    make_task(config)
