@@ -23,6 +23,11 @@ The quickstart train step's consumption is measured in the same run (the
 step of `benchmarks/train_throughput.py` on random tokens), and the ratio
 printed. Goals: the first-batch times and the peak RSS of the two corpora
 within 1.5x of each other, and input throughput >= 5x the step's.
+
+With `--prepare_mb N` (one of the sizes) the N MB corpus is also tokenized
+once by `launch.prepare` (its Beam pipeline, `--workers` local worker
+processes, 8 shards; wall time and tokens/s of the command), and the
+input rate of streaming the `prepared:` corpus is measured as above.
 """
 
 from __future__ import annotations
@@ -70,13 +75,15 @@ def write_corpus(directory: str, size_mb: int) -> str:
 
 
 def measure(glob: str, tokenizer: str, workers: int, seconds: float) -> dict:
-  """Runs in a fresh process (see the module docstring)."""
+  """Runs in a fresh process (see the module docstring); `glob` is a text
+  glob, or "prepared:DIR"."""
   import tempfile  # pylint: disable=g-import-not-at-top
-  from lm.data import indexed, streaming  # pylint: disable=g-import-not-at-top
+  from lm.data import indexed, prepared, streaming  # pylint: disable=g-import-not-at-top
   from lm.data.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   tok = Tokenizer.load(tokenizer)
   start = time.perf_counter()
-  src = indexed.open_indexed(f"text:{glob}")
+  src = (prepared.open_prepared(glob) if glob.startswith("prepared:")
+         else indexed.open_indexed(f"text:{glob}"))
   with tempfile.TemporaryDirectory() as cache:
     corpus = streaming.StreamCorpus(src, tok, cache_dir=cache, workers=workers)
     indexed_s = time.perf_counter() - start
@@ -110,6 +117,7 @@ def main():
   ap.add_argument("--workers", type=int, default=2)
   ap.add_argument("--seconds", type=float, default=20.0)
   ap.add_argument("--dir", default="/tmp/lm-input-bench")
+  ap.add_argument("--prepare_mb", type=int, default=0)
   ap.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.measure:
@@ -123,13 +131,32 @@ def main():
     from lm.data.tokenizer import train_tokenizer  # pylint: disable=g-import-not-at-top
     train_tokenizer(open_source(f"text:{globs[min(sizes)]}"), tok_path,
                     vocab_size=2048, max_chars=2_000_000)
-  rows = {}
-  for s in sizes:
+  def run_measure(what):
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", globs[s], tok_path,
+        [sys.executable, __file__, "--measure", what, tok_path,
          f"--workers={args.workers}", f"--seconds={args.seconds}"],
         capture_output=True, text=True, check=True, cwd=ROOT)
-    rows[s] = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+  rows = {s: run_measure(globs[s]) for s in sizes}
+  prep = None
+  if args.prepare_mb:
+    import shutil  # pylint: disable=g-import-not-at-top
+    out_dir = os.path.join(args.dir, f"prepared-{args.prepare_mb}mb")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "launch.prepare",
+         f"--data=text:{globs[args.prepare_mb]}", f"--tokenizer={tok_path}",
+         f"--out={out_dir}", "--shards=8", f"--workers={args.workers}"],
+        capture_output=True, text=True, check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    with open(os.path.join(out_dir, "prepared.json")) as f:
+      manifest = json.load(f)
+    prep = {"wall_s": wall, "tokens": manifest["tokens"],
+            "documents": manifest["documents"],
+            "stream": run_measure(f"prepared:{out_dir}")}
+    del done
   step = step_consumption()
   print(f"quickstart train step consumes {step:,.0f} tokens/s "
         f"({BATCH} x {SEQ}); {args.workers} Grain workers")
@@ -141,6 +168,15 @@ def main():
           f"{r['first_batch_s']:.2f} | {r['peak_rss_mb']:.0f} | "
           f"{r['worker_peak_rss_mb']:.0f} | {r['tokens_per_s']:,.0f} | "
           f"{r['tokens_per_s'] / step:.1f}x |")
+  if prep is not None:
+    r = prep["stream"]
+    print(f"launch.prepare of the {args.prepare_mb:,} MB corpus: "
+          f"{prep['documents']:,} documents, {prep['tokens']:,} tokens in "
+          f"{prep['wall_s']:.1f} s ({prep['tokens'] / prep['wall_s']:,.0f} "
+          f"tokens/s, {args.workers} Beam workers, 8 shards); streaming the "
+          f"prepared corpus: first batch {r['first_batch_s']:.2f} s, peak RSS "
+          f"{r['peak_rss_mb']:.0f} MB, {r['tokens_per_s']:,.0f} input "
+          f"tokens/s ({r['tokens_per_s'] / step:.1f}x the step)")
   if len(sizes) == 2:
     a, b = rows[sizes[0]], rows[sizes[1]]
     print(f"first batch {b['first_batch_s'] / a['first_batch_s']:.2f}x, "
