@@ -15,9 +15,24 @@ import time
 import uuid
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from lm import files
+
+
+def summary_writer(logdir: str):
+  """A tensorboardX `SummaryWriter` for `logdir`. tensorboardX imports
+  PyTorch at import time when it is installed, only to accept torch
+  tensors (which lm never passes), and that import costs ~3 s per process;
+  so unless torch is already loaded, tensorboardX is imported with torch
+  marked absent, and the mark removed after."""
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None   # `import torch` raises ImportError
+    try:
+      import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      del sys.modules["torch"]
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(logdir)
 
 
 def measure_matmul_peak(repeats: int = 5, n: int | None = None,
@@ -190,7 +205,7 @@ class MetricsWriter:
     if tensorboard:
       if self._remote:
         self._tb_local = tempfile.mkdtemp(prefix="lm-tensorboard-")
-      self._tb = SummaryWriter(self._tb_local or self._tb_dir)
+      self._tb = summary_writer(self._tb_local or self._tb_dir)
       if config:
         self._tb.add_text("config", "```\n" + json.dumps(config, indent=2)
                           + "\n```", start_step)
