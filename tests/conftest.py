@@ -39,27 +39,32 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 
-# The files that take minutes, longest first. pytest-xdist (`--dist loadfile`)
-# hands whole files to the workers in collection order, so these start first
-# and the last files of the run are short ones: no worker waits alone on a
-# long file at the end.
+# The files that take minutes, longest first (as measured in a full run).
+# pytest-xdist (`--dist loadfile --no-loadscope-reorder`) hands whole files
+# to the workers in collection order, so these start first and the last
+# files of the run are short ones: no worker waits alone on a long file at
+# the end.
 _LONG_FILES = (
+    "tests/training/test_stream_runs.py",
     "tests/tasks/test_finetune_e2e.py",
     "tests/objectives/test_contrastive.py",
-    "tests/reliability/test_interruptions.py",
-    "tests/reliability/test_checkpoints.py",
-    "tests/training/test_runlocal_golden.py",
-    "tests/training/test_stream_runs.py",
     "tests/interop/test_hf_workdir.py",
-    "tests/cloud/test_gcs_runs.py",
+    "tests/reliability/test_checkpoints.py",
+    "tests/objectives/test_contrastive_loss.py",
+    "tests/reliability/test_interruptions.py",
     "tests/generation/test_decode.py",
-    "tests/parallel/test_mesh_equivalence.py",
-    "tests/training/test_train_mlm.py",
-    "tests/reliability/test_workdirs.py",
     "tests/launch/test_sample_evaluate.py",
-    "tests/launch/test_encode.py",
-    "tests/objectives/test_mlm.py",
+    "tests/cloud/test_gcs_runs.py",
+    "tests/training/test_train_mlm.py",
+    "tests/training/test_runlocal_golden.py",
+    "tests/reliability/test_workdirs.py",
     "tests/interop/test_hf_exports.py",
+    "tests/models/test_transformer.py",
+    "tests/launch/test_encode.py",
+    "tests/parallel/test_mesh_equivalence.py",
+    "tests/models/test_embedder.py",
+    "tests/models/test_attention.py",
+    "tests/objectives/test_mlm.py",
 )
 
 
