@@ -33,9 +33,10 @@ import json
 import numpy as np
 
 from lm import files
-from lm.data import packing
+from lm.data import indexed, packing, sources
 from lm.data.array_records import RecordFiles, local_only
 from lm.data.sources import DocumentSource, content_hash, split_slice
+from lm.data.tokenizer import load_tokenizer
 from lm.errors import LmError
 
 SCHEME = "prepared"
@@ -79,7 +80,6 @@ def open_text_source(spec: dict):
   pipeline sees them: `text:`/`jsonl:` through their offset index (a text
   piece or a JSON line per document; the index cached in
   `spec["index_cache"]`), any other URI through `open_source`."""
-  from lm.data import indexed, sources  # pylint: disable=g-import-not-at-top
   uri = spec["uri"]
   if uri.partition(":")[0] == SCHEME:
     raise LmError(f"Data URI {uri!r} is already prepared; point --data at "
@@ -106,7 +106,6 @@ def tokenize_shard(spec: dict, shard: int, source=None, tokenizer=None,
   them as shard `shard` of `spec["out"]` (one Beam work unit; a retried
   unit rewrites the same file). Returns the shard's entry of the manifest.
   """
-  from lm.data.tokenizer import load_tokenizer  # pylint: disable=g-import-not-at-top
   source = source or open_text_source(spec)
   tokenizer = tokenizer or load_tokenizer(spec["tokenizer"])
   lo, hi = spec["ranges"][shard]

@@ -58,9 +58,43 @@ PROBES = (
 )
 
 
+def _model_proto_class():
+  """SentencePiece's `ModelProto` message class.
+
+  The generated module `sentencepiece.sentencepiece_model_pb2` refuses to
+  load under a protobuf runtime older than the one it was generated for
+  (sentencepiece 0.2.3 wants protobuf >= 7.36, and Apache Beam, the
+  `prepare` extra, keeps protobuf below 7). The schema itself is the
+  serialized file descriptor inside that module, so in that case it is
+  read from the module's source and built in a private descriptor pool:
+  the same messages, field numbers and defaults, without the version
+  check.
+  """
+  try:
+    from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+    return sentencepiece_model_pb2.ModelProto
+  except Exception:  # pylint: disable=broad-except  (protobuf's VersionError)
+    pass
+  import ast  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec("sentencepiece.sentencepiece_model_pb2")
+  with open(spec.origin, encoding="utf-8") as f:
+    tree = ast.parse(f.read())
+  data = next(node.value for node in ast.walk(tree)
+              if isinstance(node, ast.Constant)
+              and isinstance(node.value, bytes)
+              and b"sentencepiece_model.proto" in node.value[:64])
+  pool = descriptor_pool.DescriptorPool()
+  pool.Add(descriptor_pb2.FileDescriptorProto.FromString(data))
+  desc = pool.FindMessageTypeByName("sentencepiece.ModelProto")
+  if hasattr(message_factory, "GetMessageClass"):
+    return message_factory.GetMessageClass(desc)
+  return message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
 def _proto(tok):
-  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
-  m = sentencepiece_model_pb2.ModelProto()
+  m = _model_proto_class()()
   m.ParseFromString(tok.processor.serialized_model_proto())
   return m
 

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("apache_beam")
 
 from configs import quickstart  # pylint: disable=g-import-not-at-top
-from launch.prepare import beam_args, prepare
+from lm.data.prepare_pipeline import beam_args, prepare
 from lm.data import prepared
 from lm.data.indexed import open_indexed
 from lm.data.tokenizer import load_tokenizer, train_tokenizer
