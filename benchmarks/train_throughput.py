@@ -11,6 +11,12 @@ for the masked predictions; see the objectives' `flops_per_token`), and the
 peak measured in the same run as the best float32 (or bfloat16 with --dtype)
 square-matmul rate on this machine. Batches are random tokens: the figure is
 the cost of the train step itself, not of the input pipeline.
+
+`--compile_layers 2,24` also prints the time to lower and compile the train
+step of the first size at each depth (same width, batch and length), and
+the ratio of the deepest to the shallowest. Goal: 24 layers within 1.5x of
+2 (stacks deeper than `model.scan_unroll` keep their scan, so the step's
+program does not grow with depth).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -62,12 +69,10 @@ def random_batch(objective, b: int, t: int, vocab: int, rng) -> dict:
           "nsp_weights": np.ones(b, np.float32)}
 
 
-def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
-          seq_len: int | None, dropout: float | None = None):
+def _setup(size, dtype, vocab, batch, seq_len, overrides):
+  """(cfg, objective, train_fn, state, batch) of `size`'s jitted train step."""
   b, t = SHAPES.get(size, (8, 256))
   b, t = batch or b, seq_len or t
-  overrides = {} if dropout is None else dict(dropout=dropout,
-                                              attention_dropout=dropout)
   cfg = make_model_config(size, vocab_size=vocab, dtype=dtype, **overrides)
   model = build_model(cfg)
   config = base_config()
@@ -83,6 +88,30 @@ def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
                                    rules, shardings, summarize=objective.summarize)
   batch_np = random_batch(objective, b, t, vocab, np.random.default_rng(0))
   batch = {k: jax.device_put(v, sharding_lib.batch_sharding(mesh)) for k, v in batch_np.items()}
+  return cfg, objective, train_fn, state, batch, mesh, rules
+
+
+def compile_seconds(size: str, layers: int, dtype: str, vocab: int,
+                    batch: int | None, seq_len: int | None,
+                    overrides: dict) -> float:
+  """Seconds to lower and compile the train step of `size` at `layers`."""
+  _, _, train_fn, state, batch, mesh, rules = _setup(
+      size, dtype, vocab, batch, seq_len, {**overrides, "num_layers": layers})
+  start = time.perf_counter()
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    train_fn.jitted.lower(state, batch).compile()
+  return time.perf_counter() - start
+
+
+def bench(size: str, steps: int, dtype: str, vocab: int, batch: int | None,
+          seq_len: int | None, dropout: float | None = None,
+          overrides: dict | None = None):
+  overrides = dict(overrides or {})
+  if dropout is not None:
+    overrides.update(dropout=dropout, attention_dropout=dropout)
+  cfg, objective, train_fn, state, batch, _, _ = _setup(
+      size, dtype, vocab, batch, seq_len, overrides)
+  b, t = batch["inputs"].shape
   for _ in range(2):  # compile + warm up
     state, m = train_fn(state, batch)
   jax.block_until_ready(m)
@@ -108,21 +137,46 @@ def main():
   p.add_argument("--dropout", type=float, default=None,
                  help="dropout and attention dropout (default: the size's; "
                  "BERT sizes use 0.1)")
+  p.add_argument("--attention_impl", default=None,
+                 choices=["xla", "cudnn", "einsum"],
+                 help="model.attention_impl (default: the size's)")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="MFU against this peak (e.g. 989 for an H100/H200's "
+                 "dense bfloat16) instead of the measured matmul rate")
+  p.add_argument("--compile_layers", default="",
+                 help="comma-separated depths whose compile time to print "
+                 "for the first size, e.g. 2,24")
   args = p.parse_args()
+  overrides = ({} if args.attention_impl is None
+               else {"attention_impl": args.attention_impl})
   dev = jax.devices()[0]
   peak = metrics_lib.measure_matmul_peak(repeats=10, dtype=args.dtype)
   if dev.platform != "cpu":
     peak *= len(jax.devices())
   print(f"device: {dev.platform} ({dev.device_kind}) x{len(jax.devices())}; "
         f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s")
+  if args.peak_tflops:
+    peak = args.peak_tflops * 1e12 * len(jax.devices())
+    print(f"MFU against the given peak: {args.peak_tflops:g} TFLOP/s per "
+          "device")
   print("| size | objective | dropout | params | batch×seq | step (ms) | tokens/s | TFLOP/s | MFU |")
   print("|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     r = bench(size, args.steps, args.dtype, args.vocab, args.batch, args.seq_len,
-              args.dropout)
+              args.dropout, overrides)
     print(f"| {r['size']} | {r['objective']} | {r['dropout']:g} | {r['params'] / 1e6:.1f}M | {r['batch']}×{r['seq']} | "
           f"{r['step_ms']:.0f} | {r['tok_s']:,.0f} | {r['tflops']:.3f} | "
           f"{100 * r['tflops'] * 1e12 / peak:.1f}% |", flush=True)
+  if args.compile_layers:
+    size = args.sizes.split(",")[0]
+    depths = [int(d) for d in args.compile_layers.split(",")]
+    secs = {d: compile_seconds(size, d, args.dtype, args.vocab, args.batch,
+                               args.seq_len, overrides) for d in depths}
+    print(f"\n| {size} layers | compile (s) |\n|---|---|")
+    for d in depths:
+      print(f"| {d} | {secs[d]:.2f} |")
+    print(f"compile time {max(depths)} / {min(depths)} layers: "
+          f"{secs[max(depths)] / secs[min(depths)]:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ VOCAB = 2048
 LR, BETAS, EPS, WD = 6e-4, (0.9, 0.95), 1e-8, 0.1
 
 
-def lm_step(shape: dict):
-  """(step(), tokens per step, FLOPs per token) of lm's jitted train step."""
+def lm_step(shape: dict, with_parts: bool = False):
+  """(run(n), tokens per step, FLOPs per token) of lm's jitted train step;
+  with `with_parts` also (train_fn, current state, batch, mesh, rules)."""
   import jax  # pylint: disable=g-import-not-at-top
   from lm.experiments import base_config, make_objective  # pylint: disable=g-import-not-at-top
   from lm.models import build_model  # pylint: disable=g-import-not-at-top
@@ -92,6 +93,8 @@ def lm_step(shape: dict):
     jax.block_until_ready(m)
   n = count_params(state.params) - t * shape["width"]
   fpt = 6 * n + 12 * shape["layers"] * t * shape["width"]
+  if with_parts:
+    return run, b * t, fpt, (train_fn, lambda: box[0], batch, mesh, rules)
   return run, b * t, fpt
 
 

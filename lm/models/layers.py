@@ -5,11 +5,19 @@ a rule table (not the model) decides how it is sharded. Computation runs in
 the config's compute dtype; norms are computed in float32 and logits are
 returned in float32.
 
+The norms are functions with their own backward pass (`layer_norm`,
+`rms_norm`): the closed-form gradient of a normalised row. Differentiating
+the forward formula instead gives XLA a chain of elementwise ops per norm,
+and on the CPU backend its fusion recomputes those chains inside each
+consumer, down the whole residual stream: measured, 12 ms of a 74 ms train
+step at 4 layers x 128 (`benchmarks/step_profile.py`).
+
 Legend: B batch, T length, D model width, F MLP width, V vocabulary.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -85,6 +93,70 @@ class Einsum(nn.Module):
     return y
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array | None,
+               eps: float) -> jax.Array:
+  """`(x - mean) / sqrt(var + eps) * scale (+ bias)` over the last axis of
+  float32 `x`, with the closed-form backward pass.
+
+  Example: layer_norm(jnp.array([[1., 3.]]), jnp.ones(2), None, 0.0)
+  -> [[-1., 1.]].
+  """
+  return _layer_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  centred = x - mean
+  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+                       + eps)
+  xhat = centred * rstd
+  y = xhat * scale
+  if bias is not None:
+    y = y + bias
+  return y, (xhat, rstd, scale, bias is not None)
+
+
+def _layer_norm_bwd(eps, res, g):
+  """dx = rstd (g' - mean(g') - xhat mean(g' xhat)), g' = g * scale."""
+  del eps
+  xhat, rstd, scale, has_bias = res
+  rows = tuple(range(g.ndim - 1))
+  gs = g * scale
+  dx = rstd * (gs - jnp.mean(gs, axis=-1, keepdims=True)
+               - xhat * jnp.mean(gs * xhat, axis=-1, keepdims=True))
+  return (dx, jnp.sum(g * xhat, axis=rows),
+          jnp.sum(g, axis=rows) if has_bias else None)
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+  """`x / sqrt(mean(x^2) + eps) * scale` over the last axis of float32 `x`,
+  with the closed-form backward pass."""
+  return _rms_norm_fwd(x, scale, eps)[0]
+
+
+def _rms_norm_fwd(x, scale, eps):
+  rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+  xhat = x * rstd
+  return xhat * scale, (xhat, rstd, scale)
+
+
+def _rms_norm_bwd(eps, res, g):
+  """dx = rstd (g' - xhat mean(g' xhat)), g' = g * scale."""
+  del eps
+  xhat, rstd, scale = res
+  gs = g * scale
+  dx = rstd * (gs - xhat * jnp.mean(gs * xhat, axis=-1, keepdims=True))
+  return dx, jnp.sum(g * xhat, axis=tuple(range(g.ndim - 1)))
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis, computed in float32.
 
@@ -108,18 +180,15 @@ class LayerNorm(nn.Module):
         nn.with_logical_partitioning(nn.initializers.ones_init(),
                                      (axes.NORM,)),
         (dim,), self.param_dtype)
-    xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
-    y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
-    y = y * scale.astype(jnp.float32)
+    bias = None
     if self.use_bias:
       bias = self.param(
           "bias",
           nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                        (axes.NORM,)),
-          (dim,), self.param_dtype)
-      y = y + bias.astype(jnp.float32)
+          (dim,), self.param_dtype).astype(jnp.float32)
+    y = layer_norm(x.astype(jnp.float32), scale.astype(jnp.float32), bias,
+                   self.eps)
     return y.astype(self.dtype)
 
 
@@ -143,9 +212,7 @@ class RMSNorm(nn.Module):
         nn.with_logical_partitioning(nn.initializers.ones_init(),
                                      (axes.NORM,)),
         (x.shape[-1],), self.param_dtype)
-    xf = x.astype(jnp.float32)
-    ms = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
-    y = xf * jax.lax.rsqrt(ms + self.eps) * scale.astype(jnp.float32)
+    y = rms_norm(x.astype(jnp.float32), scale.astype(jnp.float32), self.eps)
     return y.astype(self.dtype)
 
 

@@ -101,7 +101,8 @@ class TransformerStack(nn.Module):
 
   With `config.scan_layers` the blocks are one `nn.scan` named `layers` whose
   params carry a leading `[L]` axis named `axes.LAYERS`; otherwise they are
-  `layers_0` … `layers_{L-1}`. `config.remat` wraps each block in
+  `layers_0` … `layers_{L-1}`. A scan over at most `config.scan_unroll`
+  blocks is fully unrolled (same parameters, faster step). `config.remat` wraps each block in
   `nn.remat` either way. A final norm follows pre-LN stacks.
 
   Attributes:
@@ -131,6 +132,8 @@ class TransformerStack(nn.Module):
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
+          unroll=(cfg.num_layers if cfg.num_layers <= cfg.scan_unroll
+                  else 1),
           metadata_params={nn.PARTITION_NAME: axes.LAYERS},
       )(cfg, causal=self.causal, scanned=True, decode=self.decode,
         name="layers")

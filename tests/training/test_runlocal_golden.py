@@ -1,12 +1,18 @@
 """Every objective and task trains to the same numbers as recorded: the
 `:runlocal` config of each (causal GPT, character-level LSTM, masked LM +
 NSP, unsupervised and supervised contrastive, classification,
-tagging, QA), three steps on small files the test writes, compared
-bitwise with `runlocal_golden.json`.
+tagging, QA), three steps on small files the test writes, compared with
+`runlocal_golden.json`: counts exactly, float metrics to a relative 1e-5.
 
-The golden file is what the code produced when it was recorded; a change
-meant to move no number (a refactor) must leave it untouched. A change
-meant to move them rewrites it, with the reason in the commit:
+Bitwise equality holds on one machine but not across them: XLA's CPU
+backend generates code for the host's instruction set (AVX2, AVX-512,
+AMX), and the reductions it emits differ in their last bits (seen: up to
+4.4e-7 relative in a perplexity, 2.3e-7 in a gradient norm). A wrong
+mask, token, learning rate or loss term moves these metrics by far more
+than 1e-5 after three steps. The golden file is what the code produced
+when it was recorded; a change meant to move no number must leave it
+passing. A change meant to move them rewrites it, with the reason in the
+commit:
 
   python -m tests.training.test_runlocal_golden --write
 """
@@ -25,6 +31,10 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "runlocal_golden.json")
 CASES = ("quickstart", "lstm_shakespeare_char",
          "bert_quickstart", "simcse_quickstart", "code_search",
          "finetune_sst2", "finetune_conll", "finetune_squad")
+# metrics that count things: compared exactly
+COUNTS = ("step", "tokens", "examples", "pairs", "windows", "eval_tokens",
+          "eval_batches", "eval_examples", "eval_candidates", "eval_entities",
+          "eval_pairs", "eval_questions", "eval_windows")
 SHORT = {"steps": 3, "log_every": 1, "eval_every": 3, "checkpoint_every": 3,
          "eval_steps": 2}
 
@@ -86,7 +96,13 @@ def run_case(name: str, tmp) -> dict:
 def test_runlocal_config_trains_to_the_recorded_numbers(name, tmp_path):
   with open(GOLDEN, encoding="utf-8") as f:
     want = json.load(f)[name]
-  assert run_case(name, tmp_path) == want
+  got = run_case(name, tmp_path)
+  assert sorted(got) == sorted(want)
+  for key, value in want.items():
+    if key in COUNTS:
+      assert got[key] == value, key
+    else:
+      assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
 
 if __name__ == "__main__":
