@@ -198,14 +198,16 @@ def _softmax_attention_fwd(q, k, v, mask, scale):
                           *mask.shape[2:])                     # [B, K, G, T, S]
     logits = jnp.where(mask, logits, _large_negative(logits.dtype))
   probs = jax.nn.softmax(logits, axis=-1)                      # [B, K, G, T, S]
-  # the residuals keep the mask in its [B, 1|K, 1|G, T, S] form
   out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(v.dtype), v)
   out = out.reshape(b, t, n, h)
-  return out, (qg, k, v, mask, probs, out)
+  # rows with a key to attend to; a fully masked row's uniform weights have
+  # no logit gradient (elsewhere masked weights are exactly 0)
+  live = None if mask is None else jnp.any(mask, axis=-1, keepdims=True)
+  return out, (qg, k, v, live, probs, out)
 
 
 def _softmax_attention_bwd(scale, res, d_out):
-  qg, k, v, mask, probs, out = res
+  qg, k, v, live, probs, out = res
   b, t, kv_heads, g, h = qg.shape
   dog = d_out.reshape(b, t, kv_heads, g, h)
   dv = jnp.einsum("BKGTS,BTKGH->BSKH", probs.astype(v.dtype), dog)
@@ -214,8 +216,8 @@ def _softmax_attention_bwd(scale, res, d_out):
   rows = jnp.einsum("BTKGH,BTKGH->BKGT", dog, out.reshape(dog.shape),
                     preferred_element_type=jnp.float32)[..., None]
   ds = probs * (dp - rows) * scale                             # [B, K, G, T, S]
-  if mask is not None:   # a fully masked row's uniform weights have no logit gradient
-    ds = jnp.where(mask, ds, 0.0)
+  if live is not None:
+    ds = ds * live
   ds = ds.astype(qg.dtype)
   dq = jnp.einsum("BKGTS,BSKH->BTKGH", ds, k).reshape(b, t, kv_heads * g, h)
   dk = jnp.einsum("BKGTS,BTKGH->BSKH", ds, qg)
