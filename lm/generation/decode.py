@@ -64,12 +64,19 @@ def unrolled(model):
           lambda params: unstack(nn.meta.unbox(params)))
 
 
-def init_cache(model, batch_size: int, length: int):
-  """An empty cache for `batch_size` rows of up to `length` tokens."""
-  shapes = jax.eval_shape(
+def cache_shapes(model, batch_size: int, length: int):
+  """The shapes and dtypes of the cache for `batch_size` rows of up to
+  `length` tokens (traces the model once)."""
+  return jax.eval_shape(
       lambda: model.init({"params": jax.random.key(0)},
                          jnp.zeros((batch_size, length), jnp.int32),
                          decode=True))["cache"]
+
+
+def init_cache(model, batch_size: int, length: int, shapes=None):
+  """An empty cache for `batch_size` rows of up to `length` tokens."""
+  if shapes is None:
+    shapes = cache_shapes(model, batch_size, length)
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
@@ -119,6 +126,7 @@ class Decoder:
     model, per_layer = unrolled(model)
     self.model = model
     self.chunk = chunk
+    self._shapes = {}   # (batch, length) -> cache shapes
     sample = functools.partial(sample_logits, temperature=temperature,
                                top_k=top_k, top_p=top_p)
 
@@ -171,7 +179,9 @@ class Decoder:
     if total > max_len:
       raise ValueError(f"prompt ({p} tokens) + max_new_tokens "
                        f"({max_new_tokens}) exceeds the context of {max_len}")
-    cache = init_cache(self.model, b, total)
+    if (b, total) not in self._shapes:
+      self._shapes[(b, total)] = cache_shapes(self.model, b, total)
+    cache = init_cache(self.model, b, total, self._shapes[(b, total)])
     last, cache = self._prefill(params, cache, jnp.asarray(tokens),
                                 jnp.asarray(positions), jnp.asarray(valid))
     next_pos = jnp.asarray(positions[:, -1] + 1)

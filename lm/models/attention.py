@@ -227,6 +227,24 @@ def _softmax_attention_bwd(scale, res, d_out):
 softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                     mask: jax.Array | None, scale: float) -> jax.Array:
+  """Attention of new queries `[B, T, N, H]` over a KV cache whose keys and
+  values are heads first, `[B, K, S, H]`; `mask` `[B, 1, T, S]` covers
+  causality and padding (forward only: decoding takes no gradient)."""
+  b, t, n, h = q.shape
+  kv_heads = k.shape[1]
+  qg = q.reshape(b, t, kv_heads, n // kv_heads, h)             # [B, T, K, G, H]
+  logits = jnp.einsum("BTKGH,BKSH->BKGTS", qg, k,
+                      preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    logits = jnp.where(jnp.asarray(mask, bool)[:, :, None], logits,
+                       _large_negative(logits.dtype))
+  probs = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum("BKGTS,BKSH->BTKGH", probs.astype(v.dtype), v)
+  return out.reshape(b, t, n, h)
+
+
 class MultiHeadAttention(nn.Module):
   """Multi-head self-attention with grouped key/value heads.
 
@@ -240,7 +258,7 @@ class MultiHeadAttention(nn.Module):
   on the CPU backend uses `softmax_attention` (measured faster there).
 
   KV cache (`decode=True`): keys and values live in the 'cache' collection
-  as `cached_key`/`cached_value` `[B, S, K, H]` plus a `cache_index`; each
+  as `cached_key`/`cached_value` `[B, K, S, H]` plus a `cache_index`; each
   call writes its T new keys/values at `cache_index` and attends over all S
   slots, so the caller must pass a mask that covers causality and padding
   over the whole cache (`DecoderLM` builds it). The first call (from `init`)
@@ -267,8 +285,11 @@ class MultiHeadAttention(nn.Module):
                   name=name)
 
   def _extend_cache(self, k: jax.Array, v: jax.Array):
-    """Writes `k`, `v` `[B, T, K, H]` at the cache index; returns the full cache."""
+    """Writes `k`, `v` `[B, T, K, H]` at the cache index; returns the full
+    cache, heads first: `[B, K, S, H]`, the layout the per-token attention
+    reads without transposing all S slots (`cached_attention`)."""
     initialising = not self.has_variable("cache", "cached_key")
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)   # [B, K, T, H]
     cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     index = self.variable("cache", "cache_index",
@@ -277,11 +298,11 @@ class MultiHeadAttention(nn.Module):
       return k, v
     i = index.value
     cached_k.value = jax.lax.dynamic_update_slice(
-        cached_k.value, k.astype(cached_k.value.dtype), (0, i, 0, 0))
+        cached_k.value, k.astype(cached_k.value.dtype), (0, 0, i, 0))
     cached_v.value = jax.lax.dynamic_update_slice(
-        cached_v.value, v.astype(cached_v.value.dtype), (0, i, 0, 0))
-    index.value = i + k.shape[1]
-    return cached_k.value, cached_v.value  # [B, S, K, H]
+        cached_v.value, v.astype(cached_v.value.dtype), (0, 0, i, 0))
+    index.value = i + k.shape[2]
+    return cached_k.value, cached_v.value  # [B, K, S, H]
 
   @nn.compact
   def __call__(self, x: jax.Array, *, positions: jax.Array,
@@ -322,7 +343,10 @@ class MultiHeadAttention(nn.Module):
     causal = self.causal
     if self.decode:
       k, v = self._extend_cache(k, v)
-      causal = False
+      out = cached_attention(q, k, v, mask, 1.0 / math.sqrt(h))
+      return self._proj("BTNH,NHD->BTD", (n, h, d),
+                        (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 1,
+                        out_proj_std(cfg), "out")(out)  # [B, T, D]
 
     dropout = cfg.attention_dropout > 0.0 and not deterministic
     if dropout or cfg.attention_impl == "einsum":
