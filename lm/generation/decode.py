@@ -18,7 +18,7 @@ baseline has both).
 A Transformer trained with `scan_layers` decodes unrolled (`unrolled`): the
 same weights, sliced per layer once per jitted call, and one cache per
 layer. Under `nn.scan` the stacked `[L, B, S, K, H]` cache is sliced and
-re-stacked at every token; measured 1.45x fewer tokens/s at 128 new tokens
+re-stacked at every token; measured 1.33x fewer tokens/s at 128 new tokens
 (quickstart size, batch 1, `benchmarks/decode.py`).
 """
 
