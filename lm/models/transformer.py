@@ -103,8 +103,8 @@ class TransformerStack(nn.Module):
   params carry a leading `[L]` axis named `axes.LAYERS`; otherwise they are
   `layers_0` … `layers_{L-1}`. A scan over at most `config.scan_unroll`
   blocks is fully unrolled (same parameters, faster step). `config.remat`
-  wraps each block in
-  `nn.remat` either way. A final norm follows pre-LN stacks.
+  wraps each block in `nn.remat` either way. A final norm follows pre-LN
+  stacks.
 
   Attributes:
     config: model config.
