@@ -174,7 +174,8 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     q: `[B, T, N, H]` queries.
     k: `[B, S, K, H]` keys, K dividing N.
     v: `[B, S, K, H]` values.
-    mask: bool broadcastable to `[B, 1 | N, T, S]`, or None. Fully masked rows attend uniformly, as in `einsum_attention`.
+    mask: bool broadcastable to `[B, 1 | N, T, S]`, or None. Fully masked
+      rows attend uniformly, as in `einsum_attention`.
     scale: the logit scale, usually 1/sqrt(H).
 
   Returns:
@@ -183,11 +184,14 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   return _softmax_attention_fwd(q, k, v, mask, scale)[0]
 
 
-def _softmax_attention_fwd(q, k, v, mask, scale):
+def _grouped_softmax(q, k, v, mask, scale, kv: str):
+  """`(probs [B, K, G, T, S], out [B, T, N, H], grouped q, grouped mask)` of
+  softmax attention with keys and values laid out as `kv` ("BSKH", or
+  "BKSH" for the heads-first KV cache)."""
   b, t, n, h = q.shape
-  kv_heads = k.shape[2]
+  kv_heads = k.shape[kv.index("K")]
   qg = q.reshape(b, t, kv_heads, n // kv_heads, h)             # [B, T, K, G, H]
-  logits = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k,
+  logits = jnp.einsum(f"BTKGH,{kv}->BKGTS", qg, k,
                       preferred_element_type=jnp.float32) * scale
   if mask is not None:
     mask = jnp.asarray(mask, bool)
@@ -198,8 +202,12 @@ def _softmax_attention_fwd(q, k, v, mask, scale):
                           *mask.shape[2:])                     # [B, K, G, T, S]
     logits = jnp.where(mask, logits, _large_negative(logits.dtype))
   probs = jax.nn.softmax(logits, axis=-1)                      # [B, K, G, T, S]
-  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(v.dtype), v)
-  out = out.reshape(b, t, n, h)
+  out = jnp.einsum(f"BKGTS,{kv}->BTKGH", probs.astype(v.dtype), v)
+  return probs, out.reshape(b, t, n, h), qg, mask
+
+
+def _softmax_attention_fwd(q, k, v, mask, scale):
+  probs, out, qg, mask = _grouped_softmax(q, k, v, mask, scale, "BSKH")
   # rows with a key to attend to; a fully masked row's uniform weights have
   # no logit gradient (elsewhere masked weights are exactly 0)
   live = None if mask is None else jnp.any(mask, axis=-1, keepdims=True)
@@ -232,17 +240,7 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   """Attention of new queries `[B, T, N, H]` over a KV cache whose keys and
   values are heads first, `[B, K, S, H]`; `mask` `[B, 1, T, S]` covers
   causality and padding (forward only: decoding takes no gradient)."""
-  b, t, n, h = q.shape
-  kv_heads = k.shape[1]
-  qg = q.reshape(b, t, kv_heads, n // kv_heads, h)             # [B, T, K, G, H]
-  logits = jnp.einsum("BTKGH,BKSH->BKGTS", qg, k,
-                      preferred_element_type=jnp.float32) * scale
-  if mask is not None:
-    logits = jnp.where(jnp.asarray(mask, bool)[:, :, None], logits,
-                       _large_negative(logits.dtype))
-  probs = jax.nn.softmax(logits, axis=-1)
-  out = jnp.einsum("BKGTS,BKSH->BTKGH", probs.astype(v.dtype), v)
-  return out.reshape(b, t, n, h)
+  return _grouped_softmax(q, k, v, mask, scale, "BKSH")[1]
 
 
 class MultiHeadAttention(nn.Module):
