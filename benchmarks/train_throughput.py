@@ -70,7 +70,8 @@ def random_batch(objective, b: int, t: int, vocab: int, rng) -> dict:
 
 
 def _setup(size, dtype, vocab, batch, seq_len, overrides):
-  """(cfg, objective, train_fn, state, batch) of `size`'s jitted train step."""
+  """(cfg, objective, train_fn, state, batch, mesh, rules) of `size`'s
+  jitted train step on a random batch."""
   b, t = SHAPES.get(size, (8, 256))
   b, t = batch or b, seq_len or t
   cfg = make_model_config(size, vocab_size=vocab, dtype=dtype, **overrides)
@@ -140,6 +141,9 @@ def main():
   p.add_argument("--attention_impl", default=None,
                  choices=["xla", "cudnn", "einsum"],
                  help="model.attention_impl (default: the size's)")
+  p.add_argument("--scan_unroll", type=int, default=None,
+                 help="model.scan_unroll (default: the size's; 0 keeps the "
+                 "layer scan rolled)")
   p.add_argument("--peak_tflops", type=float, default=0.0,
                  help="MFU against this peak (e.g. 989 for an H100/H200's "
                  "dense bfloat16) instead of the measured matmul rate")
@@ -147,8 +151,9 @@ def main():
                  help="comma-separated depths whose compile time to print "
                  "for the first size, e.g. 2,24")
   args = p.parse_args()
-  overrides = ({} if args.attention_impl is None
-               else {"attention_impl": args.attention_impl})
+  overrides = {name: getattr(args, name)
+               for name in ("attention_impl", "scan_unroll")
+               if getattr(args, name) is not None}
   dev = jax.devices()[0]
   peak = metrics_lib.measure_matmul_peak(repeats=10, dtype=args.dtype)
   if dev.platform != "cpu":

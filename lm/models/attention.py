@@ -167,8 +167,8 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   dK = dS^T Q (times `scale`), so the softmax's own gradient needs one
   reduction over the head width instead of one over the keys. On the CPU
   backend this is the default kernel (`config.attention_impl == "xla"`):
-  it ran the train step of `benchmarks/vs_torch.py` 5% faster than
-  `jax.nn.dot_product_attention` at 4 layers x 128.
+  measured 62 -> 57 ms per train step against `jax.nn.dot_product_attention`
+  at 4 layers x 128 (T 64, B 12, unrolled layers).
 
   Args:
     q: `[B, T, N, H]` queries.
@@ -339,15 +339,11 @@ class MultiHeadAttention(nn.Module):
     k = nn.with_logical_constraint(k, kv_axes)
     v = nn.with_logical_constraint(v, kv_axes)
     causal = self.causal
+    dropout = cfg.attention_dropout > 0.0 and not deterministic
     if self.decode:
       k, v = self._extend_cache(k, v)
       out = cached_attention(q, k, v, mask, 1.0 / math.sqrt(h))
-      return self._proj("BTNH,NHD->BTD", (n, h, d),
-                        (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 1,
-                        out_proj_std(cfg), "out")(out)  # [B, T, D]
-
-    dropout = cfg.attention_dropout > 0.0 and not deterministic
-    if dropout or cfg.attention_impl == "einsum":
+    elif dropout or cfg.attention_impl == "einsum":
       rng = self.make_rng("dropout") if dropout else None
       out = einsum_attention(q, k, v, mask, causal=causal,
                              dropout_rate=cfg.attention_dropout if dropout

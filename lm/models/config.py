@@ -70,9 +70,10 @@ class ModelConfig:
     tie_embeddings: the LM head reuses the token embedding table.
     scan_unroll: a scanned stack of at most this many blocks runs its scan
       fully unrolled (0: never): the same stacked parameters, straight-line
-      code. Measured on a 2-core CPU: the train step 1.3x faster at 6
-      layers x 384 (`benchmarks/step_profile.py`); deeper stacks keep the
-      loop, whose compile time does not grow with depth.
+      code. Measured on a 2-core CPU: the train step 1.2x faster at 6
+      layers x 384 (`benchmarks/train_throughput.py --scan_unroll 0`
+      against the default); deeper stacks keep the loop, whose compile time
+      does not grow with depth.
     scan_layers: stack the blocks with `nn.scan` (params get a leading layer
       axis) instead of a Python loop.
     remat: "none", "full" (recompute every block activation) or "dots" (save
@@ -238,8 +239,8 @@ _BERT = dict(arch="bert", max_len=512, position="learned", norm="layernorm",
 CUSTOM = "custom"
 # Fields that a run sets for itself, not part of a named size's shape.
 _RUN_FIELDS = ("vocab_size", "max_len", "dropout", "attention_dropout",
-               "init_std", "dtype", "param_dtype", "scan_layers", "scan_unroll", "remat",
-               "attention_impl")
+               "init_std", "dtype", "param_dtype", "scan_layers", "scan_unroll",
+               "remat", "attention_impl")
 
 SIZES: dict[str, dict[str, Any]] = {
     # Unit tests.

@@ -9,8 +9,9 @@ The norms are functions with their own backward pass (`layer_norm`,
 `rms_norm`): the closed-form gradient of a normalised row. Differentiating
 the forward formula instead gives XLA a chain of elementwise ops per norm,
 and on the CPU backend its fusion recomputes those chains inside each
-consumer, down the whole residual stream: measured, 12 ms of a 74 ms train
-step at 4 layers x 128 (`benchmarks/step_profile.py`).
+consumer, down the whole residual stream (seen in `benchmarks/step_profile.py`
+as fusions of 70+ operands): the train step at 4 layers x 128 went from 74
+to 62 ms with these backward passes.
 
 Legend: B batch, T length, D model width, F MLP width, V vocabulary.
 """

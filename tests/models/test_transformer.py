@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lm.errors import LmError
+from lm.generation.decode import unrolled
 from lm.models.config import make_model_config
 from lm.models.transformer import DecoderLM, count_params
 from lm.parallel import axes
@@ -163,25 +164,38 @@ def test_sequence_longer_than_max_len_is_an_error():
     _abstract(CFG, length=33)
 
 
-def _unstack(params, num_layers):
-  """Scanned params {'layers': [L, ...]} -> {'layers_i': [...]}."""
-  decoder = dict(params["decoder"])
-  stacked = decoder.pop("layers")
-  for i in range(num_layers):
-    decoder[f"layers_{i}"] = jax.tree.map(lambda x: x[i], stacked)
-  return {**params, "decoder": decoder}
-
-
 def test_scan_and_loop_give_identical_outputs():
   variables = nn.meta.unbox(_init(CFG))
   tokens = _tokens()
   scanned = _logits(CFG, variables, tokens)
   loop_cfg = dataclasses.replace(CFG, scan_layers=False)
-  loop_params = _unstack(variables["params"], CFG.num_layers)
+  # the re-layout decoding uses (lm.generation.decode.unrolled)
+  loop_model, per_layer = unrolled(DecoderLM(CFG))
+  assert loop_model.config == loop_cfg
+  loop_params = per_layer(variables["params"])
   expected = jax.tree.structure(nn.meta.unbox(_abstract(loop_cfg)["params"]))
   assert jax.tree.structure(loop_params) == expected
   looped = _logits(loop_cfg, {"params": loop_params}, tokens)
   np.testing.assert_allclose(scanned, looped, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unrolled_scan_gives_the_same_outputs_and_gradients():
+  assert CFG.num_layers <= CFG.scan_unroll     # the default unrolls CFG
+  rolled = dataclasses.replace(CFG, scan_unroll=0)
+  variables = nn.meta.unbox(_init(CFG))
+  tokens = _tokens()
+  assert (jax.tree.structure(nn.meta.unbox(_abstract(rolled)["params"]))
+          == jax.tree.structure(variables["params"]))
+  want_loss, want_grads = _loss_and_grads(rolled, variables, tokens)
+  loss, grads = _loss_and_grads(CFG, variables, tokens)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_negative_scan_unroll_is_one_sentence():
+  with pytest.raises(LmError, match=r"model.scan_unroll=-1 must be 0"):
+    dataclasses.replace(CFG, scan_unroll=-1).validate()
 
 
 def _loss_and_grads(cfg, variables, tokens):
