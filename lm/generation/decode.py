@@ -49,7 +49,7 @@ def unrolled(model):
   num_layers = cfg.num_layers
 
   def unstack(tree):
-    if not isinstance(tree, dict) and not hasattr(tree, "items"):
+    if not hasattr(tree, "items"):   # a leaf
       return tree
     out = {}
     for key, value in tree.items():
