@@ -36,7 +36,7 @@ _PARTS = (("attention_norm", "norms"), ("mlp_norm", "norms"),
           ("mlp", "MLP"), ("token_embed", "embedding and head"),
           ("position_embed", "embedding and head"))
 _FRAMEWORK = ("ThreadpoolListener", "ThunkExecutor", "SlinkyThreadPool", "$",
-              "PjitFunction")
+              "PjitFunction", "end: ")   # "end: X" closes async kernel X
 
 
 def group(op_name: str) -> str:

@@ -11,11 +11,19 @@ def token_cross_entropy(logits, targets, mask):
 
   logits [B, T, V], targets [B, T] int, mask [B, T] (1 = counts).
   Returns (loss_sum, correct_sum, token_count), each a float32 scalar.
+
+  A token is correct when its target holds the unique largest logit (a tie
+  for the top counts as wrong). That is argmax accuracy without the argmax:
+  the row maximum is computed once for both the log-normalizer and the
+  accuracy, and the index-carrying argmax reduction (the costliest non-matmul
+  kernel of a small CPU train step, `benchmarks/step_profile.py`) is gone.
   """
   logits = logits.astype(jnp.float32)
   mask = mask.astype(jnp.float32)
-  logz = jax.nn.logsumexp(logits, axis=-1)                                # [B, T]
+  top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))                  # [B, T]
+  logz = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), -1))    # [B, T]
   target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
   nll = logz - target_logit                                               # [B, T]
-  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  at_top = jnp.sum((logits == top[..., None]).astype(jnp.float32), -1)
+  correct = ((target_logit >= top) & (at_top == 1)).astype(jnp.float32)
   return (jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask))
