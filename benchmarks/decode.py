@@ -115,7 +115,7 @@ def main():
     model = build_model(cfg)
     params = model.init({"params": jax.random.key(0)},
                         jnp.zeros((1, 8), jnp.int32))["params"]
-    decoder = Decoder(model, chunk=new)
+    decoder = Decoder(model)   # as `launch.sample` builds it: chunks of 32
     uncached = uncached_fn(model, total)
     for b in batches:
       rng = np.random.default_rng(b)

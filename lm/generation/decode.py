@@ -20,6 +20,15 @@ same weights, sliced per layer once per jitted call, and one cache per
 layer. Under `nn.scan` the stacked `[L, B, S, K, H]` cache is sliced and
 re-stacked at every token; measured 1.33x fewer tokens/s at 128 new tokens
 (quickstart size, batch 1, `benchmarks/decode.py`).
+
+Each decode step attends over every slot of its cache, so for a model with
+`grow_cache(cache, length)` (`DecoderLM`) the cache starts at the smallest
+power of two (at least `min_cache`) that holds the prompt and the first
+chunk, and doubles between chunks as the text grows, up to prompt +
+`max_new_tokens`: a step attends over at most twice the filled length
+instead of the whole context. Each cache size is one more compile of the
+chunk function (about log2(context / min_cache) in all), kept for later
+calls.
 """
 
 from __future__ import annotations
@@ -122,10 +131,11 @@ class Decoder:
   """
 
   def __init__(self, model, *, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, chunk: int = 32):
+               top_p: float = 1.0, chunk: int = 32, min_cache: int = 64):
     model, per_layer = unrolled(model)
     self.model = model
     self.chunk = chunk
+    self.min_cache = min_cache
     self._shapes = {}   # (batch, length) -> cache shapes
     sample = functools.partial(sample_logits, temperature=temperature,
                                top_k=top_k, top_p=top_p)
@@ -179,9 +189,10 @@ class Decoder:
     if total > max_len:
       raise ValueError(f"prompt ({p} tokens) + max_new_tokens "
                        f"({max_new_tokens}) exceeds the context of {max_len}")
-    if (b, total) not in self._shapes:
-      self._shapes[(b, total)] = cache_shapes(self.model, b, total)
-    cache = init_cache(self.model, b, total, self._shapes[(b, total)])
+    length = self._cache_length(p + min(self.chunk, max_new_tokens), total)
+    if (b, length) not in self._shapes:
+      self._shapes[(b, length)] = cache_shapes(self.model, b, length)
+    cache = init_cache(self.model, b, length, self._shapes[(b, length)])
     last, cache = self._prefill(params, cache, jnp.asarray(tokens),
                                 jnp.asarray(positions), jnp.asarray(valid))
     next_pos = jnp.asarray(positions[:, -1] + 1)
@@ -192,6 +203,10 @@ class Decoder:
     i = 0
     stopped = np.zeros(b, bool)
     while i < max_new_tokens:
+      need = p + min(i + self.chunk, max_new_tokens)
+      if need > length:
+        length = self._cache_length(need, total)
+        cache = self.model.grow_cache(cache, length)
       i, cache, last, next_pos, done, out = self._chunk(
           params, cache, last, next_pos, done, out, jnp.asarray(i, jnp.int32),
           jnp.asarray(max_new_tokens, jnp.int32), eos, rng)
@@ -216,6 +231,16 @@ class Decoder:
       else:
         reasons.append("length")
     return Generation(rows, reasons)
+
+  def _cache_length(self, need: int, total: int) -> int:
+    """Cache slots for `need` tokens: the next power of two from `min_cache`,
+    at most `total`; `total` for a model that cannot grow its cache."""
+    if not hasattr(self.model, "grow_cache"):
+      return total
+    length = max(self.min_cache, 1)
+    while length < need:
+      length *= 2
+    return min(length, total)
 
 
 def _cut_eos(row, eos_id) -> list[int]:

@@ -185,6 +185,27 @@ class DecoderLM(nn.Module):
 
     return jax.tree_util.tree_map_with_path(take, cache)
 
+  def grow_cache(self, cache, length: int):
+    """The cache with room for `length` tokens: key/value slots and the
+    `valid` row padded with empty (invalid) slots at the end. Decoding
+    attends over every slot of its cache, so `Decoder` starts with a short
+    cache and grows it between chunks instead of attending over the whole
+    context from the first token."""
+
+    def pad(path, x):
+      name = getattr(path[-1], "key", None)
+      if name in ("cached_key", "cached_value"):    # [..., S, H]
+        axis = x.ndim - 2
+      elif name == "valid":                          # [B, S]
+        axis = 1
+      else:
+        return x
+      widths = [(0, 0)] * x.ndim
+      widths[axis] = (0, length - x.shape[axis])
+      return jnp.pad(x, widths)
+
+    return jax.tree_util.tree_map_with_path(pad, cache)
+
   def _decode_mask(self, valid: jax.Array | None, shape) -> jax.Array:
     """Mask `[B, 1, T, S]` over the whole KV cache for a decode call.
 

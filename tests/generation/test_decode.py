@@ -82,6 +82,36 @@ def test_greedy_generate_equals_uncached_argmax_loop():
   assert gen.finish_reasons == ["length", "length"]
 
 
+@pytest.mark.parametrize("scan", [True, False])
+def test_a_cache_grown_between_chunks_decodes_as_a_full_one(scan):
+  """`Decoder` starts from a short cache and doubles it between chunks
+  (min_cache 4: 8, 16, then 23 slots); greedy tokens equal the uncached
+  argmax loop, and a grown cache's logits equal a full-size one's."""
+  model, params = tiny_model(position="learned", scan_layers=scan)
+  prompts = [[5, 6, 7], [9]]
+  dec = decode.Decoder(model, chunk=3, min_cache=4)
+  gen = dec.generate(params, prompts, max_new_tokens=20, max_len=32)
+  for prompt, got in zip(prompts, gen.tokens):
+    assert got == generate_uncached(model, params, prompt, max_new_tokens=20,
+                                    window=32)
+  assert sorted(length for _, length in dec._shapes) == [8]   # started short
+  tokens, valid, positions = decode.left_pad(prompts)
+  step = jax.jit(lambda *a: decode.forward_step(model, params, *a))
+  short = decode.init_cache(model, 2, 4)
+  full = decode.init_cache(model, 2, 9)
+  outs = []
+  for cache in (short, full):
+    _, cache = step(cache, jnp.asarray(tokens), jnp.asarray(positions),
+                    jnp.asarray(valid))
+    if cache is not full:
+      cache = model.grow_cache(cache, 9)
+    assert jax.tree.map(jnp.shape, cache) == jax.tree.map(jnp.shape, full)
+    logits, _ = step(cache, jnp.asarray([[11], [12]]),
+                     jnp.asarray(positions[:, -1:] + 1), jnp.ones((2, 1), bool))
+    outs.append(np.asarray(logits))
+  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+
+
 def test_sampling_is_seeded_and_stops():
   model, params = tiny_model()
   dec = decode.Decoder(model, temperature=1.0, top_k=20, chunk=3)
