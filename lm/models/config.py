@@ -29,14 +29,14 @@ import jax.numpy as jnp
 
 from lm.errors import LmError
 
-POSITIONS = ("learned", "sinusoidal", "rope", "none")
+POSITIONS = ("learned", "sinusoidal", "rope", "relative", "none")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "relu", "swiglu", "geglu")
 REMATS = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "cudnn", "einsum")
-ARCHS = ("transformer", "lstm", "bert")
+ARCHS = ("transformer", "lstm", "bert", "encoder_decoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +58,15 @@ class ModelConfig:
     head_dim: per-head width H (None: D // N).
     d_ff: MLP hidden width F (None: 4 * D).
     max_len: rows of the learned position table (longest position + 1).
-    position: "learned", "sinusoidal", "rope" or "none".
+    position: "learned", "sinusoidal", "rope", "relative" (T5's bucketed
+      relative-position bias on the attention logits, one table of
+      `relative_buckets` x N per stack; encoder-decoder only) or "none".
     rope_theta: RoPE base wavelength.
     norm: "layernorm" or "rmsnorm".
     norm_eps: epsilon inside the norm's square root.
     norm_position: "pre" (GPT-2) or "post" (original Transformer / BERT).
-    mlp: "gelu" (D -> F -> D) or "swiglu" (silu(gate) * up).
+    mlp: "gelu" or "relu" (D -> F -> D), "swiglu" (silu(gate) * up) or
+      "geglu" (gelu(gate) * up, T5 v1.1's gated-GELU).
     dropout: rate for embedding, residual (attention and MLP output) dropout.
     attention_dropout: rate for dropout on the attention probabilities.
     use_bias: biases on projections and LayerNorm.
@@ -85,13 +88,21 @@ class ModelConfig:
     init_std: standard deviation of the normal weight initialiser (for the
       LSTM: embedding and untied head only; its gate kernels use fan-in
       scaling).
-    arch: "transformer" (`DecoderLM`), "lstm" (`LstmLM`) or "bert"
-      (`BertModel`).
+    arch: "transformer" (`DecoderLM`), "lstm" (`LstmLM`), "bert"
+      (`BertModel`) or "encoder_decoder" (`EncoderDecoderLM`, T5 or the
+      original Transformer).
     type_vocab_size: rows of the token-type (segment A / B) embedding table;
       read by "bert" only.
     gelu_approximate: the "gelu" MLP (and BERT's MLM head) uses the tanh
       approximation of GELU, as GPT-2; False uses the exact erf GELU, as
       BERT.
+    num_decoder_layers: encoder-decoder only: decoder blocks (None: as many
+      as the encoder's `num_layers`).
+    relative_buckets: buckets of the "relative" position bias (T5: 32).
+    relative_max_distance: distance beyond which relative positions share
+      the last bucket (T5: 128).
+    scale_attention: multiply attention logits by 1/sqrt(H); T5 does not
+      (its initialisation absorbs the scale), so its sizes set False.
   """
 
   vocab_size: int = 0
@@ -122,6 +133,10 @@ class ModelConfig:
   arch: str = "transformer"
   type_vocab_size: int = 2
   gelu_approximate: bool = True
+  num_decoder_layers: int | None = None
+  relative_buckets: int = 32
+  relative_max_distance: int = 128
+  scale_attention: bool = True
 
   # Resolved sizes.
 
@@ -141,6 +156,13 @@ class ModelConfig:
   def mlp_size(self) -> int:
     """MLP hidden width F (d_ff, or 4 * d_model when unset)."""
     return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+  @property
+  def decoder_layers(self) -> int:
+    """Decoder blocks of an encoder-decoder (num_decoder_layers, or
+    num_layers when unset)."""
+    return (self.num_layers if self.num_decoder_layers is None
+            else self.num_decoder_layers)
 
   @property
   def compute_dtype(self) -> jnp.dtype:
@@ -165,7 +187,7 @@ class ModelConfig:
           "the tokenizer's vocabulary size.")
     for name in ("d_model", "num_layers", "num_heads", "max_len"):
       _check_positive(name, getattr(self, name))
-    for name in ("num_kv_heads", "head_dim", "d_ff"):
+    for name in ("num_kv_heads", "head_dim", "d_ff", "num_decoder_layers"):
       if getattr(self, name) is not None:
         _check_positive(name, getattr(self, name))
     if self.scan_unroll < 0:
@@ -191,6 +213,19 @@ class ModelConfig:
             f"{', '.join(repr(a) for a in allowed)}; pick one of those.")
     if self.arch == "bert":
       _check_positive("type_vocab_size", self.type_vocab_size)
+    if self.arch == "encoder_decoder":
+      for name in ("relative_buckets", "relative_max_distance"):
+        _check_positive(name, getattr(self, name))
+      if self.position == "rope":
+        raise LmError(
+            "model.position='rope' is not built for model.arch="
+            "'encoder_decoder'; use 'relative' (T5), 'sinusoidal' or "
+            "'learned'.")
+    elif self.position == "relative" or not self.scale_attention:
+      raise LmError(
+          f"model.position='relative' and model.scale_attention=False are "
+          f"T5 options that model.arch={self.arch!r} does not build; use "
+          "arch='encoder_decoder' or another position / scale_attention=True.")
     if self.arch == "lstm":
       return self  # the checks below concern attention, which an LSTM lacks
     if self.head_dim is None and self.d_model % self.num_heads:
@@ -236,6 +271,15 @@ _BERT = dict(arch="bert", max_len=512, position="learned", norm="layernorm",
              gelu_approximate=False, use_bias=True, tie_embeddings=True,
              type_vocab_size=2, dropout=0.1, attention_dropout=0.1)
 
+# T5 v1.1 shared settings (Raffel et al. 2020 and the v1.1 release):
+# bucketed relative-position bias, RMSNorm (eps 1e-6) without biases,
+# pre-LN, gated-GELU MLP, untied LM head, unscaled attention logits.
+_T5 = dict(arch="encoder_decoder", max_len=512, position="relative",
+           norm="rmsnorm", norm_eps=1e-6, norm_position="pre", mlp="geglu",
+           gelu_approximate=True, use_bias=False, tie_embeddings=False,
+           scale_attention=False, relative_buckets=32,
+           relative_max_distance=128)
+
 CUSTOM = "custom"
 # Fields that a run sets for itself, not part of a named size's shape.
 _RUN_FIELDS = ("vocab_size", "max_len", "dropout", "attention_dropout",
@@ -277,6 +321,23 @@ SIZES: dict[str, dict[str, Any]] = {
                        d_ff=2048),
     "bert_base": dict(_BERT, vocab_size=30522, d_model=768, num_layers=12,
                       num_heads=12, d_ff=3072),
+    # Encoder-decoders (`arch="encoder_decoder"`). t5_small and t5_base are
+    # T5 v1.1's layouts; with the 32,128-piece vocabulary t5_small has
+    # 76,961,152 parameters, as HF `T5ForConditionalGeneration`.
+    # Unit tests.
+    "t5_tiny": dict(_T5, d_model=64, num_layers=2, num_heads=4, head_dim=16,
+                    d_ff=128, relative_buckets=8, relative_max_distance=16),
+    "t5_small": dict(_T5, vocab_size=32128, d_model=512, num_layers=8,
+                     num_heads=6, head_dim=64, d_ff=1024),
+    "t5_base": dict(_T5, vocab_size=32128, d_model=768, num_layers=12,
+                    num_heads=12, head_dim=64, d_ff=2048),
+    # The original Transformer's base model (Vaswani et al. 2017):
+    # sinusoidal positions, post-LN LayerNorm, ReLU MLP, tied embeddings.
+    "transformer_base": dict(arch="encoder_decoder", position="sinusoidal",
+                             norm="layernorm", norm_position="post",
+                             mlp="relu", use_bias=True, tie_embeddings=True,
+                             d_model=512, num_layers=6, num_heads=8,
+                             d_ff=2048, dropout=0.1, max_len=512),
     # LSTM baselines (`arch="lstm"`; no position table). Parameters per layer
     # are 8 * D^2 + 4 * D (input and recurrent kernels [D, 4, D], bias [4, D]).
     # init_std 0.3 (embedding): the embedding feeds fan-in-scaled gate

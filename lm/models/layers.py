@@ -232,7 +232,9 @@ class Mlp(nn.Module):
 
   "gelu": `wo(gelu(wi(x)))` (tanh-approximate GELU, as GPT-2, or the exact
   erf GELU, as BERT, when `config.gelu_approximate` is False).
-  "swiglu": `wo(silu(wi_gate(x)) * wi_up(x))`.
+  "relu": `wo(relu(wi(x)))` (the original Transformer, T5 v1.0).
+  "swiglu": `wo(silu(wi_gate(x)) * wi_up(x))`; "geglu" the same with GELU
+  (T5 v1.1's gated-GELU, approximate as `config.gelu_approximate`).
   Biases follow `config.use_bias`. Dropout on the output is the residual
   dropout applied by the block.
 
@@ -256,12 +258,17 @@ class Mlp(nn.Module):
     d, f = cfg.d_model, cfg.mlp_size
     up_axes = (axes.EMBED, axes.MLP)
     hidden_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP)
-    if cfg.mlp == "swiglu":
+    if cfg.mlp in ("swiglu", "geglu"):
       gate = self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
                         "wi_gate")(x)
       up = self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
                       "wi_up")(x)
-      h = nn.silu(gate) * up  # [B, T, F]
+      act = (nn.silu(gate) if cfg.mlp == "swiglu"
+             else nn.gelu(gate, approximate=cfg.gelu_approximate))
+      h = act * up  # [B, T, F]
+    elif cfg.mlp == "relu":
+      h = nn.relu(self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
+                             "wi")(x))  # [B, T, F]
     else:
       h = nn.gelu(self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
                              "wi")(x),

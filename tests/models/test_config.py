@@ -41,7 +41,7 @@ def test_every_size_validates(size):
     (dict(position="alibi"), ("model.position='alibi'", "'rope'")),
     (dict(norm="batchnorm"), ("model.norm=", "'rmsnorm'")),
     (dict(norm_position="middle"), ("model.norm_position=", "'post'")),
-    (dict(mlp="relu"), ("model.mlp=", "'swiglu'")),
+    (dict(mlp="tanh"), ("model.mlp=", "'swiglu'", "'geglu'")),
     (dict(remat="some"), ("model.remat=", "'dots'")),
     (dict(dtype="float16"), ("model.dtype=", "'bfloat16'")),
     (dict(param_dtype="int8"), ("model.param_dtype=",)),
