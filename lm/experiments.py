@@ -38,6 +38,7 @@ from lm.errors import LmError
 from lm.objectives.causal import CausalLM
 from lm.objectives.contrastive import Contrastive
 from lm.objectives.mlm import MaskedLM
+from lm.objectives.span_corruption import SpanCorruption
 from lm.tasks.classification import Classification
 from lm.tasks.qa import QuestionAnswering
 from lm.tasks.token_classification import Tagging
@@ -50,6 +51,7 @@ REGISTRY = {
     "causal": (CausalLM, False),
     "mlm": (MaskedLM, False),
     "contrastive": (Contrastive, False),
+    "span_corruption": (SpanCorruption, False),
     "classification": (Classification, True),
     "tagging": (Tagging, True),
     "qa": (QuestionAnswering, True),

@@ -273,6 +273,11 @@ class HfTokenizer:
     """True when [CLS], [SEP] and [MASK] all exist."""
     return None not in (self._ids["cls"], self._ids["sep"], self._ids["mask"])
 
+  def piece_ids(self, pieces) -> list:
+    """The id of each token string, None where the vocabulary lacks it
+    (T5's "<extra_id_0>", ... are added tokens of its tokenizer)."""
+    return [self._tok.token_to_id(p) for p in pieces]
+
   @property
   def special_ids(self) -> list[int]:
     """Sorted ids of the special tokens that exist.

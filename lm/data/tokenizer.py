@@ -181,6 +181,12 @@ class Tokenizer:
     """True when "[CLS]", "[SEP]" and "[MASK]" all exist."""
     return None not in (self._cls_id, self._sep_id, self._mask_id)
 
+  def piece_ids(self, pieces: Sequence[str]) -> list[int | None]:
+    """The id of each piece, None where the vocabulary lacks it (for
+    example T5's sentinels "<extra_id_0>", ... reserved by
+    `train_tokenizer(..., control_symbols=...)`)."""
+    return [self._piece_id(p) for p in pieces]
+
   @property
   def special_ids(self) -> list[int]:
     """Sorted ids of pad/unk/bos/eos and whichever of cls/sep/mask exist.
@@ -346,7 +352,8 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
                     model_type: str = "bpe", byte_fallback: bool = True,
                     max_chars: int | None = DEFAULT_MAX_CHARS,
                     user_defined_symbols: Sequence[str] = (),
-                    bert_specials: bool = False) -> Tokenizer:
+                    bert_specials: bool = False,
+                    control_symbols: Sequence[str] = ()) -> Tokenizer:
   """Trains a SentencePiece model on `texts` and writes it to `path`.
 
   Training uses the first `max_chars` characters of `texts` in order (None:
@@ -365,7 +372,9 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
 
   `bert_specials=True` reserves "[CLS]", "[SEP]" and "[MASK]" as control
   symbols (ids 4, 5, 6; "\\n" and "\\t" move to 7 and 8) and names the pad
-  piece "[PAD]" (still id 0); see the module docstring.
+  piece "[PAD]" (still id 0); see the module docstring. `control_symbols`
+  reserves more control symbols after those (an objective's own, e.g. T5's
+  sentinels): pieces that never come out of `encode` and decode to "".
 
   Example: train_tokenizer(["ab\\ncd"], "/tmp/t.model", vocab_size=8,
   model_type="char", byte_fallback=False).encode("ca\\n") -> three ids.
@@ -374,7 +383,8 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
     raise LmError(f"Unknown tokenizer model_type {model_type!r}; use one of "
                   f"{list(MODEL_TYPES)} (--config.data.tokenizer.model_type).")
   symbols = list(dict.fromkeys([*BASE_SYMBOLS, *user_defined_symbols]))
-  controls = list(BERT_SPECIALS) if bert_specials else []
+  controls = ((list(BERT_SPECIALS) if bert_specials else [])
+              + list(control_symbols))
   n_meta = (4 + len(controls) + len(symbols)
             + (_N_BYTE_PIECES if byte_fallback else 0))
   is_char = model_type == "char"
@@ -397,7 +407,9 @@ def train_tokenizer(texts: Iterable[str], path: str, *, vocab_size: int,
       minloglevel=2,
   )
   if bert_specials:  # only then: keeps default models byte-identical
-    options.update(control_symbols=controls, pad_piece=BERT_PAD_PIECE)
+    options.update(pad_piece=BERT_PAD_PIECE)
+  if controls:
+    options.update(control_symbols=controls)
   lines = list(_training_lines(texts, max_chars))
   if not lines:
     raise LmError("The tokenizer training text is empty; check the data URI "
@@ -437,7 +449,9 @@ def load_tokenizer(path: str) -> Tokenizer | HfTokenizer:
 
 
 def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
-                  bert_specials: bool = False) -> Tokenizer | HfTokenizer:
+                  bert_specials: bool = False,
+                  control_symbols: Sequence[str] = ()
+                  ) -> Tokenizer | HfTokenizer:
   """The run's tokenizer: an explicit file, the workdir's, or a new one.
 
   1. `tok_cfg.path` set -> load it with `load_tokenizer`, so a
@@ -458,23 +472,36 @@ def load_or_train(tok_cfg: Any, workdir: str | None, source: Iterable[str],
   """
   if getattr(tok_cfg, "path", ""):
     path = files.expand(tok_cfg.path)
-    return _check_specials(load_tokenizer(path), bert_specials)
+    return _check_specials(load_tokenizer(path), bert_specials,
+                           control_symbols)
   if workdir is None:
     workdir = tempfile.mkdtemp(prefix="lm-tokenizer-")
   path = files.join(workdir, "tokenizer.model")
   if files.exists(path):
-    return _check_specials(Tokenizer.load(path), bert_specials)
+    return _check_specials(Tokenizer.load(path), bert_specials,
+                           control_symbols)
   max_chars = getattr(tok_cfg, "max_chars", DEFAULT_MAX_CHARS) or None
   return train_tokenizer(
       iter(source), path, vocab_size=int(tok_cfg.vocab_size),
       model_type=str(tok_cfg.model_type),
       byte_fallback=bool(tok_cfg.byte_fallback), max_chars=max_chars,
-      bert_specials=bert_specials)
+      bert_specials=bert_specials, control_symbols=control_symbols)
 
 
-def _check_specials(tok: Tokenizer | HfTokenizer,
-                    bert_specials: bool) -> Tokenizer | HfTokenizer:
-  """`tok`, or LmError when `bert_specials` asks for pieces it lacks."""
+def _check_specials(tok: Tokenizer | HfTokenizer, bert_specials: bool,
+                    control_symbols: Sequence[str] = ()
+                    ) -> Tokenizer | HfTokenizer:
+  """`tok`, or LmError when `bert_specials` or `control_symbols` ask for
+  pieces it lacks."""
+  if control_symbols:
+    missing = [p for p, i in zip(control_symbols,
+                                 tok.piece_ids(control_symbols)) if i is None]
+    if missing:
+      raise LmError(
+          f"tokenizer {tok.path} has no piece {missing[0]!r} (nor "
+          f"{len(missing) - 1} more of the {len(control_symbols)} this "
+          "objective reserves); leave data.tokenizer.path empty so the run "
+          "trains a tokenizer that reserves them.")
   if bert_specials and not tok.has_bert_specials:
     fix = ("name cls_token, sep_token and mask_token in a "
            "tokenizer_config.json beside it, or "

@@ -1,4 +1,4 @@
-"""Hugging Face model directories in and out: GPT-2, BERT and Llama.
+"""Hugging Face model directories in and out: GPT-2, BERT, Llama and T5.
 
 `read_hf_dir(path)` reads a local Hugging Face model directory
 (`config.json` + `model.safetensors`, or sharded safetensors with
@@ -7,15 +7,16 @@ parameter tree, and the kind of head that tree has (an objective's
 `head`: "lm" for GPT-2 and Llama, "pretraining" for BERT with or without
 its pretraining heads, the TaskModel heads "sequence", "token" and "span"
 for `BertForSequenceClassification`, `BertForTokenClassification` and
-`BertForQuestionAnswering`, with their label names). The interop layer
+`BertForQuestionAnswering`, with their label names, and "seq2seq" for
+T5's `T5ForConditionalGeneration`, an `EncoderDecoderLM`). The interop layer
 knows heads, never objective names: `lm.experiments` maps a head to the
 objective that trains it.
 `write_hf_dir(path, ...)` is the inverse: a directory that `transformers`'
 `from_pretrained` loads. Only safetensors are read; a `pytorch_model.bin`
 is refused (it would need unpickling).
 
-The tensor-name mappings live in `lm.interop.gpt2`, `lm.interop.bert` and
-`lm.interop.llama`.
+The tensor-name mappings live in `lm.interop.gpt2`, `lm.interop.bert`,
+`lm.interop.llama` and `lm.interop.t5`.
 
 Example:
   m = read_hf_dir("hf/bert-base-uncased")
@@ -31,12 +32,12 @@ import os
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop import bert, gpt2, llama
+from lm.interop import bert, gpt2, llama, t5
 from lm.interop.tensors import Tensors, read_state, write_state
 from lm.models.config import ModelConfig
 from lm.training.workdir import read_json, write_json_atomic
 
-MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES)
+MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES, t5.MODEL_TYPE)
 # A TaskModel head -> the transformers class it exports as.
 TASK_CLASSES = {head: arch for arch, (head, _, _) in bert.TASK_HEADS.items()}
 BERT_ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining",
@@ -48,13 +49,13 @@ class HfModel:
   """A Hugging Face checkpoint in our terms.
 
   Attributes:
-    model_type: "gpt2", "bert", "llama" or "mistral".
+    model_type: "gpt2", "bert", "llama", "mistral" or "t5".
     architecture: the transformers class, e.g. "BertForPreTraining".
     config: our model config.
     params: our parameter tree (float32 numpy): the bare model's, or for
       task heads a TaskModel tree `{backbone, head}`.
-    head: "lm", "pretraining", "sequence", "token" or "span" (see the
-      module docstring).
+    head: "lm", "pretraining", "sequence", "token", "span" or "seq2seq"
+      (see the module docstring).
     labels: class or tag names in id order (classification, tagging).
     hf_config: the `config.json` it came from.
   """
@@ -109,6 +110,16 @@ def read_hf_dir(path: str) -> HfModel:
                   prefix=llama.PREFIX), cfg)
       return HfModel(kind, arch or llama.ARCHITECTURE, cfg, params, "lm",
                      hf_config=hf)
+    if kind == t5.MODEL_TYPE:
+      if arch is not None and arch not in t5.ARCHITECTURES:
+        raise LmError(f"{path} holds a {arch}; T5 imports as "
+                      f"{' or '.join(t5.ARCHITECTURES)} (the encoder, "
+                      "decoder and LM head).")
+      cfg = t5.model_config(hf)
+      params = t5.import_params(
+          Tensors(read_state(path), path, kind=t5.KIND), cfg)
+      return HfModel(kind, arch or t5.ARCHITECTURE, cfg, params, t5.HEAD,
+                     hf_config=hf)
     cfg = bert.model_config(hf)
     state = read_state(path)
     t = Tensors(state, path, kind=bert.KIND, prefix=bert.prefix(state))
@@ -144,7 +155,7 @@ def load_hf_dir(path: str) -> tuple[ModelConfig, dict]:
 
 
 def export_kind(cfg: ModelConfig) -> str:
-  """"gpt2", "bert" or "llama": the family our `cfg` exports as."""
+  """"gpt2", "bert", "llama" or "t5": the family our `cfg` exports as."""
   if cfg.arch == "bert":
     reason = bert.unsupported(cfg)
     if reason is None:
@@ -156,10 +167,14 @@ def export_kind(cfg: ModelConfig) -> str:
     if llama.unsupported(cfg) is None:
       return "llama"
     reason += f"; as Llama: {llama.unsupported(cfg)}"
+  elif cfg.arch == "encoder_decoder":
+    reason = t5.unsupported(cfg)
+    if reason is None:
+      return "t5"
   else:
     reason = f"model.arch={cfg.arch!r}"
   raise LmError(f"this model has no Hugging Face equivalent ({reason}); "
-                "only GPT-2-, Llama- and BERT-shaped models export.")
+                "only GPT-2-, Llama-, BERT- and T5-shaped models export.")
 
 
 def write_hf_dir(path: str, cfg: ModelConfig, params, *,
@@ -174,7 +189,8 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
   "encoder" (a BERT backbone) -> BertModel, with its pooler when the run
   carries one; "sequence" (a BERT backbone with its pooler) ->
   BertForSequenceClassification, "token" -> BertForTokenClassification,
-  both with `labels`; "span" -> BertForQuestionAnswering. `extra` adds
+  both with `labels`; "span" -> BertForQuestionAnswering; "seq2seq" (a
+  T5-shaped encoder-decoder) -> T5ForConditionalGeneration. `extra` adds
   config.json fields (special token ids).
   """
   params = _numpy(params)
@@ -186,6 +202,13 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
     module = gpt2 if kind == "gpt2" else llama
     config = module.hf_config(cfg)
     state = module.export_state(params, cfg)
+  elif kind == "t5":
+    if head != t5.HEAD:
+      raise LmError(f"a run with a {head!r} head over an encoder-decoder has "
+                    "no Hugging Face class; only sequence-to-sequence runs "
+                    f"(head {t5.HEAD!r}) export, as {t5.ARCHITECTURE}.")
+    config = t5.hf_config(cfg)
+    state = t5.export_state(params, cfg)
   elif head in TASK_CLASSES:
     arch = TASK_CLASSES[head]
     if head == "sequence" and "pooler" not in params["backbone"]:

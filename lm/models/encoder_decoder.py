@@ -81,7 +81,7 @@ def relative_buckets(relative: jax.Array, *, bidirectional: bool,
 
   >>> relative_buckets(jnp.array([-3, 0, 2]), bidirectional=True,
   ...                  num_buckets=8, max_distance=16).tolist()
-  [3, 0, 6]
+  [2, 0, 6]
   """
   n = num_buckets
   offset = jnp.zeros_like(relative)
@@ -383,7 +383,7 @@ class EncoderDecoderLM(nn.Module):
                           encoded, None, encoder_valid, True)
     return self.logits(hidden), hidden
 
-  def __call__(self, inputs, decoder_inputs, *, input_segment_ids=None,
+  def __call__(self, inputs, decoder_inputs=None, *, input_segment_ids=None,
                decoder_segment_ids=None, input_positions=None,
                decoder_positions=None, deterministic: bool = True):
     """Teacher-forced logits.
@@ -391,7 +391,8 @@ class EncoderDecoderLM(nn.Module):
     Args:
       inputs: int `[B, S]` encoder tokens.
       decoder_inputs: int `[B, T]` decoder tokens (targets shifted right,
-        each segment starting with the decoder start id).
+        each segment starting with the decoder start id); None (an `init`
+        on one array, as the engine's) uses `inputs`.
       input_segment_ids, decoder_segment_ids: int `[B, S]` / `[B, T]`
         example ids of packed rows, 0 = padding; a decoder token sees the
         encoder tokens of its own id. None: one unpadded example per row.
@@ -402,6 +403,8 @@ class EncoderDecoderLM(nn.Module):
     Returns:
       `(logits, aux)`: float32 `[B, T, V]` and `{"hidden", "encoded"}`.
     """
+    if decoder_inputs is None:   # `init` on one array: same-length sides
+      decoder_inputs = inputs
     if self.decode:   # `init` of the decoding variant sizes its cache
       encoded = self.encode(inputs, segment_ids=input_segment_ids)
       positions = jnp.broadcast_to(jnp.arange(decoder_inputs.shape[1]),

@@ -150,7 +150,8 @@ def prepare(config, workdir: str, make_objective,
     # a pre-tokenized corpus carries the tokenizer that made it
     tok = tokenizer_lib.load_tokenizer(train_src.tokenizer_path)
   if tok is not None:
-    tok = tokenizer_lib._check_specials(tok, objective.bert_specials)  # pylint: disable=protected-access
+    tok = tokenizer_lib._check_specials(tok, objective.bert_specials,  # pylint: disable=protected-access
+                                        objective.control_symbols)
     for src in (train_src, eval_src):   # pre-tokenized data: the same ids
       check = getattr(src, "check_tokenizer", None)
       if check is not None:
@@ -171,8 +172,9 @@ def prepare(config, workdir: str, make_objective,
     if lock is not None:
       lock.acquire()
     if tok is None:
-      tok = tokenizer_lib.load_or_train(tok_cfg, workdir, train_src,
-                                        bert_specials=objective.bert_specials)
+      tok = tokenizer_lib.load_or_train(
+          tok_cfg, workdir, train_src, bert_specials=objective.bert_specials,
+          control_symbols=objective.control_symbols)
       model_cfg = resolve_model_config(config, tok.vocab_size)
     else:
       tok = own_tokenizer(tok, workdir)

@@ -36,6 +36,9 @@ class Objective(abc.ABC):
     summarize: `sums -> metrics` (`loss`, `accuracy`, ...), from sums added
       over batches and hosts; works inside `jit` and on host numbers.
     bert_specials: the tokenizer must reserve [CLS], [SEP] and [MASK].
+    control_symbols: more pieces the tokenizer must reserve (a new one is
+      trained with them as control symbols; a given one must have them),
+      e.g. span corruption's sentinels.
     backbone_path: where the pretrained backbone sits in the parameter tree
       (() = the whole tree), for `config.init_from`.
     best_metric: `(eval metric, "min" | "max")` that picks the checkpoint
@@ -61,6 +64,7 @@ class Objective(abc.ABC):
   loss: Callable[..., Any]
   summarize: Callable[[dict], dict]
   bert_specials: bool = False
+  control_symbols: tuple[str, ...] = ()
   backbone_path: tuple[str, ...] = ()
   best_metric: tuple[str, str] = ("eval_loss", "min")
   count_key: str = "tokens"

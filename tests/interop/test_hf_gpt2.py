@@ -31,8 +31,8 @@ def test_pickle_checkpoints_and_other_models_are_refused(tmp_path):
   (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
   with pytest.raises(LmError, match="would have to be unpickled"):
     load_hf_dir(str(tmp_path))
-  (tmp_path / "config.json").write_text('{"model_type": "t5"}')
-  with pytest.raises(LmError, match="holds a 't5' model"):
+  (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
+  with pytest.raises(LmError, match="holds a 'whisper' model"):
     load_hf_dir(str(tmp_path))
 
 
