@@ -75,3 +75,16 @@ def stream_corpus(config, source, tokenizer, cache_dir):
 def build_backbone(model_cfg):
   """The bare model of `model_cfg` (what causal and masked LM train)."""
   return build_model(model_cfg)
+
+
+class TokenizedCorpus:
+  """A tokenized stream (`.stream`, its `.tokens`) with the tokenizer whose
+  special ids the objective's batches use (masked LM, span corruption)."""
+
+  def __init__(self, stream, tokenizer):
+    self.stream = stream
+    self.tokenizer = tokenizer
+
+  @property
+  def tokens(self):
+    return self.stream.tokens

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-import jax.numpy as jnp
 import ml_collections
 
 from lm.data import packing, pipeline, streaming
@@ -18,7 +17,7 @@ from lm.generation.text import context_length, generate_text
 from lm.models import flops
 from lm.objectives import (build_backbone, open_documents, stream_corpus,
                            streamed)
-from lm.objectives.losses import token_cross_entropy
+from lm.objectives.losses import token_loss, token_metrics
 from lm.training.objective import Objective
 
 
@@ -46,18 +45,10 @@ def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
       segment_ids=batch["segment_ids"] if use_segments else None,
       deterministic=deterministic,
       rngs=None if deterministic else {"dropout": rng})
-  loss_sum, correct, tokens = token_cross_entropy(
-      logits, batch["targets"], batch["loss_mask"])
-  loss = loss_sum / jnp.maximum(tokens, 1.0)
-  return loss, {"loss_sum": loss_sum, "correct": correct, "tokens": tokens}
+  return token_loss(logits, batch["targets"], batch["loss_mask"])
 
 
-def summarize(sums) -> dict:
-  """Loss, perplexity and token accuracy from summed `causal_lm_loss` aux."""
-  tokens = jnp.maximum(sums["tokens"], 1.0)
-  loss = sums["loss_sum"] / tokens
-  return {"loss": loss, "perplexity": jnp.exp(jnp.minimum(loss, 50.0)),
-          "accuracy": sums["correct"] / tokens}
+summarize = token_metrics   # loss, perplexity and token accuracy
 
 
 class CausalLM(Objective):

@@ -27,3 +27,20 @@ def token_cross_entropy(logits, targets, mask):
   at_top = jnp.sum((logits == top[..., None]).astype(jnp.float32), -1)
   correct = ((target_logit >= top) & (at_top == 1)).astype(jnp.float32)
   return (jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask))
+
+
+def token_loss(logits, targets, mask):
+  """`(mean loss, sums)` of `token_cross_entropy`: the sums (`loss_sum`,
+  `correct`, `tokens`) that evaluation adds over batches and hosts before
+  dividing (`token_metrics`)."""
+  loss_sum, correct, tokens = token_cross_entropy(logits, targets, mask)
+  return (loss_sum / jnp.maximum(tokens, 1.0),
+          {"loss_sum": loss_sum, "correct": correct, "tokens": tokens})
+
+
+def token_metrics(sums) -> dict:
+  """Loss, perplexity and token accuracy from summed `token_loss` sums."""
+  tokens = jnp.maximum(sums["tokens"], 1.0)
+  loss = sums["loss_sum"] / tokens
+  return {"loss": loss, "perplexity": jnp.exp(jnp.minimum(loss, 50.0)),
+          "accuracy": sums["correct"] / tokens}

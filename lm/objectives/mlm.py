@@ -25,7 +25,8 @@ from lm.data import masking, mlm_stream, nsp as nsp_lib, segments as segments_li
 from lm.errors import LmError
 from lm.models import flops
 from lm.models.bert import BertModel
-from lm.objectives import build_backbone, open_documents, stream_corpus, streamed
+from lm.objectives import (TokenizedCorpus, build_backbone, open_documents,
+                           stream_corpus, streamed)
 from lm.objectives.losses import token_cross_entropy
 from lm.training.objective import Objective
 
@@ -187,7 +188,7 @@ class MaskedLM(Objective):
     stream = segments_lib.cached_segment_stream(
         source, tokenizer, cache_dir, documents=self.documents,
         segments=self.config.mlm.segments, max_chars=max_chars)
-    return _Corpus(stream, tokenizer)
+    return TokenizedCorpus(stream, tokenizer)
 
   def _options(self) -> dict:
     m = self.config.mlm
@@ -254,15 +255,3 @@ class MaskedLM(Objective):
     return flops.flops_per_token(
         n, model_cfg.num_layers, self.config.seq_len,
         model_cfg.num_heads * model_cfg.head_size)
-
-
-class _Corpus:
-  """A segment stream with the tokenizer its special ids come from."""
-
-  def __init__(self, stream, tokenizer):
-    self.stream = stream
-    self.tokenizer = tokenizer
-
-  @property
-  def tokens(self):
-    return self.stream.tokens

@@ -26,15 +26,15 @@ LM's masking.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from lm.data import packing, pipeline
 from lm.errors import LmError
 from lm.models import flops
-from lm.objectives import build_backbone, open_documents, streamed
-from lm.objectives.losses import token_cross_entropy
+from lm.objectives import (TokenizedCorpus, build_backbone, open_documents,
+                           streamed)
+from lm.objectives.losses import token_loss, token_metrics
 from lm.training.objective import Objective
 
 _EVAL_SALT = 0x5EED   # evaluation noise streams apart from training's
@@ -203,18 +203,10 @@ def span_loss(params, batch, rng, model, *, deterministic: bool = False):
       decoder_segment_ids=batch["decoder_segment_ids"],
       deterministic=deterministic,
       rngs=None if deterministic else {"dropout": rng})          # [B, T, V]
-  loss_sum, correct, tokens = token_cross_entropy(
-      logits, batch["targets"], batch["loss_mask"])
-  return (loss_sum / jnp.maximum(tokens, 1.0),
-          {"loss_sum": loss_sum, "correct": correct, "tokens": tokens})
+  return token_loss(logits, batch["targets"], batch["loss_mask"])
 
 
-def summarize(sums) -> dict:
-  """`loss`, `perplexity` and `accuracy` (top-1) over target tokens."""
-  tokens = jnp.maximum(sums["tokens"], 1.0)
-  loss = sums["loss_sum"] / tokens
-  return {"loss": loss, "perplexity": jnp.exp(jnp.minimum(loss, 50.0)),
-          "accuracy": sums["correct"] / tokens}
+summarize = token_metrics   # loss, perplexity and top-1 accuracy of targets
 
 
 class SpanCorruption(Objective):
@@ -267,7 +259,7 @@ class SpanCorruption(Objective):
   def open_data(self, source, tokenizer, cache_dir, max_chars):
     stream = packing.cached_stream(source, tokenizer, cache_dir,
                                    max_chars=max_chars)
-    return _Corpus(stream, tokenizer)
+    return TokenizedCorpus(stream, tokenizer)
 
   def train_batches(self, corpus, process_index: int, process_count: int,
                     data_state: dict | None = None):
@@ -302,16 +294,3 @@ class SpanCorruption(Objective):
     return flops.flops_per_token(
         n, model_cfg.num_layers + model_cfg.decoder_layers,
         self.config.seq_len, model_cfg.num_heads * model_cfg.head_size)
-
-
-class _Corpus:
-  """A packed token stream with the tokenizer its sentinels come from."""
-
-  def __init__(self, stream, tokenizer):
-    self.stream = stream
-    self.tokenizer = tokenizer
-
-  @property
-  def tokens(self):
-    return self.stream.tokens
-
