@@ -188,3 +188,36 @@ def runlocal_encoder(c) -> None:
   runlocal(c, "bert_tiny", steps=6, every=3, eval_steps=None, vocab_size=512,
            tokenizer_chars=300_000)
 
+
+def seq2seq_fine_tune(c, args: dict, *, train: str, eval_: str,
+                      input_field: str, target_field: str, data_ext: str,
+                      metric: str, target_len: int) -> None:
+  """What the seq2seq fine-tuning configs share: `objective="seq2seq"` on
+  `train`/`eval_` (or `data=DIR` with `train.<data_ext>` and
+  `dev.<data_ext>`), warm-started from `args["init_from"]` (a span
+  corruption run or an imported T5) at T5's fine-tuning rate 1e-3 (AdamW,
+  linear decay), or `t5_tiny` from scratch; the best checkpoint by
+  `metric`; `runlocal` a few tiny steps."""
+  c.objective = "seq2seq"
+  c.data.train, c.data.eval = train, eval_
+  if args["data"]:
+    c.data.train = f"{data_ext}:{args['data']}/train.{data_ext}"
+    c.data.eval = f"{data_ext}:{args['data']}/dev.{data_ext}"
+  c.seq2seq.input_field, c.seq2seq.target_field = input_field, target_field
+  c.seq2seq.metric, c.seq2seq.target_len = metric, target_len
+  c.eval_every = c.checkpoint_every = 500
+  c.eval_steps = 0
+  c.keep_checkpoints = 1
+  c.log_every = 50
+  adamw_linear(c, lr=1e-3, warmup_steps=100)
+  if args["init_from"]:
+    c.model.size = "t5_small"       # until the source's config.json says
+    from_backbone(c, args["init_from"])
+  else:
+    c.model.size = "t5_tiny"
+  if args["runlocal"]:
+    runlocal(c, None if args["init_from"] else "t5_tiny", steps=4, every=2,
+             eval_steps=None, vocab_size=300, tokenizer_chars=100_000)
+    c.optimizer.warmup_steps = 1
+    c.seq2seq.target_len = 12
+    c.seq2seq.generate_examples = 4

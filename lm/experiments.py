@@ -38,6 +38,7 @@ from lm.errors import LmError
 from lm.objectives.causal import CausalLM
 from lm.objectives.contrastive import Contrastive
 from lm.objectives.mlm import MaskedLM
+from lm.objectives.seq2seq import Seq2Seq
 from lm.objectives.span_corruption import SpanCorruption
 from lm.tasks.classification import Classification
 from lm.tasks.qa import QuestionAnswering
@@ -52,6 +53,7 @@ REGISTRY = {
     "mlm": (MaskedLM, False),
     "contrastive": (Contrastive, False),
     "span_corruption": (SpanCorruption, False),
+    "seq2seq": (Seq2Seq, False),
     "classification": (Classification, True),
     "tagging": (Tagging, True),
     "qa": (QuestionAnswering, True),

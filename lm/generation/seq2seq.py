@@ -118,7 +118,7 @@ class Seq2SeqDecoder:
                        out))
       return i, out
 
-    self._run = jax.jit(run, static_argnums=(7,), donate_argnums=(1,))
+    self._run = jax.jit(run, static_argnums=(7,))
 
   def generate(self, params, inputs: Sequence[Sequence[int]], *,
                max_new_tokens: int, start_id: int, eos_id: int | None = None,

@@ -203,10 +203,11 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
     config = module.hf_config(cfg)
     state = module.export_state(params, cfg)
   elif kind == "t5":
-    if head != t5.HEAD:
+    if head not in t5.HEADS:
       raise LmError(f"a run with a {head!r} head over an encoder-decoder has "
                     "no Hugging Face class; only sequence-to-sequence runs "
-                    f"(head {t5.HEAD!r}) export, as {t5.ARCHITECTURE}.")
+                    f"(heads {', '.join(repr(h) for h in t5.HEADS)}) export, "
+                    f"as {t5.ARCHITECTURE}.")
     config = t5.hf_config(cfg)
     state = t5.export_state(params, cfg)
   elif head in TASK_CLASSES:

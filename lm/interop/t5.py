@@ -66,6 +66,9 @@ ARCHITECTURE = "T5ForConditionalGeneration"
 # (T5WithLMHeadModel is the class's name in early transformers versions).
 ARCHITECTURES = (ARCHITECTURE, "T5WithLMHeadModel")
 HEAD = "seq2seq"
+# Heads that export as T5: fine-tuned ("seq2seq") and span-corruption
+# pretrained ("denoising") runs hold the same model.
+HEADS = (HEAD, "denoising")
 # HF feed_forward_proj -> our mlp. "gated-gelu_new" is what transformers
 # turns "gated-gelu" into (the tanh GELU), spelt out.
 FEED_FORWARD = {"gated-gelu": "geglu", "gated-gelu_new": "geglu",

@@ -213,7 +213,7 @@ class SpanCorruption(Objective):
   """T5's span-corruption pretraining for `arch="encoder_decoder"`."""
 
   name = "span_corruption"
-  head = "seq2seq"
+  head = "denoising"          # an encoder-decoder; exports as T5
   config_sections = {"span_corruption": config_section}
   backbone_path = ()
 

@@ -39,7 +39,27 @@ def test_config_loads_and_validates(path, arg):
     assert key in c
 
 
-FINETUNE = [p for p in CONFIGS if os.path.basename(p).startswith("finetune_")]
+SEQ2SEQ = [p for p in CONFIGS if os.path.basename(p) in (
+    "finetune_translate.py", "finetune_summarize.py")]
+FINETUNE = [p for p in CONFIGS if os.path.basename(p).startswith("finetune_")
+            and p not in SEQ2SEQ]
+
+
+@pytest.mark.parametrize("path", SEQ2SEQ, ids=os.path.basename)
+def test_seq2seq_configs_from_scratch_from_a_t5_run_and_a_data_dir(path,
+                                                                  tmp_path):
+  mod = load(path)
+  scratch = mod.get_config(None)
+  assert (scratch.objective, scratch.model.size) == ("seq2seq", "t5_tiny")
+  assert scratch.data.train.startswith("tfds:")
+  source = tmp_path / "t5"
+  source.mkdir()
+  (source / "config.json").write_text(json.dumps({"config": {"model": {
+      "size": "t5_small"}}}))
+  tuned = mod.get_config(f"{source},data={tmp_path},runlocal")
+  assert tuned.init_from == str(source) and tuned.model.size == "t5_small"
+  assert tuned.data.train == f"jsonl:{tmp_path}/train.jsonl"
+  assert tuned.data.eval == f"jsonl:{tmp_path}/dev.jsonl"
 
 
 @pytest.mark.parametrize("path", FINETUNE, ids=os.path.basename)

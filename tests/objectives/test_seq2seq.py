@@ -1,0 +1,84 @@
+"""Seq2seq fine-tuning: rows, text metrics, warm start from span corruption."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lm.errors import LmError
+from lm.experiments import base_config, make_objective
+from lm.objectives import seq2seq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_rows_truncate_and_shift():
+  r = seq2seq.seq2seq_rows([[5, 6, 7, 8, 9], [4]], [[10, 11, 12, 13], [14]],
+                           seq_len=4, target_len=3, eos_id=1, pad_id=0)
+  assert r["inputs"].tolist() == [[5, 6, 7, 1], [4, 1, 0, 0]]
+  assert r["input_segment_ids"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+  assert r["targets"].tolist() == [[10, 11, 1], [14, 1, 0]]
+  assert r["decoder_inputs"].tolist() == [[0, 10, 11], [0, 14, 0]]
+  assert r["loss_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def test_text_scores():
+  import sacrebleu
+  hyps = ["the cat sat on the mat", "a dog ran"]
+  refs = ["the cat sat on a mat", "the dog ran fast"]
+  got = seq2seq.text_scores(hyps, refs)
+  assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+  assert seq2seq.text_scores(refs, refs)["rouge2"] == pytest.approx(100.0)
+  assert 0 < got["rougeL"] < 100 and got["rouge1"] >= got["rouge2"]
+
+
+def test_bad_settings_and_sources_are_one_sentence():
+  c = base_config()
+  c.objective = "seq2seq"
+  c.model.size = "t5_tiny"
+  c.seq2seq.metric = "meteor"
+  with pytest.raises(LmError, match="metric='meteor' is not one of"):
+    make_objective(c)
+  c.seq2seq.metric = "bleu"
+  objective = make_objective(c)
+  causal = base_config()
+  with pytest.raises(LmError, match="is a 'causal' run, whose model is not"):
+    objective.set_source(make_objective(causal))
+
+
+def _train(args):
+  r = subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r.stdout + r.stderr
+
+
+def test_translation_run_warm_started_from_span_corruption(tmp_path):
+  rng = np.random.default_rng(0)
+  words = "the cat dog sat ran on mat log big red".split()
+  data = tmp_path / "data"
+  data.mkdir()
+  for split, n in (("train", 64), ("dev", 8)):
+    with open(data / f"{split}.jsonl", "w") as f:
+      for _ in range(n):
+        s = " ".join(rng.choice(words, rng.integers(3, 7)))
+        f.write(json.dumps({"de": s, "en": " ".join(reversed(s.split()))}) + "\n")
+  pre, tuned = str(tmp_path / "pre"), str(tmp_path / "tuned")
+  _train(["--config", "configs/t5_quickstart.py:runlocal", f"--workdir={pre}",
+          "--config.steps=2", "--config.eval_every=2",
+          "--config.checkpoint_every=2"])
+  out = _train(["--config",
+                f"configs/finetune_translate.py:{pre},data={data},runlocal",
+                f"--workdir={tuned}"])
+  assert f"the backbone comes from {pre}" in out
+  with open(os.path.join(tuned, "metrics.jsonl")) as f:
+    evals = [r for r in map(json.loads, f) if "eval_bleu" in r]
+  assert [r["step"] for r in evals] == [2, 4]
+  for key in ("eval_loss", "eval_accuracy", "eval_bleu", "eval_rouge1",
+              "eval_rouge2", "eval_rougeL"):
+    assert all(np.isfinite(r[key]) for r in evals)
+  assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
