@@ -8,6 +8,12 @@
       --system "You are terse." --temperature 0
 
 Loads the latest checkpoint (or --step) and the tokenizer from the workdir.
+An encoder-decoder run (span corruption, seq2seq) maps each prompt, as an
+input text, to the output text it writes (span corruption fills in the
+spans marked `<extra_id_N>`):
+
+  python -m launch.sample --workdir runs/translate --prompt "ein Haus" --temperature 0
+
 Prompts are left-padded into one batch; each prompt gets --num_samples rows.
 A prompt starts with the bos token when the tokenizer adds one (`--bos
 auto`: lm's tokenizers and Llama's do, GPT-2's does not), as `transformers`
@@ -104,6 +110,24 @@ def _chat_prompts(trained, prompts: list[str]) -> list[str]:
           for p in prompts]
 
 
+def _transduce(objective, texts: list[str]) -> None:
+  """An encoder-decoder run: each prompt is an input text, printed with the
+  output text the model writes for it (`--num_samples` each)."""
+  from lm import experiments
+  from lm.errors import LmError
+  if _CHAT.value or _STOP.value:
+    raise LmError("--chat and --stop are for decoder-only runs; an "
+                  "encoder-decoder run maps each --prompt to one output.")
+  trained = experiments.load_trained(_WORKDIR.value, _STEP.value)
+  rows = [t for t in texts for _ in range(_NUM.value)]
+  outputs = objective.transduce(
+      trained, rows, max_new_tokens=_MAX_NEW.value,
+      temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+      beam_size=_BEAM.value, seed=_SEED.value)
+  for i, (text, out) in enumerate(zip(rows, outputs)):
+    print(f"=== sample {i} ===\ninput: {text}\noutput: {out}", flush=True)
+
+
 def main(argv):
   del argv
   common.quiet_logs()
@@ -114,6 +138,9 @@ def main(argv):
     from lm.errors import LmError
     from lm.generation.text import generate_text
     objective = experiments.stored_objective(_WORKDIR.value)
+    if objective.transduces:
+      _transduce(objective, prompts)
+      return
     if not objective.generates_text:
       names = experiments.names_where("generates_text")
       raise LmError(f"{_WORKDIR.value} holds a model trained with objective "

@@ -163,3 +163,32 @@ def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
   beams = [[_cut_eos(seqs[b, j], eos_id) for j in range(k)]
            for b in range(len(inputs))]
   return beams, scores.tolist()
+
+
+def generate_texts(model, params, texts: Sequence[str], *, encode, decode,
+                   max_input: int, max_new_tokens: int, start_id: int,
+                   eos_id: int, beam_size: int = 0, temperature: float = 0.0,
+                   top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                   batch_size: int = 16, decoder: Seq2SeqDecoder | None = None
+                   ) -> list[str]:
+  """Output text per input text: `encode(text) -> ids` (cut to
+  `max_input - 1`, then EOS), beam search when `beam_size` > 1, else
+  `decoder` (or a new `Seq2SeqDecoder` with the sampler), `decode(ids)`."""
+  if beam_size <= 1 and decoder is None:
+    decoder = Seq2SeqDecoder(model, temperature=temperature, top_k=top_k,
+                             top_p=top_p)
+  out = []
+  for s in range(0, len(texts), batch_size):
+    ids = [list(encode(t))[:max_input - 1] + [eos_id]
+           for t in texts[s:s + batch_size]]
+    if beam_size > 1:
+      beams, _ = beam_generate(model, params, ids, beam_size=beam_size,
+                               max_new_tokens=max_new_tokens,
+                               start_id=start_id, eos_id=eos_id)
+      rows = [b[0] for b in beams]
+    else:
+      rows = decoder.generate(params, ids, max_new_tokens=max_new_tokens,
+                              start_id=start_id, eos_id=eos_id,
+                              seed=seed + s).tokens
+    out.extend(decode(r) for r in rows)
+  return out

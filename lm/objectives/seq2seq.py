@@ -247,29 +247,29 @@ class Seq2Seq(Objective):
 
   # --- generation -------------------------------------------------------------
 
-  def generate(self, model, params, tokenizer, texts: list[str], *,
-               batch_size: int = 16) -> list[str]:
+  transduces = True
+
+  def generate(self, model, params, tokenizer, texts: list[str]) -> list[str]:
     """Output text for each input text (greedy, or beam search with
     `seq2seq.beam_size`), at most `target_len` tokens."""
     c = self.config
-    new, beam = c.seq2seq.target_len, c.seq2seq.beam_size
-    out = []
-    for s in range(0, len(texts), batch_size):
-      ids = [tokenizer.encode(t)[:c.seq_len - 1] + [tokenizer.eos_id]
-             for t in texts[s:s + batch_size]]
-      if beam > 1:
-        beams, _ = seq2seq_gen.beam_generate(
-            model, params, ids, beam_size=beam, max_new_tokens=new,
-            start_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)
-        rows = [b[0] for b in beams]
-      else:
-        if id(model) not in self._decoders:
-          self._decoders[id(model)] = seq2seq_gen.Seq2SeqDecoder(model)
-        rows = self._decoders[id(model)].generate(
-            params, ids, max_new_tokens=new, start_id=tokenizer.pad_id,
-            eos_id=tokenizer.eos_id).tokens
-      out.extend(tokenizer.decode(r) for r in rows)
-    return out
+    if id(model) not in self._decoders:
+      self._decoders[id(model)] = seq2seq_gen.Seq2SeqDecoder(model)
+    return seq2seq_gen.generate_texts(
+        model, params, texts, encode=tokenizer.encode, decode=tokenizer.decode,
+        max_input=c.seq_len, max_new_tokens=c.seq2seq.target_len,
+        start_id=tokenizer.pad_id, eos_id=tokenizer.eos_id,
+        beam_size=c.seq2seq.beam_size, decoder=self._decoders[id(model)])
+
+  def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
+                top_k=0, top_p=1.0, beam_size=0, seed=0):
+    tok = trained.tokenizer
+    return seq2seq_gen.generate_texts(
+        trained.model, trained.params, texts, encode=tok.encode,
+        decode=tok.decode, max_input=self.config.seq_len,
+        max_new_tokens=max_new_tokens, start_id=tok.pad_id,
+        eos_id=tok.eos_id, beam_size=beam_size, temperature=temperature,
+        top_k=top_k, top_p=top_p, seed=seed)
 
   def evaluate(self, data, eval_fn, params, mesh, *, batch_size: int,
                max_batches: int | None) -> dict:

@@ -26,17 +26,21 @@ LM's masking.
 
 from __future__ import annotations
 
+import re
+
 import ml_collections
 import numpy as np
 
 from lm.data import packing, pipeline
 from lm.errors import LmError
+from lm.generation import seq2seq as seq2seq_gen
 from lm.models import flops
 from lm.objectives import (TokenizedCorpus, build_backbone, open_documents,
                            streamed)
 from lm.objectives.losses import token_loss, token_metrics
 from lm.training.objective import Objective
 
+_SENTINEL = re.compile(r"(<extra_id_\d+>)")
 _EVAL_SALT = 0x5EED   # evaluation noise streams apart from training's
 
 
@@ -234,6 +238,44 @@ class SpanCorruption(Objective):
       raise LmError("config.objective='span_corruption' reads step-indexed "
                     "windows; leave config.data.pipeline at 'packed'.")
     self.control_symbols = sentinel_pieces(s.sentinels)
+
+  transduces = True
+
+  def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
+                top_k=0, top_p=1.0, beam_size=0, seed=0):
+    """Fills in the spans marked `<extra_id_N>` in each text: the output
+    lists each sentinel and what the model writes for it, e.g.
+    "def f(<extra_id_0>):" -> "<extra_id_0>x".)"""
+    tok = trained.tokenizer
+    pieces = sentinel_pieces(self.config.span_corruption.sentinels)
+    ids = tok.piece_ids(pieces)
+    by_id = dict(zip(ids, pieces))
+
+    def encode(text):
+      out = []
+      for part in _SENTINEL.split(text):
+        if part in pieces:
+          out.append(ids[pieces.index(part)])
+        elif part:
+          out.extend(tok.encode(part))
+      return out
+
+    def decode(row):
+      text, run = [], []
+      for i in row:
+        if i in by_id:
+          text.append(tok.decode(run))
+          text.append(by_id[i])
+          run = []
+        else:
+          run.append(i)
+      return "".join(text + [tok.decode(run)])
+
+    return seq2seq_gen.generate_texts(
+        trained.model, trained.params, texts, encode=encode, decode=decode,
+        max_input=self.config.seq_len, max_new_tokens=max_new_tokens,
+        start_id=tok.pad_id, eos_id=tok.eos_id, beam_size=beam_size,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
   def _rows(self, tokenizer) -> SpanCorruptionRows:
     s = self.config.span_corruption

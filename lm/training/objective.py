@@ -77,6 +77,8 @@ class Objective(abc.ABC):
   embeds: bool = False           # launch.encode (sentence embeddings)
   predicts: bool = False         # launch.predict (labels, tags, answers)
   scores_sts: bool = False       # launch.evaluate --sts (`set_sts`)
+  transduces: bool = False       # launch.sample: input text -> output text
+                                 # (`transduce`, encoder-decoders)
 
   @abc.abstractmethod
   def check_model(self, model_cfg) -> None:
@@ -164,6 +166,13 @@ class Objective(abc.ABC):
   def set_sts(self, uri: str) -> None:
     """Makes `evaluate` score the STS pairs at `uri` (`scores_sts` only)."""
     raise NotImplementedError(f"objective {self.name!r} scores no STS pairs")
+
+  def transduce(self, trained, texts, *, max_new_tokens: int,
+                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                beam_size: int = 0, seed: int = 0) -> list[str]:
+    """The output text for each input text of a trained run
+    (`lm.training.workdir.Trained`); only objectives with `transduces`."""
+    raise NotImplementedError(f"objective {self.name!r} maps no text to text")
 
   def embed(self, trained, texts, *, batch_size: int = 64):
     """`[len(texts), D]` float32 sentence embeddings from the trained run

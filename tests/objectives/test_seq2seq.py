@@ -82,3 +82,13 @@ def test_translation_run_warm_started_from_span_corruption(tmp_path):
               "eval_rouge2", "eval_rougeL"):
     assert all(np.isfinite(r[key]) for r in evals)
   assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+
+  # launch.sample serves both runs: text in, text out
+  for workdir, prompt in ((tuned, "the cat sat"), (pre, "def f(<extra_id_0>):")):
+    r = subprocess.run([sys.executable, "-m", "launch.sample",
+                        f"--workdir={workdir}", f"--prompt={prompt}",
+                        "--temperature=0", "--max_new_tokens=5"], cwd=ROOT,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"input: {prompt}\noutput: " in r.stdout
