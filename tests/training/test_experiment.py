@@ -14,7 +14,8 @@ def test_base_config_is_the_engine_keys_and_each_objectives_section():
   engine = experiment.engine_config()
   assert set(engine.keys()) < set(c.keys())
   sections = set(c.keys()) - set(engine.keys())
-  assert sections == {"sample", "mlm", "contrastive", "task"}
+  assert sections == {"sample", "mlm", "contrastive", "task", "span_corruption",
+                      "seq2seq"}
   for name, (cls, _) in experiments.REGISTRY.items():
     for section, defaults in cls.config_sections.items():
       assert c[section].to_dict() == defaults().to_dict(), (name, section)
