@@ -214,7 +214,7 @@ class Decoder:
       if stop_check is not None:
         host = np.asarray(out[:, :i])
         for r in range(b):
-          if not stopped[r] and stop_check(_cut_eos(host[r], eos_id)):
+          if not stopped[r] and stop_check(cut_eos(host[r], eos_id)):
             stopped[r] = True
         done = done | jnp.asarray(stopped)
       if bool(jnp.all(done)):
@@ -222,7 +222,7 @@ class Decoder:
     host = np.asarray(out[:, :i])
     rows, reasons = [], []
     for r in range(b):
-      ids = _cut_eos(host[r], eos_id)
+      ids = cut_eos(host[r], eos_id)
       rows.append(ids)
       if stopped[r]:
         reasons.append("stop")
@@ -243,7 +243,7 @@ class Decoder:
     return min(length, total)
 
 
-def _cut_eos(row, eos_id) -> list[int]:
+def cut_eos(row, eos_id) -> list[int]:
   row = [int(t) for t in row]
   if eos_id is not None and eos_id in row:
     row = row[:row.index(eos_id)]
@@ -286,6 +286,6 @@ def beam_generate(model, params, prompts: Sequence[Sequence[int]], *,
   seqs, scores = run(params, cache, jnp.asarray(tokens), jnp.asarray(positions),
                      jnp.asarray(valid), jnp.asarray(base))
   seqs, scores = np.asarray(seqs), np.asarray(scores)
-  beams = [[_cut_eos(seqs[b, j], eos_id) for j in range(k)]
+  beams = [[cut_eos(seqs[b, j], eos_id) for j in range(k)]
            for b in range(len(prompts))]
   return beams, scores.tolist()

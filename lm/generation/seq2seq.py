@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.generation.beam import beam_search
-from lm.generation.decode import Generation, _cut_eos
+from lm.generation.decode import Generation, cut_eos
 from lm.generation.sampling import sample_logits
 
 
@@ -51,14 +51,22 @@ def decoding_model(model):
   return type(model)(model.config, decode=True)
 
 
-def init_cache(model, batch: int, input_length: int, output_length: int):
-  """An empty decoder cache for `batch` rows of `input_length` encoder tokens
-  and up to `output_length` decoder tokens."""
+def cache_shapes(model, batch: int, input_length: int, output_length: int):
+  """Shapes and dtypes of the decoder cache for `batch` rows of
+  `input_length` encoder tokens and up to `output_length` decoder tokens
+  (traces the model once)."""
   dm = decoding_model(model)
-  shapes = jax.eval_shape(
+  return jax.eval_shape(
       lambda: dm.init({"params": jax.random.key(0)},
                       jnp.zeros((batch, input_length), jnp.int32),
                       jnp.zeros((batch, output_length), jnp.int32)))["cache"]
+
+
+def init_cache(model, batch: int, input_length: int, output_length: int,
+               shapes=None):
+  """An empty decoder cache (see `cache_shapes`)."""
+  if shapes is None:
+    shapes = cache_shapes(model, batch, input_length, output_length)
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
@@ -91,6 +99,7 @@ class Seq2SeqDecoder:
   def __init__(self, model, *, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0):
     self.model = model
+    self._shapes = {}   # (batch, input length, output length) -> shapes
     dm = decoding_model(model)
 
     def run(params, cache, tokens, seg, rng, start_id, eos_id, new):
@@ -125,13 +134,16 @@ class Seq2SeqDecoder:
                seed: int = 0) -> Generation:
     """Up to `max_new_tokens` output ids per input (EOS cut off)."""
     tokens, seg = right_pad(inputs)
-    cache = init_cache(self.model, *tokens.shape, max_new_tokens + 1)
+    key = (*tokens.shape, max_new_tokens + 1)
+    if key not in self._shapes:
+      self._shapes[key] = cache_shapes(self.model, *key)
+    cache = init_cache(self.model, *key, shapes=self._shapes[key])
     eos = -1 if eos_id is None else eos_id
     i, out = self._run(params, cache, jnp.asarray(tokens), jnp.asarray(seg),
                        jax.random.key(seed), jnp.asarray(start_id, jnp.int32),
                        jnp.asarray(eos, jnp.int32), max_new_tokens)
     host = np.asarray(out)[:, :int(i)]
-    rows = [_cut_eos(r, eos_id) for r in host]
+    rows = [cut_eos(r, eos_id) for r in host]
     reasons = ["eos" if eos_id is not None and eos_id in r else "length"
                for r in host.tolist()]
     return Generation(rows, reasons)
@@ -160,7 +172,7 @@ def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
   cache = init_cache(model, *tokens.shape, max_new_tokens + 1)
   seqs, scores = run(params, cache, jnp.asarray(tokens), jnp.asarray(seg))
   seqs, scores = np.asarray(seqs), np.asarray(scores)
-  beams = [[_cut_eos(seqs[b, j], eos_id) for j in range(k)]
+  beams = [[cut_eos(seqs[b, j], eos_id) for j in range(k)]
            for b in range(len(inputs))]
   return beams, scores.tolist()
 

@@ -59,6 +59,7 @@ from lm.models.attention import causal_mask, segment_mask
 from lm.models.config import ModelConfig
 from lm.models.layers import Einsum, Embed, Mlp, make_norm, out_proj_std
 from lm.models.positional import add_positions
+from lm.models.transformer import reorder_layer_cache
 from lm.parallel import axes
 
 EMBED_AXES = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
@@ -429,14 +430,5 @@ class EncoderDecoderLM(nn.Module):
 
   def reorder_cache(self, cache, indices):
     """The cache with its batch rows replaced by rows `indices` (beam
-    search); arrays under scanned `layers` have their batch on axis 1, and
-    scalar indices are left alone."""
-    scanned = self.config.scan_layers
-
-    def take(path, x):
-      in_scan = scanned and any(getattr(k, "key", None) == "layers"
-                                for k in path)
-      axis = 1 if in_scan else 0
-      return jnp.take(x, indices, axis=axis) if x.ndim > axis else x
-
-    return jax.tree_util.tree_map_with_path(take, cache)
+    search); see `reorder_layer_cache`."""
+    return reorder_layer_cache(cache, indices, self.config.scan_layers)

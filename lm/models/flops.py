@@ -35,3 +35,15 @@ def encoder_flops_per_token(model_cfg, n_params: int, seq_len: int) -> float:
   attn = (model_cfg.num_heads * model_cfg.head_size
           if model_cfg.arch != "lstm" else 0)
   return flops_per_token(n, model_cfg.num_layers, seq_len, attn)
+
+
+def encoder_decoder_flops_per_token(model_cfg, n_params: int,
+                                    seq_len: int) -> float:
+  """`flops_per_token` of an encoder-decoder per encoder input token: N
+  without the input lookup, both stacks' attention at `seq_len`. The
+  decoder runs on fewer (target) tokens than the encoder; counting it at
+  the encoder's rate overstates the FLOPs (and so MFU) by at most the
+  decoder's share."""
+  n = n_params - model_cfg.vocab_size * model_cfg.d_model
+  return flops_per_token(n, model_cfg.num_layers + model_cfg.decoder_layers,
+                         seq_len, model_cfg.num_heads * model_cfg.head_size)

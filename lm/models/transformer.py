@@ -171,19 +171,9 @@ class DecoderLM(nn.Module):
   config: ModelConfig
 
   def reorder_cache(self, cache, indices):
-    """The cache with its batch rows replaced by rows `indices` (beam search).
-
-    Arrays under the scanned `layers` carry a leading layer axis, so their
-    batch is axis 1; the per-layer and top-level indices are left alone.
-    """
-    scanned = self.config.scan_layers
-
-    def take(path, x):
-      in_scan = scanned and any(getattr(k, "key", None) == "layers" for k in path)
-      axis = 1 if in_scan else 0
-      return jnp.take(x, indices, axis=axis) if x.ndim > axis else x
-
-    return jax.tree_util.tree_map_with_path(take, cache)
+    """The cache with its batch rows replaced by rows `indices` (beam
+    search); see `reorder_layer_cache`."""
+    return reorder_layer_cache(cache, indices, self.config.scan_layers)
 
   def grow_cache(self, cache, length: int):
     """The cache with room for `length` tokens: key/value slots and the
@@ -272,6 +262,19 @@ class DecoderLM(nn.Module):
         x, positions, mask, deterministic)
     logits = lm_head(cfg, embed, hidden)  # [B, T, V]
     return logits, {"hidden": hidden}
+
+
+def reorder_layer_cache(cache, indices, scanned: bool):
+  """`cache` with its batch rows replaced by rows `indices`. Arrays under a
+  scanned `layers` carry a leading layer axis, so their batch is axis 1;
+  the per-layer and top-level indices (no batch axis) are left alone."""
+
+  def take(path, x):
+    in_scan = scanned and any(getattr(k, "key", None) == "layers" for k in path)
+    axis = 1 if in_scan else 0
+    return jnp.take(x, indices, axis=axis) if x.ndim > axis else x
+
+  return jax.tree_util.tree_map_with_path(take, cache)
 
 
 def count_params(params: Any) -> int:

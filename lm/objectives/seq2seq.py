@@ -165,7 +165,7 @@ class Seq2Seq(Objective):
       raise LmError("config.objective='seq2seq' reads its examples into "
                     "memory; leave config.data.pipeline at 'packed'.")
     self.best_metric = (f"eval_{s.metric}", "max")
-    self._decoders = {}
+    self._eval = None      # (model, Seq2SeqDecoder), built at first eval
 
   def set_source(self, source) -> None:
     if source.head not in ("seq2seq", "denoising"):
@@ -238,28 +238,28 @@ class Seq2Seq(Objective):
             "seq2seq": c.seq2seq.to_dict()}
 
   def flops_per_token(self, model_cfg, n_params: int) -> float:
-    """6·N per encoder input token, N without the input lookup (the
-    decoder's share counted at the same rate: an upper bound)."""
-    n = n_params - model_cfg.vocab_size * model_cfg.d_model
-    return flops.flops_per_token(
-        n, model_cfg.num_layers + model_cfg.decoder_layers,
-        self.config.seq_len, model_cfg.num_heads * model_cfg.head_size)
+    return flops.encoder_decoder_flops_per_token(model_cfg, n_params,
+                                                 self.config.seq_len)
 
   # --- generation -------------------------------------------------------------
 
   transduces = True
 
-  def generate(self, model, params, tokenizer, texts: list[str]) -> list[str]:
+  def generate(self, params, tokenizer, texts: list[str]) -> list[str]:
     """Output text for each input text (greedy, or beam search with
-    `seq2seq.beam_size`), at most `target_len` tokens."""
+    `seq2seq.beam_size`), at most `target_len` tokens; the model and its
+    jitted decoder are built once and kept for later evaluations."""
     c = self.config
-    if id(model) not in self._decoders:
-      self._decoders[id(model)] = seq2seq_gen.Seq2SeqDecoder(model)
+    if self._eval is None:
+      model = self.build_model(
+          resolve_model_config(c, tokenizer.vocab_size))
+      self._eval = model, seq2seq_gen.Seq2SeqDecoder(model)
+    model, decoder = self._eval
     return seq2seq_gen.generate_texts(
         model, params, texts, encode=tokenizer.encode, decode=tokenizer.decode,
         max_input=c.seq_len, max_new_tokens=c.seq2seq.target_len,
         start_id=tokenizer.pad_id, eos_id=tokenizer.eos_id,
-        beam_size=c.seq2seq.beam_size, decoder=self._decoders[id(model)])
+        beam_size=c.seq2seq.beam_size, decoder=decoder)
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
                 top_k=0, top_p=1.0, beam_size=0, seed=0):
@@ -282,12 +282,8 @@ class Seq2Seq(Objective):
     out = {f"eval_{k}": float(v) for k, v in token_metrics(totals).items()}
     n = min(self.config.seq2seq.generate_examples, len(data))
     if n:
-      model = self.build_model(self._model_cfg(data.tokenizer))
-      hyps = self.generate(model, params, data.tokenizer,
+      hyps = self.generate(params, data.tokenizer,
                            list(data.source.columns["input"][:n]))
       refs = list(data.source.columns["target"][:n])
       out.update({f"eval_{k}": v for k, v in text_scores(hyps, refs).items()})
     return out
-
-  def _model_cfg(self, tokenizer):
-    return resolve_model_config(self.config, tokenizer.vocab_size)

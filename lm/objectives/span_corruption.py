@@ -126,6 +126,19 @@ def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinels: np.ndarray,
   return inputs + [eos_id], targets + [eos_id]
 
 
+def check_sentinels(seq_len: int, density: float, mean_span: float,
+                    sentinels: int) -> None:
+  """LmError when a `seq_len`-token row drops more spans than there are
+  sentinels."""
+  _, spans = span_counts(raw_length(seq_len, density, mean_span), density,
+                         mean_span)
+  if spans > sentinels:
+    raise LmError(
+        f"config.span_corruption.sentinels={sentinels} is fewer than the "
+        f"{spans} spans a {seq_len}-token row drops; raise it to at least "
+        f"{spans} or shorten config.seq_len.")
+
+
 class SpanCorruptionRows:
   """Corrupts packed windows into fixed-shape encoder-decoder rows."""
 
@@ -136,12 +149,7 @@ class SpanCorruptionRows:
     self.raw_length = raw_length(seq_len, density, mean_span)
     self.target_len = corrupted_lengths(self.raw_length, density,
                                         mean_span)[1]
-    _, spans = span_counts(self.raw_length, density, mean_span)
-    if spans > sentinels:
-      raise LmError(
-          f"config.span_corruption.sentinels={sentinels} is fewer than the "
-          f"{spans} spans a {seq_len}-token row drops; raise it to at least "
-          f"{spans} or shorten config.seq_len.")
+    check_sentinels(seq_len, density, mean_span, sentinels)
     ids = tokenizer.piece_ids(sentinel_pieces(sentinels))
     self.sentinels = np.asarray(ids, np.int32)
     self.eos_id, self.pad_id = int(tokenizer.eos_id), int(tokenizer.pad_id)
@@ -237,6 +245,8 @@ class SpanCorruption(Objective):
     if streamed(config):
       raise LmError("config.objective='span_corruption' reads step-indexed "
                     "windows; leave config.data.pipeline at 'packed'.")
+    check_sentinels(config.seq_len, s.noise_density, s.mean_span_length,
+                    s.sentinels)
     self.control_symbols = sentinel_pieces(s.sentinels)
 
   transduces = True
@@ -329,10 +339,5 @@ class SpanCorruption(Objective):
             "span_corruption": c.span_corruption.to_dict()}
 
   def flops_per_token(self, model_cfg, n_params: int) -> float:
-    """6·N per encoder input token, N without the lookups: the decoder's
-    share runs on target_len / seq_len as many tokens, approximated here
-    by the whole parameter count (an upper bound for MFU)."""
-    n = n_params - model_cfg.vocab_size * model_cfg.d_model
-    return flops.flops_per_token(
-        n, model_cfg.num_layers + model_cfg.decoder_layers,
-        self.config.seq_len, model_cfg.num_heads * model_cfg.head_size)
+    return flops.encoder_decoder_flops_per_token(model_cfg, n_params,
+                                                 self.config.seq_len)

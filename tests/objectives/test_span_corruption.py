@@ -136,3 +136,12 @@ def test_span_corruption_run_resumes_bitwise_and_reserves_sentinels(tmp_path):
   ids = tok.piece_ids(sc.sentinel_pieces(16))
   assert None not in ids and len(set(ids)) == 16
   assert not set(ids) & set(tok.encode("def f(x):\n    return x\n"))
+
+
+def test_too_few_sentinels_are_refused_when_the_objective_is_built():
+  from lm.experiments import base_config, make_objective
+  c = base_config()
+  c.objective, c.model.size, c.seq_len = "span_corruption", "t5_tiny", 128
+  c.span_corruption.sentinels = 2
+  with pytest.raises(LmError, match="sentinels=2 is fewer than the 7 spans"):
+    make_objective(c)
