@@ -7,10 +7,12 @@
   python -m launch.predict --workdir runs/squad --text "Where does he live?" \\
       --context "John Smith lives in Paris."
   python -m launch.predict --workdir runs/sst2 --input reviews.txt --output preds.jsonl
+  python -m launch.predict --workdir runs/translate --text "Guten Morgen."
 
 Classification prints the label and its probability; tagging the entities
-with their character spans; QA the answer with its score: one line per
-input, in order. --text may be given several times; --text_b or --context
+with their character spans; QA the answer with its score; seq2seq
+(translation, summarization) the output text: one line per input, in
+order. --text may be given several times; --text_b or --context
 given once goes with every --text, or give one per --text. --input is a
 .jsonl file with the run's field names, or one text per line; --output
 writes one JSON object per input. Uses the best checkpoint by the task's
@@ -46,6 +48,8 @@ def _line(task: str, text: str, p: dict) -> str:
     ents = ", ".join(f"{e['type']} {e['text']!r} [{e['start']}:{e['end']}]"
                      for e in p["entities"]) or "(no entities)"
     return f"{ents}\t{text}"
+  if task == "seq2seq":
+    return f"{p['output']}\t{text}"
   return f"{p['answer']!r}\t{p['score']:.3f}\t[{p['start']}:{p['end']}]\t{text}"
 
 
@@ -65,8 +69,8 @@ def main(argv):
                           text_b=second)
     preds = predict(trained, records, batch_size=_BATCH.value)
     task = trained.config.objective
-    first = "question" if task == "qa" else (
-        "tokens" if task == "tagging" else "text")
+    first = {"qa": "question", "tagging": "tokens",
+             "seq2seq": "input"}.get(task, "text")
     shown = [" ".join(t) if isinstance(t, list) else t
              for t in records.columns[first]]
     for text, p in zip(shown, preds):

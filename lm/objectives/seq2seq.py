@@ -262,14 +262,43 @@ class Seq2Seq(Objective):
         beam_size=c.seq2seq.beam_size, decoder=decoder)
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
-                top_k=0, top_p=1.0, beam_size=0, seed=0):
+                top_k=0, top_p=1.0, beam_size=0, seed=0, batch_size=16):
     tok = trained.tokenizer
     return seq2seq_gen.generate_texts(
         trained.model, trained.params, texts, encode=tok.encode,
         decode=tok.decode, max_input=self.config.seq_len,
         max_new_tokens=max_new_tokens, start_id=tok.pad_id,
         eos_id=tok.eos_id, beam_size=beam_size, temperature=temperature,
-        top_k=top_k, top_p=top_p, seed=seed)
+        top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size)
+
+  # --- prediction inputs (launch.predict; lm.tasks.predict) ----------------
+
+  predicts = True
+  second_text_flag = "--text_b"
+
+  def input_fields(self) -> dict:
+    """The input text's field (a JSONL `--input` may also hold targets)."""
+    return {"input": self.fields()["input"]}
+
+  def inputs_from_lines(self, path: str, lines: list[str]) -> records.Records:
+    """Records of a plain text `--input` file: one input text per line."""
+    return records.Records(path, {"input": lines})
+
+  def inputs_from_texts(self, texts: list[str],
+                        seconds: list[str]) -> records.Records:
+    if seconds:
+      raise LmError("a seq2seq run maps one input text to one output; drop "
+                    "--text_b and --context.")
+    return records.Records("--text", {"input": texts})
+
+  def predict_texts(self, trained, texts: list[str], *,
+                    batch_size: int) -> list[dict]:
+    """{"output": text} per input text, decoded as the run's evaluation
+    decodes (greedy or `seq2seq.beam_size`, at most `target_len` tokens)."""
+    s = self.config.seq2seq
+    outputs = self.transduce(trained, texts, max_new_tokens=s.target_len,
+                             beam_size=s.beam_size, batch_size=batch_size)
+    return [{"output": o} for o in outputs]
 
   def evaluate(self, data, eval_fn, params, mesh, *, batch_size: int,
                max_batches: int | None) -> dict:

@@ -252,7 +252,7 @@ class SpanCorruption(Objective):
   transduces = True
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
-                top_k=0, top_p=1.0, beam_size=0, seed=0):
+                top_k=0, top_p=1.0, beam_size=0, seed=0, batch_size=16):
     """Fills in the spans marked `<extra_id_N>` in each text: the output
     lists each sentinel and what the model writes for it, e.g.
     "def f(<extra_id_0>):" -> "<extra_id_0>x".)"""
@@ -285,7 +285,8 @@ class SpanCorruption(Objective):
         trained.model, trained.params, texts, encode=encode, decode=decode,
         max_input=self.config.seq_len, max_new_tokens=max_new_tokens,
         start_id=tok.pad_id, eos_id=tok.eos_id, beam_size=beam_size,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        batch_size=batch_size)
 
   def _rows(self, tokenizer) -> SpanCorruptionRows:
     s = self.config.span_corruption

@@ -10,11 +10,13 @@ per input:
                   "words"}]}  (character spans in the space-joined words)
   qa              {"answer", "score", "start", "end"}  (character offsets
                   into the context; score = start + end logit)
+  seq2seq         {"output"}  (the decoded text, as the run's evaluation
+                  decodes it)
 
 Input files: `.jsonl` objects with the run's field names (config.task:
 text_field / text_b_field, question_field / context_field), or any other
-file with one text per line (classification: the text; tagging: words
-separated by whitespace). QA needs a question and a context, so a JSONL
+file with one text per line (classification and seq2seq: the text;
+tagging: words separated by whitespace). QA needs a question and a context, so a JSONL
 file or `--text` with `--context`. Several `--text` values are predicted in
 order; a `--text_b` / `--context` given once goes with every one of them,
 given as often as `--text` the i-th goes with the i-th text.
@@ -98,6 +100,9 @@ def predict(trained, records, *, batch_size: int = 32) -> list[dict]:
     raise LmError(f"batch size must be positive, got {batch_size}.")
   if len(records) == 0:
     raise LmError("there is nothing to predict; give at least one input.")
+  if task.transduces:      # an encoder-decoder writes text
+    return task.predict_texts(trained, list(records.columns["input"]),
+                              batch_size=batch_size)
   tok, mesh, model = trained.tokenizer, trained.mesh, trained.model
   arrays = task.make_rows(records, tok, with_labels=False)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]

@@ -125,8 +125,9 @@ class Objective(abc.ABC):
   def data_record(self, data) -> tuple[dict, str]:
     """What the run records of its training data (in `config.json`'s
     `batch`, checked on resume) and how the start line describes it; by
-    default its token count. Example: ({"train_tokens": 1234}, "1,234
-    tokens")."""
+    default its token count. Its keys start with "train_" (the resume check
+    before the data is read skips them). Example: ({"train_tokens": 1234},
+    "1,234 tokens")."""
     record = getattr(data, "record", None)
     if record is not None:   # streamed data: documents, not tokens
       return record(), data.describe()
@@ -169,9 +170,11 @@ class Objective(abc.ABC):
 
   def transduce(self, trained, texts, *, max_new_tokens: int,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                beam_size: int = 0, seed: int = 0) -> list[str]:
+                beam_size: int = 0, seed: int = 0,
+                batch_size: int = 16) -> list[str]:
     """The output text for each input text of a trained run
-    (`lm.training.workdir.Trained`); only objectives with `transduces`."""
+    (`lm.training.workdir.Trained`), `batch_size` inputs per decode; only
+    objectives with `transduces`."""
     raise NotImplementedError(f"objective {self.name!r} maps no text to text")
 
   def embed(self, trained, texts, *, batch_size: int = 64):

@@ -19,8 +19,8 @@ from lm.training.checkpoint import Checkpointer, DamagedCheckpoint
 def check_resume(stored: dict, resolved: dict, workdir: str) -> None:
   """LmError when the checkpoint config `stored` is not this run's.
 
-  `resolved` may lack `batch.train_tokens` or `batch.train_documents`
-  (checked once the data is read)."""
+  `resolved` may lack the objective's data record (the `batch.train_*`
+  keys of `Objective.data_record`, checked once the data is read)."""
   if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
     raise LmError(f"{workdir} holds a checkpoint trained with a different "
                   "tokenizer; use a new --workdir or drop data.tokenizer.path.")
@@ -44,9 +44,9 @@ def check_resume(stored: dict, resolved: dict, workdir: str) -> None:
                       "new --workdir or the original setting.")
   old_batch = dict(stored.get("batch", {}))
   new_batch = dict(resolved["batch"])
-  for key in ("train_tokens", "train_documents"):
-    if key not in new_batch:
-      old_batch.pop(key, None)
+  for key in list(old_batch):
+    if key.startswith("train_") and key not in new_batch:
+      old_batch.pop(key)
   if old_batch != new_batch:
     raise LmError(f"{workdir} holds a checkpoint with batch/data settings "
                   f"{old_batch} but the config now gives "

@@ -92,3 +92,35 @@ def test_translation_run_warm_started_from_span_corruption(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"input: {prompt}\noutput: " in r.stdout
+
+  # launch.predict serves the seq2seq run: --text, and a JSONL --input with
+  # the run's field name, written to --output in order
+  def predict(*args):
+    return subprocess.run([sys.executable, "-m", "launch.predict",
+                           f"--workdir={tuned}", *args], cwd=ROOT,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=300)
+  out_path = tmp_path / "preds.jsonl"
+  r = predict(f"--input={data / 'dev.jsonl'}", f"--output={out_path}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  with open(data / "dev.jsonl") as f:
+    inputs = [json.loads(l)["de"] for l in f]
+  with open(out_path) as f:
+    preds = [json.loads(l) for l in f]
+  assert [p["input"] for p in preds] == inputs
+  assert all(isinstance(p["output"], str) for p in preds)
+  assert "8 predictions from step 4" in r.stdout
+  # the same input alone gives the same (greedy) output as in the batch
+  r = predict(f"--text={inputs[1]}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stdout.splitlines()[0] == f"{preds[1]['output']}\t{inputs[1]}"
+  r = predict("--text=a", "--text_b=b")
+  assert r.returncode != 0
+  assert "maps one input text to one output" in r.stderr
+  assert "Traceback" not in r.stderr
+
+  # a finished run, started again with its config, has nothing to do
+  out = _train(["--config",
+                f"configs/finetune_translate.py:{pre},data={data},runlocal",
+                f"--workdir={tuned}"])
+  assert "already trained to step 4" in out
