@@ -9,7 +9,7 @@ an imported T5 (`launch.import_hf`). Data: TFDS `cnn_dailymail` (fields
 `train.jsonl` and `dev.jsonl` records {"article": ..., "highlights": ...}.
 ROUGE-L on 64 decoded validation articles picks the best checkpoint.
 Without an argument, `t5_tiny` from scratch. `:runlocal` is the tiny variant
-the tests use (with `data=DIR`).
+the tests use (with `data=DIR`, or TFDS's mock data).
 """
 
 from configs import common

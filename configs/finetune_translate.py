@@ -9,7 +9,7 @@ the run. Data: TFDS `wmt14_translate/de-en` (fields `de` -> `en`), or
 `data=DIR` with `train.jsonl` and `dev.jsonl` records {"de": ..., "en":
 ...}. BLEU on 64 decoded validation sentences picks the best checkpoint.
 Without an argument, `t5_tiny` from scratch. `:runlocal` is the tiny variant
-the tests use (with `data=DIR`).
+the tests use (with `data=DIR`, or TFDS's mock data).
 """
 
 from configs import common

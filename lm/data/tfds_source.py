@@ -114,10 +114,11 @@ def tfds_error(name: str, split: str, exc: BaseException) -> LmError:
 
 
 def _register_tfds_builders() -> None:
-  """Imports TFDS's text and QA builders (glue, conll2003, squad): TFDS
-  stops registering its older builders at the first package that fails to
-  import (e.g. `nearest_neighbors` without h5py), before `text`."""
-  for package in ("text", "question_answering"):
+  """Imports TFDS's text, QA, summarization and translation builders
+  (glue, conll2003, squad, cnn_dailymail, wmt14_translate): TFDS stops
+  registering its older builders at the first package that fails to import
+  (e.g. `nearest_neighbors` without h5py), before these."""
+  for package in ("text", "question_answering", "summarization", "translate"):
     try:
       importlib.import_module(f"tensorflow_datasets.{package}")
     except ImportError:

@@ -337,3 +337,17 @@ def test_tfds_unknown_dataset():
                                     PAIR)
   assert records.SCHEMES == ("jsonl", "csv", "tsv", "conll", "squad", "tfds",
                              "hf")
+
+
+@pytest.mark.parametrize("uri,fields", [
+    ("tfds:wmt14_translate/de-en:validation", ("de", "en")),
+    ("tfds:cnn_dailymail:test", ("article", "highlights"))],
+    ids=["wmt14", "cnn_dailymail"])
+def test_tfds_seq2seq_datasets_mock(uri, fields):
+  # Their builders are in TFDS packages it does not register without h5py.
+  with tfds.testing.mock_data(num_examples=3):
+    recs = open_records(uri, {"input": (fields[0], "text"),
+                              "target": (fields[1], "text")})
+  assert len(recs) == 3 and recs.label_names == {}
+  assert all(isinstance(t, str) and t for t in recs.columns["input"])
+  assert all(isinstance(t, str) and t for t in recs.columns["target"])

@@ -1,5 +1,7 @@
-"""Seq2seq fine-tuning: rows, text metrics, warm start from span corruption."""
+"""Seq2seq fine-tuning: rows, text metrics, warm start from span corruption,
+launch.predict, the TFDS datasets of the configs."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -7,10 +9,13 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
+from lm import experiments
 from lm.errors import LmError
 from lm.experiments import base_config, make_objective
 from lm.objectives import seq2seq
+from lm.training.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -124,3 +129,22 @@ def test_translation_run_warm_started_from_span_corruption(tmp_path):
                 f"configs/finetune_translate.py:{pre},data={data},runlocal",
                 f"--workdir={tuned}"])
   assert "already trained to step 4" in out
+
+
+@pytest.mark.parametrize("config,metric", [
+    ("finetune_translate", "eval_bleu"), ("finetune_summarize", "eval_rougeL")])
+def test_runlocal_on_tfds_mock_data(tmp_path, config, metric):
+  """The configs' default TFDS datasets (wmt14_translate/de-en and
+  cnn_dailymail), through the mock: t5_tiny from scratch, the best
+  checkpoint by the task metric."""
+  c = importlib.import_module(f"configs.{config}").get_config("runlocal")
+  workdir = str(tmp_path / "run")
+  with tfds.testing.mock_data(num_examples=24):
+    out = experiments.train(c, workdir)
+  assert out["step"] == c.steps
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    evals = [r for r in map(json.loads, f) if metric in r]
+  assert [r["step"] for r in evals] == [2, 4]
+  assert all(0.0 <= r[metric] <= 100.0 for r in evals)
+  ckpt = Checkpointer(workdir, best_metric=metric, best_mode="max")
+  assert ckpt.best_step() in ckpt.all_steps()
