@@ -13,8 +13,11 @@ the model's shape), masked-LM runs as `BertForPreTraining` (with NSP) or
 `BertForMaskedLM`, contrastive BERT runs as `BertModel` (its pooler kept
 when imported with one) with sentence-transformers' `modules.json`,
 Pooling/Normalize modules, BERT classifiers (pooling 'pooler') as
-`BertForSequenceClassification`, taggers as `BertForTokenClassification`
-and QA runs as `BertForQuestionAnswering`.
+`BertForSequenceClassification`, taggers as `BertForTokenClassification`,
+QA runs as `BertForQuestionAnswering`, and seq2seq and span-corruption
+runs as `T5ForConditionalGeneration` (its `decoder_start_token_id` the
+tokenizer's pad id; an lm tokenizer's `tokenizer.json` appends EOS, as
+T5's).
 """
 
 from __future__ import annotations

@@ -4,15 +4,20 @@
   python -m launch.import_hf --hf_dir hf/gpt2 --workdir runs/gpt2
   python -m launch.import_hf --hf_dir hf/all-MiniLM-L6-v2 --workdir runs/minilm \\
       --objective contrastive        # a sentence encoder for launch.encode
+  python -m launch.import_hf --hf_dir hf/flan-t5-small --workdir runs/flan-t5-small
 
 Reads `config.json` and `model.safetensors` (or sharded safetensors; a
-pickled `pytorch_model.bin` is refused) of a GPT-2, Llama or BERT model
+pickled `pytorch_model.bin` is refused) of a GPT-2, Llama, BERT
 (`BertModel`, `BertForMaskedLM`, `BertForPreTraining`,
 `BertForSequenceClassification`, `BertForTokenClassification`,
-`BertForQuestionAnswering`) and writes a workdir with the resolved
-config, the model's own tokenizer and a step-0 checkpoint, which
-launch.sample, launch.evaluate, launch.encode, launch.predict and
-`config.init_from` (the fine-tuning configs) accept.
+`BertForQuestionAnswering`) or T5 model (`T5ForConditionalGeneration`:
+T5 v1.0, v1.1, Flan-T5) and writes a workdir with the resolved config,
+the model's own tokenizer and a step-0 checkpoint, which launch.sample,
+launch.evaluate, launch.encode, launch.predict and `config.init_from`
+(the fine-tuning configs) accept. The tokenizer is the directory's
+tokenizer.json, else its SentencePiece tokenizer.model or spiece.model; a
+T5's SentencePiece model becomes a tokenizer.json with T5's sentinels
+`<extra_id_i>` and ids (the classic T5 layout ships only spiece.model).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ _HF_DIR = flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory (a
 _WORKDIR = flags.DEFINE_string("workdir", None, "The new lm workdir to write.")
 _OBJECTIVE = flags.DEFINE_string(
     "objective", None, "The run's objective (default: the checkpoint's: causal, "
-    "mlm, classification, tagging or qa; contrastive for a sentence-"
-    "transformers directory); 'contrastive' makes a BERT a sentence encoder.")
+    "mlm, classification, tagging, qa or seq2seq; contrastive for a sentence-"
+    "transformers directory); 'contrastive' makes a BERT a sentence encoder, "
+    "'span_corruption' continues a T5's pretraining.")
 _POOLING = flags.DEFINE_string(
     "pooling", None, "--objective=contrastive: cls, mean or last (default: the "
     "sentence-transformers pooling when the directory has one, else cls for "
@@ -35,7 +41,9 @@ _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "The run's seq_len (default: "
                                 "the positions the model has, at most 512 "
                                 "for BERT and 1024 otherwise).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "A tokenizer.json or "
-                                 ".model to use instead of the directory's.")
+                                 ".model to use instead of the directory's "
+                                 "(tokenizer.json, tokenizer.model or "
+                                 "spiece.model).")
 
 
 def main(argv):

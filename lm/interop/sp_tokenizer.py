@@ -8,8 +8,10 @@ of "▁" pieces), and its SentencePiece converters assume Llama's options
 `tokenizer.json` built from the model's own proto, which `AutoTokenizer`
 loads as a `PreTrainedTokenizerFast`:
 
-  normalizer      the proto's rule: identity, or NFKC for the nmt/nfkc
-                  rules; runs of spaces squeezed and the ends stripped with
+  normalizer      the proto's rule: identity, or for the nmt/nfkc rules
+                  the character map compiled into the proto (what
+                  SentencePiece itself applies; NFKC when a model carries
+                  none); runs of spaces squeezed and the ends stripped with
                   `remove_extra_whitespaces`; spaces -> "▁"; a leading "▁"
                   with `add_dummy_prefix`
   pre-tokenizer   SentencePiece's word split: a word is a run of "▁" and
@@ -21,10 +23,13 @@ loads as a `PreTrainedTokenizerFast`:
                   pieces' scores), with byte fallback as the proto says
   added tokens    the control symbols and <unk> (special) and the
                   user-defined pieces ("\\n", "\\t": never merged, as in
-                  SentencePiece)
+                  SentencePiece); T5's sentinels `<extra_id_i>` when asked
+                  (`sentinels`), special, after the pieces in T5's order
+                  (`<extra_id_0>` last)
   post-processor  what `lm` puts around a text: `<s> text` for decoders
                   (prompts start with BOS), `[CLS] a [SEP] b [SEP]` for
-                  BERT runs
+                  BERT runs, `text </s>` for encoder-decoders (T5's inputs
+                  end with EOS)
   decoder         "▁" -> " ", byte pieces -> characters
 
 Written here rather than taken from `transformers.convert_slow_tokenizer`
@@ -33,6 +38,12 @@ its converters hard-code other options than `lm`'s tokenizers use.
 `check_same_ids` encodes probe texts both ways, so a model with an option
 this conversion does not cover is reported rather than exported silently
 wrong.
+
+T5's own `spiece.model` (no bos, pad 0, eos 1, unk 2, the nmt_nfkc rule,
+a dummy prefix, squeezed whitespace) converts the same way: with its
+sentinels and the "eos" frame it is the `tokenizer.json` that
+`launch.import_hf` writes into a T5 workdir (the ids of transformers'
+`T5Tokenizer`).
 
 Example:
   spec = tokenizer_json(Tokenizer.load("runs/q/tokenizer/tokenizer.model"),
@@ -99,10 +110,18 @@ def _proto(tok):
   return m
 
 
-def tokenizer_json(tok, *, frame: str) -> dict:
+FRAMES = ("bos", "bert", "eos", "none")
+SENTINEL = "<extra_id_{}>"
+
+
+def tokenizer_json(tok, *, frame: str, sentinels: int = 0) -> dict:
   """The `tokenizer.json` (as a dict) of the SentencePiece tokenizer `tok`
-  (`lm.data.tokenizer.Tokenizer`); `frame` is "bos" (decoders) or "bert"
-  (`[CLS] a [SEP]`), "none" for no post-processor."""
+  (`lm.data.tokenizer.Tokenizer`); `frame` is "bos" (decoders), "bert"
+  (`[CLS] a [SEP]`), "eos" (encoder-decoders: `a </s>`) or "none" for no
+  post-processor. `sentinels` > 0 adds T5's `<extra_id_i>` at id
+  `vocab_size + sentinels - 1 - i`."""
+  if frame not in FRAMES:
+    raise ValueError(f"frame {frame!r} is not one of {FRAMES}")
   from tokenizers import (  # pylint: disable=g-import-not-at-top
       AddedToken, Regex, Tokenizer, decoders, models, normalizers,
       pre_tokenizers, processors)
@@ -140,9 +159,12 @@ def tokenizer_json(tok, *, frame: str) -> dict:
   rule = n.name or "identity"
   steps = []
   if rule in ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"):
-    steps.append(normalizers.NFKC())
-    if rule.endswith("_cf"):
-      steps.append(normalizers.Lowercase())
+    if n.precompiled_charsmap:    # the rule's table, as SentencePiece runs it
+      steps.append(normalizers.Precompiled(n.precompiled_charsmap))
+    else:
+      steps.append(normalizers.NFKC())
+      if rule.endswith("_cf"):
+        steps.append(normalizers.Lowercase())
   elif rule != "identity":
     raise LmError(f"the SentencePiece normalization rule {rule!r} has no "
                   "tokenizer.json equivalent here; export keeps "
@@ -172,6 +194,17 @@ def tokenizer_json(tok, *, frame: str) -> dict:
                            if kind in ("control", "unknown")])
   fast.add_tokens([AddedToken(piece, special=False, normalized=False)
                    for piece, _, kind in pieces if kind == "user"])
+  if sentinels:
+    taken = [SENTINEL.format(i) for i in range(sentinels)
+             if SENTINEL.format(i) in vocab]
+    if taken:
+      raise LmError(f"the SentencePiece model already has the piece "
+                    f"{taken[0]!r}; T5's sentinels follow its pieces, so it "
+                    "needs no extra_ids.")
+    # new added tokens take the next ids in order: <extra_id_0> last
+    fast.add_special_tokens([
+        AddedToken(SENTINEL.format(i), special=True, normalized=False)
+        for i in reversed(range(sentinels))])
 
   steps = [decoders.Replace(_WS, " ")]
   if t.byte_fallback:
@@ -193,6 +226,14 @@ def tokenizer_json(tok, *, frame: str) -> dict:
     fast.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(cls, tok.cls_id), (sep, tok.sep_id)])
+  elif frame == "eos":
+    if tok.eos_id is None or tok.eos_id < 0:
+      raise LmError("the SentencePiece model has no eos piece, which an "
+                    "encoder-decoder ends every input with.")
+    eos = piece(tok.eos_id)
+    fast.post_processor = processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1",
+        special_tokens=[(eos, tok.eos_id)])
   return json.loads(fast.to_str())
 
 
@@ -204,7 +245,7 @@ def tokenizer_config(tok, *, frame: str, model_max_length: int) -> dict:
   config = {"tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": int(model_max_length),
             "clean_up_tokenization_spaces": False,
-            "add_bos_token": frame == "bos", "add_eos_token": False,
+            "add_bos_token": frame == "bos", "add_eos_token": frame == "eos",
             "bos_token": piece(tok.bos_id), "eos_token": piece(tok.eos_id),
             "unk_token": piece(tok.unk_id), "pad_token": piece(tok.pad_id)}
   if frame == "bert":

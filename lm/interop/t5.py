@@ -45,6 +45,11 @@ different one); older versions use `tie_word_embeddings` for both. So
 scaled decoder output with a separate `lm_head.weight` has no equivalent
 and is refused, as is any `feed_forward_proj` but the two above.
 
+The tokenizer. T5's SentencePiece model has no sentinels: its tokenizer
+adds `extra_ids` of them (`<extra_id_0>` ... , 100 in T5) after the
+pieces, `<extra_id_0>` at the last id; `extra_ids` reads the count from
+the tokenizer's settings (`lm.interop.workdir` writes the tokenizer.json).
+
 Example:
   hf = json.load(open(f"{path}/config.json"))
   cfg = model_config(hf)
@@ -81,6 +86,37 @@ _ATTENTION = {"query": "q", "key": "k", "value": "v"}
 _REQUIRED = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers",
              "num_heads")
 _BIAS = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+# T5's sentinel count when the tokenizer's settings do not give one.
+DEFAULT_EXTRA_IDS = 100
+# The keys of the tokenizer's settings that list extra special tokens
+# (transformers 5 writes the second).
+_SPECIAL_LISTS = ("additional_special_tokens", "extra_special_tokens")
+
+
+def extra_ids(settings: dict, source: str) -> int:
+  """How many sentinels `<extra_id_i>` T5's tokenizer adds after its
+  SentencePiece pieces: `extra_ids` of `settings` (a `tokenizer_config.json`
+  and `special_tokens_map.json` merged) when it is positive, else the
+  sentinels its additional special tokens list, else 100. `source` names the
+  files in the one sentence for a value that is not a count.
+
+  Example: extra_ids({"extra_ids": 0, "additional_special_tokens":
+  ["<extra_id_0>", "<extra_id_1>"]}, "tokenizer_config.json") -> 2.
+  """
+  count = settings.get("extra_ids")
+  if count is not None and (isinstance(count, bool)
+                            or not isinstance(count, int) or count < 0):
+    raise LmError(f"{source} gives extra_ids={count!r}; it must be a count "
+                  "of sentinel tokens (T5 has 100).")
+  if count:
+    return count
+  listed = set()
+  for key in _SPECIAL_LISTS:
+    for token in settings.get(key) or ():
+      token = token.get("content") if isinstance(token, dict) else token
+      if isinstance(token, str) and token.startswith("<extra_id_"):
+        listed.add(token)
+  return len(listed) or (DEFAULT_EXTRA_IDS if count is None else 0)
 
 
 def _parts(cross: bool) -> list[tuple[str, str]]:
@@ -229,7 +265,9 @@ def hf_config(cfg: ModelConfig) -> dict:
   The head is written both ways (see the module notes): the scaling as
   `scale_decoder_outputs` and, for earlier transformers versions, as
   `tie_word_embeddings`. Special ids are T5's (pad 0, which also starts
-  the decoder, and eos 1); `write_hf_dir`'s `extra` replaces them.
+  the decoder, and eos 1); `write_hf_dir`'s `extra` replaces them (the
+  export writes the run's tokenizer's: `decoder_start_token_id` is its pad
+  id, the id `lm` starts the decoder with).
   """
   return {"model_type": MODEL_TYPE, "architectures": [ARCHITECTURE],
           "is_encoder_decoder": True, "vocab_size": cfg.vocab_size,

@@ -8,14 +8,21 @@ and an Orbax checkpoint at step 0, so `launch.sample`, `launch.evaluate`,
 it like any run. The run's objective follows the checkpoint: "causal"
 (GPT-2, Llama), "mlm" (BERT; NSP is on when the checkpoint has the NSP
 head), "classification" (`BertForSequenceClassification`, with its label
-names), or "contrastive" (a sentence encoder over the backbone:
-`launch.encode` then embeds with `pooling`).
+names), "contrastive" (a sentence encoder over the backbone:
+`launch.encode` then embeds with `pooling`), or "seq2seq" (T5; also
+"span_corruption", with as many sentinels as its tokenizer has).
 
 The model keeps its own tokenizer: `tokenizer.json` (read with the
 `tokenizers` package; `tokenizer_config.json` and `special_tokens_map.json`
 come along for the special tokens) or else the SentencePiece
-`tokenizer.model` it ships. Either is copied into the workdir, and
-`config.json` records its path and kind ("hf" or "sentencepiece").
+`tokenizer.model` (or `spiece.model`) it ships. Either is copied into the
+workdir, and `config.json` records its path and kind ("hf" or
+"sentencepiece"). A T5's SentencePiece model is converted instead
+(`lm.interop.sp_tokenizer`, no `transformers` needed): a `tokenizer.json`
+with its pieces, then the `extra_ids` sentinels `<extra_id_i>` at T5's ids
+(`<extra_id_0>` last; `t5.extra_ids` reads the count from the settings
+files beside it) and `</s>` appended, which is what transformers' T5
+tokenizer encodes.
 
 A sentence-transformers directory (`modules.json`) imports as
 "contrastive" by default, with its Pooling module's pooling, its
@@ -34,12 +41,15 @@ tokenizer, and `generation_config.json` is kept in the workdir.
 `transformers` loads (see `lm.interop.hf.write_hf_dir`), with the
 tokenizer files beside them; an `lm`-trained SentencePiece tokenizer also
 becomes a `tokenizer.json` that `AutoTokenizer` loads to the same ids
-(`lm.interop.sp_tokenizer`), a contrastive run gets the
-sentence-transformers module files, and `generation_config.json` and the
-chat template go back out.
+(`lm.interop.sp_tokenizer`; an encoder-decoder's appends EOS, as T5's),
+a contrastive run gets the sentence-transformers module files, an
+encoder-decoder's `config.json` starts the decoder with the tokenizer's
+pad id (`decoder_start_token_id`, as `lm` does), and
+`generation_config.json` and the chat template go back out.
 
 Example:
   import_hf("hf/bert-base-uncased", "runs/bert-base-uncased")
+  import_hf("hf/t5-v1_1-small", "runs/t5", objective="span_corruption")
   export_hf("runs/imdb", "hf/imdb-classifier", best=True)
 """
 
@@ -54,10 +64,10 @@ import numpy as np
 
 from lm import experiments, files
 from lm.data.hf_tokenizer import CONFIG_FILES
-from lm.data.tokenizer import load_tokenizer
+from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
 from lm.experiments import load_trained, make_objective
-from lm.interop import bert, hf as hf_lib, sp_tokenizer
+from lm.interop import bert, hf as hf_lib, sp_tokenizer, t5
 from lm.interop.tensors import INDEX, WEIGHTS
 from lm.models.config import size_name
 from lm.models.transformer import count_params
@@ -78,19 +88,77 @@ class Imported:
   n_params: int
 
 
+# A model directory's tokenizer files, in the order they are looked for
+# (spiece.model: T5's SentencePiece model).
+TOKENIZER_NAMES = ("tokenizer.json", "tokenizer.model", "spiece.model")
+
+
 def _find_tokenizer(hf_dir: str, tokenizer: str | None) -> str:
-  """`--tokenizer`, else the model directory's tokenizer.json or
-  tokenizer.model."""
+  """`--tokenizer`, else the model directory's tokenizer.json,
+  tokenizer.model or spiece.model."""
   if tokenizer:
     if not files.isfile(tokenizer):
       raise LmError(f"--tokenizer {tokenizer} does not exist; name a "
                     "tokenizer.json or a SentencePiece .model file.")
     return tokenizer
-  for name in ("tokenizer.json", "tokenizer.model"):
+  for name in TOKENIZER_NAMES:
     if os.path.isfile(os.path.join(hf_dir, name)):
       return os.path.join(hf_dir, name)
-  raise LmError(f"{hf_dir} has no tokenizer.json or tokenizer.model; put "
-                "the model's tokenizer there or name it with --tokenizer.")
+  raise LmError(f"{hf_dir} has no tokenizer.json or tokenizer.model (nor "
+                "T5's spiece.model); put the model's tokenizer there or name "
+                "it with --tokenizer.")
+
+
+def _tokenizer_settings(directory: str) -> dict:
+  """The `tokenizer_config.json` and `special_tokens_map.json` in
+  `directory` merged (the second wins), {} when there are none."""
+  out = {}
+  for name in CONFIG_FILES:
+    path = files.join(directory, name)
+    if files.isfile(path):
+      settings = read_json(path, "fix it or remove it")
+      if not isinstance(settings, dict):
+        raise LmError(f"{path} is not a JSON object; fix it or remove it.")
+      out.update(settings)
+  return out
+
+
+def _t5_tokenizer(source: str, out_dir: str, seq_len: int) -> str:
+  """Writes T5's SentencePiece model `source` (`spiece.model`) into
+  `out_dir` as a `tokenizer.json` with T5's ids: the pieces, then the
+  sentinels `<extra_id_i>` (as many as the settings beside `source` say,
+  `t5.extra_ids`) in T5's order, and a post-processor that ends a text with
+  `</s>`, as transformers' T5 tokenizer encodes; plus the
+  `tokenizer_config.json` naming eos, pad and unk. Returns the
+  `tokenizer.json`'s path."""
+  directory = files.dirname(files.abspath(source))
+  settings = _tokenizer_settings(directory)
+  sp = Tokenizer.load(source)
+  sentinels = t5.extra_ids(settings, files.join(directory, CONFIG_FILES[0]))
+  if None not in sp.piece_ids([sp_tokenizer.SENTINEL.format(0)]):
+    sentinels = 0        # the model has its sentinels among its pieces
+  if sp.eos_id < 0 or sp.pad_id < 0:
+    raise LmError(f"the SentencePiece model {source} has no "
+                  f"{'eos' if sp.eos_id < 0 else 'pad'} piece, which T5 "
+                  "needs (eos ends every input, pad starts the decoder); "
+                  "import the tokenizer that came with the model.")
+  spec = sp_tokenizer.tokenizer_json(sp, frame="eos", sentinels=sentinels)
+  differs = sp_tokenizer.check_same_ids(sp, spec)
+  if differs is not None:
+    raise LmError(f"the SentencePiece model {source} has options the "
+                  f"tokenizer.json conversion does not reproduce (it encodes "
+                  f"{differs[:40]!r} otherwise); pass a tokenizer.json with "
+                  "--tokenizer.")
+  length = settings.get("model_max_length")
+  if not (isinstance(length, int) and 0 < length < 1 << 31):   # 1e30: unset
+    length = seq_len
+  config = sp_tokenizer.tokenizer_config(sp, frame="eos",
+                                         model_max_length=length)
+  files.makedirs(out_dir)
+  path = files.join(out_dir, "tokenizer.json")
+  write_json_atomic(path, spec)
+  write_json_atomic(files.join(out_dir, CONFIG_FILES[0]), config)
+  return path
 
 
 _ST_MODULE = "sentence_transformers.models."
@@ -164,20 +232,20 @@ def sentence_transformer(hf_dir: str, *, pooling_given: bool = False
   return out
 
 
-def _experiment_config(m: hf_lib.HfModel, objective: str, tok_path: str,
+def _experiment_config(m: hf_lib.HfModel, objective: str, tok,
                        seq_len: int, st: SentenceTransformer):
   """The experiment config of the imported run (no data sources)."""
   c = experiments.base_config()
   c.objective = objective
   c.data.train = ""
   c.data.eval = ""
-  c.data.tokenizer.path = tok_path
+  c.data.tokenizer.path = tok.path
   c.seq_len = seq_len
   c.model.size = size_name(m.config)
   for key, value in dataclasses.asdict(m.config).items():
     c.model[key] = value
   experiments.objective_class(objective).configure_import(
-      c, m.params, pooling=st.pooling, normalize=st.normalize)
+      c, m.params, pooling=st.pooling, normalize=st.normalize, tokenizer=tok)
   return c
 
 
@@ -260,7 +328,12 @@ def _import_hf(hf_dir: str, workdir: str, *, recorded: str,
   if objective not in experiments.OBJECTIVES:
     raise LmError(f"--objective={objective!r} is not one of "
                   f"{', '.join(experiments.OBJECTIVES)}.")
-  allowed = (native,) if m.config.arch != "bert" else (native, *encoders)
+  allowed = (native,)
+  if m.config.arch == "bert":
+    allowed += tuple(encoders)
+  elif m.model_type == t5.MODEL_TYPE:      # fine-tuning or more pretraining
+    allowed += tuple(n for n in experiments.OBJECTIVES if n != native
+                     and experiments.objective_class(n).head in t5.HEADS)
   if objective not in allowed:
     raise LmError(f"a {m.architecture} imports as {' or '.join(allowed)}, "
                   f"not {objective!r}; drop --objective or pick one of those.")
@@ -280,19 +353,29 @@ def _import_hf(hf_dir: str, workdir: str, *, recorded: str,
                   f"{m.config.max_len} positions; lower it.")
 
   source = _find_tokenizer(hf_dir, tokenizer)
-  tok = load_tokenizer(copy_tokenizer(source,
-                                     files.join(workdir, "tokenizer"))[0])
+  tok_dir = files.join(workdir, "tokenizer")
+  if m.model_type == t5.MODEL_TYPE and not source.lower().endswith(".json"):
+    tok = load_tokenizer(_t5_tokenizer(source, tok_dir, seq_len))
+  else:
+    tok = load_tokenizer(copy_tokenizer(source, tok_dir)[0])
   if tok.vocab_size > m.config.vocab_size:
     raise LmError(f"the tokenizer {source} has {tok.vocab_size} tokens but "
                   f"the model only {m.config.vocab_size} embeddings; import "
                   "the tokenizer that came with the model.")
-  config = _experiment_config(m, objective, tok.path, seq_len, st)
+  config = _experiment_config(m, objective, tok, seq_len, st)
   stored = {"labels": m.labels} if m.labels else None
   obj = make_objective(config, stored=stored)
   obj.check_model(m.config)
   if obj.bert_specials and not tok.has_bert_specials:
     raise LmError(f"the tokenizer {source} has no [CLS]/[SEP]/[MASK] "
                   "tokens, which a BERT run needs; import the tokenizer "
+                  "that came with the model.")
+  missing = [p for p, i in zip(obj.control_symbols,
+                               tok.piece_ids(obj.control_symbols))
+             if i is None]
+  if missing:
+    raise LmError(f"the tokenizer {source} has no {missing[0]!r}, which "
+                  f"--objective={objective} reserves; import the tokenizer "
                   "that came with the model.")
   model = obj.build_model(m.config)
   mesh, rules, tx, abstract, shardings = state_layout(config, obj, model,
@@ -427,18 +510,21 @@ def _export(trained, workdir: str, out_dir: str, say) -> list[str]:
   """`export_hf` of `trained` into the local directory `out_dir`."""
   c, tok = trained.config, trained.tokenizer
   labels = trained.objective.labels
+  seq2seq = trained.model_cfg.arch == "encoder_decoder"
   extra = {}
   for key, value in (("pad_token_id", tok.pad_id), ("bos_token_id", tok.bos_id),
                      ("eos_token_id", tok.eos_id)):
     if value is not None and value >= 0:
       extra[key] = int(value)
+  if seq2seq:       # lm starts the decoder with the pad id
+    extra["decoder_start_token_id"] = int(tok.pad_id)
   written = hf_lib.write_hf_dir(out_dir, trained.model_cfg, trained.params,
                                 head=trained.objective.head, labels=labels,
                                 extra=extra)
   written += copy_tokenizer(tok.path, out_dir)
   if tok.kind == "sentencepiece":
     frame = ("bert" if trained.model_cfg.arch == "bert"
-             else "bos" if tok.adds_bos else "none")
+             else "eos" if seq2seq else "bos" if tok.adds_bos else "none")
     written += _sentencepiece_files(tok, out_dir, frame, int(c.seq_len), say)
   generation = files.join(workdir, GENERATION_CONFIG)
   if files.isfile(generation):      # written as import_hf wrote it

@@ -200,9 +200,11 @@ class Contrastive(Objective):
     check_pooling(model_cfg.arch, self.config.contrastive.pooling)
 
   @classmethod
-  def configure_import(cls, config, params, *, pooling=None, normalize=False):
+  def configure_import(cls, config, params, *, pooling=None, normalize=False,
+                       tokenizer=None):
     """The imported encoder's pooling and normalisation, no projection (a
     sentence encoder is used as it is), and its pooler carried to export."""
+    del tokenizer
     k = config.contrastive
     k.pooling = pooling or k.pooling
     k.normalize = bool(normalize)

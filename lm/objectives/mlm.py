@@ -159,10 +159,11 @@ class MaskedLM(Objective):
                      pooler=bool(self.config.mlm.get("pooler", False)))
 
   @classmethod
-  def configure_import(cls, config, params, *, pooling=None, normalize=False):
+  def configure_import(cls, config, params, *, pooling=None, normalize=False,
+                       tokenizer=None):
     """NSP (and its head) only when the checkpoint has the NSP head; a
     pooler it has is kept."""
-    del pooling, normalize
+    del pooling, normalize, tokenizer
     config.mlm.nsp = "nsp_head" in params
     config.mlm.pooler = "pooler" in params
 

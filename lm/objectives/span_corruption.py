@@ -249,6 +249,20 @@ class SpanCorruption(Objective):
                     s.sentinels)
     self.control_symbols = sentinel_pieces(s.sentinels)
 
+  @classmethod
+  def configure_import(cls, config, params, *, pooling=None, normalize=False,
+                       tokenizer=None):
+    """An imported T5 corrupts with the sentinels its tokenizer has:
+    `<extra_id_0>`, `<extra_id_1>`, ... as far as they go (T5's 100); a
+    tokenizer without them keeps the default, which the import refuses."""
+    del params, pooling, normalize
+    n = 0
+    while tokenizer is not None and None not in tokenizer.piece_ids(
+        sentinel_pieces(n + 1)[-1:]):
+      n += 1
+    if n:
+      config.span_corruption.sentinels = n
+
   transduces = True
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,

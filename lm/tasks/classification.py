@@ -104,9 +104,10 @@ class Classification(finetune.Task):
         self.config.task.class_weights, self.labels, counts)
 
   @classmethod
-  def configure_import(cls, config, params, *, pooling=None, normalize=False):
+  def configure_import(cls, config, params, *, pooling=None, normalize=False,
+                       tokenizer=None):
     """An imported BertForSequenceClassification reads its pooler."""
-    del params, pooling, normalize
+    del params, pooling, normalize, tokenizer
     config.task.pooling = "pooler"
 
   def set_source(self, source) -> None:

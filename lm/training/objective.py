@@ -145,12 +145,13 @@ class Objective(abc.ABC):
   @classmethod
   def configure_import(cls, config, params: dict, *,
                        pooling: str | None = None,
-                       normalize: bool = False) -> None:
+                       normalize: bool = False, tokenizer=None) -> None:
     """Sets this objective's config keys that say which parts an imported
-    parameter tree `params` has (`lm.interop.workdir.import_hf`); for
-    objectives that `embeds`, also the pooling and unit-length output of
-    the sentence-transformers modules. The default sets nothing."""
-    del config, params, pooling, normalize
+    parameter tree `params` and its `tokenizer` have
+    (`lm.interop.workdir.import_hf`); for objectives that `embeds`, also
+    the pooling and unit-length output of the sentence-transformers
+    modules. The default sets nothing."""
+    del config, params, pooling, normalize, tokenizer
 
   @classmethod
   def imported_params(cls, params: dict) -> dict:
