@@ -196,7 +196,7 @@ def seq2seq_fine_tune(c, args: dict, *, train: str, eval_: str,
   `train`/`eval_` (or `data=DIR` with `train.<data_ext>` and
   `dev.<data_ext>`), warm-started from `args["init_from"]` (a span
   corruption run or an imported T5) at T5's fine-tuning rate 1e-3 (AdamW,
-  linear decay), or `t5_tiny` from scratch; the best checkpoint by
+  linear decay), or `t5_mini` from scratch; the best checkpoint by
   `metric`; `runlocal` a few tiny steps."""
   c.objective = "seq2seq"
   c.data.train, c.data.eval = train, eval_
@@ -214,7 +214,7 @@ def seq2seq_fine_tune(c, args: dict, *, train: str, eval_: str,
     c.model.size = "t5_small"       # until the source's config.json says
     from_backbone(c, args["init_from"])
   else:
-    c.model.size = "t5_tiny"
+    c.model.size = "t5_mini"
   if args["runlocal"]:
     runlocal(c, None if args["init_from"] else "t5_tiny", steps=4, every=2,
              eval_steps=None, vocab_size=300, tokenizer_chars=100_000)

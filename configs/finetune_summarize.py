@@ -8,7 +8,7 @@ an imported T5 (`launch.import_hf`). Data: TFDS `cnn_dailymail` (fields
 `article` -> `highlights`, inputs cut to 512 tokens), or `data=DIR` with
 `train.jsonl` and `dev.jsonl` records {"article": ..., "highlights": ...}.
 ROUGE-L on 64 decoded validation articles picks the best checkpoint.
-Without an argument, `t5_tiny` from scratch. `:runlocal` is the tiny variant
+Without an argument, `t5_mini` from scratch. `:runlocal` is the tiny variant
 the tests use (with `data=DIR`, or TFDS's mock data).
 """
 

@@ -8,7 +8,7 @@ an imported T5 (`launch.import_hf`): its model, weights and tokenizer start
 the run. Data: TFDS `wmt14_translate/de-en` (fields `de` -> `en`), or
 `data=DIR` with `train.jsonl` and `dev.jsonl` records {"de": ..., "en":
 ...}. BLEU on 64 decoded validation sentences picks the best checkpoint.
-Without an argument, `t5_tiny` from scratch. `:runlocal` is the tiny variant
+Without an argument, `t5_mini` from scratch. `:runlocal` is the tiny variant
 the tests use (with `data=DIR`, or TFDS's mock data).
 """
 

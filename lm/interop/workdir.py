@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 
 import jax
 import numpy as np
@@ -287,6 +288,31 @@ def _merge(init, imported, prefix=""):
   return out, fresh
 
 
+def _checked_objective(m: hf_lib.HfModel, objective: str, tok, source: str,
+                       seq_len: int, st: SentenceTransformer):
+  """(config, objective) of the imported run with tokenizer `tok`; an
+  LmError when the tokenizer does not fit the model or the objective."""
+  if tok.vocab_size > m.config.vocab_size:
+    raise LmError(f"the tokenizer {source} has {tok.vocab_size} tokens but "
+                  f"the model only {m.config.vocab_size} embeddings; import "
+                  "the tokenizer that came with the model.")
+  config = _experiment_config(m, objective, tok, seq_len, st)
+  obj = make_objective(config, stored={"labels": m.labels} if m.labels else None)
+  obj.check_model(m.config)
+  if obj.bert_specials and not tok.has_bert_specials:
+    raise LmError(f"the tokenizer {source} has no [CLS]/[SEP]/[MASK] "
+                  "tokens, which a BERT run needs; import the tokenizer "
+                  "that came with the model.")
+  missing = [p for p, i in zip(obj.control_symbols,
+                               tok.piece_ids(obj.control_symbols))
+             if i is None]
+  if missing:
+    raise LmError(f"the tokenizer {source} has no {missing[0]!r}, which "
+                  f"--objective={objective} reserves; import the tokenizer "
+                  "that came with the model.")
+  return config, obj
+
+
 def import_hf(hf_dir: str, workdir: str, **options) -> Imported:
   """Writes the Hugging Face model in `hf_dir` as an `lm` run in `workdir`
   (`options`: objective, pooling, seq_len, tokenizer, seed).
@@ -353,30 +379,17 @@ def _import_hf(hf_dir: str, workdir: str, *, recorded: str,
                   f"{m.config.max_len} positions; lower it.")
 
   source = _find_tokenizer(hf_dir, tokenizer)
-  tok_dir = files.join(workdir, "tokenizer")
-  if m.model_type == t5.MODEL_TYPE and not source.lower().endswith(".json"):
-    tok = load_tokenizer(_t5_tokenizer(source, tok_dir, seq_len))
-  else:
-    tok = load_tokenizer(copy_tokenizer(source, tok_dir)[0])
-  if tok.vocab_size > m.config.vocab_size:
-    raise LmError(f"the tokenizer {source} has {tok.vocab_size} tokens but "
-                  f"the model only {m.config.vocab_size} embeddings; import "
-                  "the tokenizer that came with the model.")
-  config = _experiment_config(m, objective, tok, seq_len, st)
-  stored = {"labels": m.labels} if m.labels else None
-  obj = make_objective(config, stored=stored)
-  obj.check_model(m.config)
-  if obj.bert_specials and not tok.has_bert_specials:
-    raise LmError(f"the tokenizer {source} has no [CLS]/[SEP]/[MASK] "
-                  "tokens, which a BERT run needs; import the tokenizer "
-                  "that came with the model.")
-  missing = [p for p, i in zip(obj.control_symbols,
-                               tok.piece_ids(obj.control_symbols))
-             if i is None]
-  if missing:
-    raise LmError(f"the tokenizer {source} has no {missing[0]!r}, which "
-                  f"--objective={objective} reserves; import the tokenizer "
-                  "that came with the model.")
+  # The tokenizer is staged outside the workdir until every check has
+  # passed, so a refused import writes nothing.
+  with tempfile.TemporaryDirectory(prefix="lm-import-") as staging:
+    if m.model_type == t5.MODEL_TYPE and not source.lower().endswith(".json"):
+      tok = load_tokenizer(_t5_tokenizer(source, staging, seq_len))
+    else:
+      tok = load_tokenizer(copy_tokenizer(source, staging)[0])
+    _checked_objective(m, objective, tok, source, seq_len, st)
+    tok = load_tokenizer(copy_tokenizer(
+        tok.path, files.join(workdir, "tokenizer"))[0])
+  config, obj = _checked_objective(m, objective, tok, source, seq_len, st)
   model = obj.build_model(m.config)
   mesh, rules, tx, abstract, shardings = state_layout(config, obj, model,
                                                       m.config)

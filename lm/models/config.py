@@ -327,6 +327,10 @@ SIZES: dict[str, dict[str, Any]] = {
     # Unit tests.
     "t5_tiny": dict(_T5, d_model=64, num_layers=2, num_heads=4, head_dim=16,
                     d_ff=128, relative_buckets=8, relative_max_distance=16),
+    # A CPU-sized T5 (4 + 4 blocks of 256, 7,345,920 parameters at a vocabulary
+    # of 2,048): configs/t5_quickstart.py and seq2seq from scratch.
+    "t5_mini": dict(_T5, d_model=256, num_layers=4, num_heads=4, head_dim=64,
+                    d_ff=512),
     "t5_small": dict(_T5, vocab_size=32128, d_model=512, num_layers=8,
                      num_heads=6, head_dim=64, d_ff=1024),
     "t5_base": dict(_T5, vocab_size=32128, d_model=768, num_layers=12,

@@ -50,7 +50,7 @@ def test_seq2seq_configs_from_scratch_from_a_t5_run_and_a_data_dir(path,
                                                                   tmp_path):
   mod = load(path)
   scratch = mod.get_config(None)
-  assert (scratch.objective, scratch.model.size) == ("seq2seq", "t5_tiny")
+  assert (scratch.objective, scratch.model.size) == ("seq2seq", "t5_mini")
   assert scratch.data.train.startswith("tfds:")
   source = tmp_path / "t5"
   source.mkdir()

@@ -241,6 +241,8 @@ def test_span_corruption_import_uses_t5_sentinels(t5_dirs, tmp_path):
   with pytest.raises(LmError, match="sentinels=10 is fewer than the"):
     import_hf(dirs["spiece"], str(tmp_path / "long"),
               objective="span_corruption", seq_len=512)
+  # a refused import writes nothing, not even the tokenizer
+  assert not os.path.exists(tmp_path / "long")
 
 
 def test_import_export_import_keeps_tokenizer_and_weights(t5_dirs, runs,
@@ -321,6 +323,7 @@ def test_bad_t5_directories_are_one_sentence(t5_dirs, tmp_path):
   with pytest.raises(LmError, match="has 250 tokens but the model only 210 "
                      "embeddings"):
     import_hf(str(bare), str(tmp_path / "r2"))
+  assert not os.path.exists(tmp_path / "r2")
   (bare / "tokenizer_config.json").write_text(json.dumps({"extra_ids": "x"}))
   with pytest.raises(LmError, match="tokenizer_config.json gives "
                      "extra_ids='x'"):
