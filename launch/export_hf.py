@@ -15,9 +15,10 @@ when imported with one) with sentence-transformers' `modules.json`,
 Pooling/Normalize modules, BERT classifiers (pooling 'pooler') as
 `BertForSequenceClassification`, taggers as `BertForTokenClassification`,
 QA runs as `BertForQuestionAnswering`, and seq2seq and span-corruption
-runs as `T5ForConditionalGeneration` (its `decoder_start_token_id` the
-tokenizer's pad id; an lm tokenizer's `tokenizer.json` appends EOS, as
-T5's).
+runs as `T5ForConditionalGeneration` or, BART-shaped (an imported BART),
+`BartForConditionalGeneration` (their `decoder_start_token_id` the
+model's decoder start id, else the tokenizer's pad id; an lm tokenizer's
+`tokenizer.json` appends EOS, as T5's).
 """
 
 from __future__ import annotations

@@ -5,19 +5,22 @@
   python -m launch.import_hf --hf_dir hf/all-MiniLM-L6-v2 --workdir runs/minilm \\
       --objective contrastive        # a sentence encoder for launch.encode
   python -m launch.import_hf --hf_dir hf/flan-t5-small --workdir runs/flan-t5-small
+  python -m launch.import_hf --hf_dir hf/bart-base --workdir runs/bart-base
 
 Reads `config.json` and `model.safetensors` (or sharded safetensors; a
 pickled `pytorch_model.bin` is refused) of a GPT-2, Llama, BERT
 (`BertModel`, `BertForMaskedLM`, `BertForPreTraining`,
 `BertForSequenceClassification`, `BertForTokenClassification`,
-`BertForQuestionAnswering`) or T5 model (`T5ForConditionalGeneration`:
-T5 v1.0, v1.1, Flan-T5) and writes a workdir with the resolved config,
-the model's own tokenizer and a step-0 checkpoint, which launch.sample,
-launch.evaluate, launch.encode, launch.predict and `config.init_from`
-(the fine-tuning configs) accept. The tokenizer is the directory's
-tokenizer.json, else its SentencePiece tokenizer.model or spiece.model; a
-T5's SentencePiece model becomes a tokenizer.json with T5's sentinels
-`<extra_id_i>` and ids (the classic T5 layout ships only spiece.model).
+`BertForQuestionAnswering`), T5 model (`T5ForConditionalGeneration`:
+T5 v1.0, v1.1, Flan-T5) or BART model (`BartForConditionalGeneration`,
+`BartModel`; its decoder starts from its `decoder_start_token_id`) and
+writes a workdir with the resolved config, the model's own tokenizer and
+a step-0 checkpoint, which launch.sample, launch.evaluate, launch.encode,
+launch.predict and `config.init_from` (the fine-tuning configs) accept.
+The tokenizer is the directory's tokenizer.json, else its SentencePiece
+tokenizer.model or spiece.model; a T5's SentencePiece model becomes a
+tokenizer.json with T5's sentinels `<extra_id_i>` and ids (the classic T5
+layout ships only spiece.model).
 """
 
 from __future__ import annotations

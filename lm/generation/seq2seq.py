@@ -12,7 +12,12 @@ temperature 0) inside one jitted `lax.while_loop`; `beam_generate` runs
 `lm.generation.beam.beam_search` over the same cached step. Both serve any
 model with the contract of `EncoderDecoderLM`: `method="encode"`, and a
 `decode=True` variant with `decode_step(tokens, positions, encoded,
-encoder_valid)` and `reorder_cache`.
+encoder_valid)` and `reorder_cache`. Decoding starts from the model's
+start id (`ModelConfig.decoder_start`: T5's pad, BART's EOS).
+
+Texts (`generate_texts`) are framed as the model's tokenizer frames them:
+`x </s>` (T5, and `lm`'s own tokenizers), or `<s> x </s>` when a Hugging
+Face `tokenizer.json` adds BOS (BART; `text_bos`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ import numpy as np
 from lm.generation.beam import beam_search
 from lm.generation.decode import Generation, cut_eos
 from lm.generation.sampling import sample_logits
+
+
+def text_bos(tokenizer) -> int | None:
+  """The BOS id an encoder-decoder's texts start with: the tokenizer's when
+  it is a Hugging Face `tokenizer.json` that adds one (BART's `<s> x </s>`),
+  else None (T5's and `lm`'s SentencePiece framing, `x </s>`)."""
+  if getattr(tokenizer, "kind", None) == "hf" and tokenizer.adds_bos:
+    return int(tokenizer.bos_id)
+  return None
 
 
 def right_pad(inputs: Sequence[Sequence[int]], pad_id: int = 0):
@@ -181,17 +195,19 @@ def generate_texts(model, params, texts: Sequence[str], *, encode, decode,
                    max_input: int, max_new_tokens: int, start_id: int,
                    eos_id: int, beam_size: int = 0, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                   batch_size: int = 16, decoder: Seq2SeqDecoder | None = None
-                   ) -> list[str]:
-  """Output text per input text: `encode(text) -> ids` (cut to
-  `max_input - 1`, then EOS), beam search when `beam_size` > 1, else
-  `decoder` (or a new `Seq2SeqDecoder` with the sampler), `decode(ids)`."""
+                   batch_size: int = 16, decoder: Seq2SeqDecoder | None = None,
+                   bos_id: int | None = None) -> list[str]:
+  """Output text per input text: `encode(text) -> ids` (after `bos_id` when
+  given, cut to fit `max_input` with EOS, then EOS), beam search when
+  `beam_size` > 1, else `decoder` (or a new `Seq2SeqDecoder` with the
+  sampler), `decode(ids)`."""
   if beam_size <= 1 and decoder is None:
     decoder = Seq2SeqDecoder(model, temperature=temperature, top_k=top_k,
                              top_p=top_p)
   out = []
   for s in range(0, len(texts), batch_size):
-    ids = [list(encode(t))[:max_input - 1] + [eos_id]
+    head = [] if bos_id is None else [bos_id]
+    ids = [head + list(encode(t))[:max_input - 1 - len(head)] + [eos_id]
            for t in texts[s:s + batch_size]]
     if beam_size > 1:
       beams, _ = beam_generate(model, params, ids, beam_size=beam_size,

@@ -1,4 +1,4 @@
-"""Hugging Face model directories in and out: GPT-2, BERT, Llama and T5.
+"""Hugging Face model directories in and out: GPT-2, BERT, Llama, T5 and BART.
 
 `read_hf_dir(path)` reads a local Hugging Face model directory
 (`config.json` + `model.safetensors`, or sharded safetensors with
@@ -8,7 +8,9 @@ parameter tree, and the kind of head that tree has (an objective's
 its pretraining heads, the TaskModel heads "sequence", "token" and "span"
 for `BertForSequenceClassification`, `BertForTokenClassification` and
 `BertForQuestionAnswering`, with their label names, and "seq2seq" for
-T5's `T5ForConditionalGeneration`, an `EncoderDecoderLM`). The interop layer
+T5's `T5ForConditionalGeneration` and BART's `BartForConditionalGeneration`
+(or a bare `BartModel`, whose head is its tied embedding), both an
+`EncoderDecoderLM`). The interop layer
 knows heads, never objective names: `lm.experiments` maps a head to the
 objective that trains it.
 `write_hf_dir(path, ...)` is the inverse: a directory that `transformers`'
@@ -16,7 +18,7 @@ objective that trains it.
 is refused (it would need unpickling).
 
 The tensor-name mappings live in `lm.interop.gpt2`, `lm.interop.bert`,
-`lm.interop.llama` and `lm.interop.t5`.
+`lm.interop.llama`, `lm.interop.t5` and `lm.interop.bart`.
 
 Example:
   m = read_hf_dir("hf/bert-base-uncased")
@@ -32,12 +34,13 @@ import os
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop import bert, gpt2, llama, t5
+from lm.interop import bart, bert, gpt2, llama, t5
 from lm.interop.tensors import Tensors, read_state, write_state
 from lm.models.config import ModelConfig
 from lm.training.workdir import read_json, write_json_atomic
 
-MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES, t5.MODEL_TYPE)
+MODEL_TYPES = ("gpt2", "bert", *llama.MODEL_TYPES, t5.MODEL_TYPE,
+               bart.MODEL_TYPE)
 # A TaskModel head -> the transformers class it exports as.
 TASK_CLASSES = {head: arch for arch, (head, _, _) in bert.TASK_HEADS.items()}
 BERT_ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining",
@@ -49,7 +52,7 @@ class HfModel:
   """A Hugging Face checkpoint in our terms.
 
   Attributes:
-    model_type: "gpt2", "bert", "llama", "mistral" or "t5".
+    model_type: "gpt2", "bert", "llama", "mistral", "t5" or "bart".
     architecture: the transformers class, e.g. "BertForPreTraining".
     config: our model config.
     params: our parameter tree (float32 numpy): the bare model's, or for
@@ -120,6 +123,17 @@ def read_hf_dir(path: str) -> HfModel:
           Tensors(read_state(path), path, kind=t5.KIND), cfg)
       return HfModel(kind, arch or t5.ARCHITECTURE, cfg, params, t5.HEAD,
                      hf_config=hf)
+    if kind == bart.MODEL_TYPE:
+      if arch is not None and arch not in bart.ARCHITECTURES:
+        raise LmError(f"{path} holds a {arch}; BART imports as "
+                      f"{' or '.join(bart.ARCHITECTURES)} (the encoder, "
+                      "decoder and tied LM head).")
+      cfg = bart.model_config(hf)
+      state = read_state(path)
+      params = bart.import_params(
+          Tensors(state, path, kind=bart.KIND, prefix=bart.prefix(state)), cfg)
+      return HfModel(kind, arch or bart.ARCHITECTURE, cfg, params, bart.HEAD,
+                     hf_config=hf)
     cfg = bert.model_config(hf)
     state = read_state(path)
     t = Tensors(state, path, kind=bert.KIND, prefix=bert.prefix(state))
@@ -155,7 +169,8 @@ def load_hf_dir(path: str) -> tuple[ModelConfig, dict]:
 
 
 def export_kind(cfg: ModelConfig) -> str:
-  """"gpt2", "bert", "llama" or "t5": the family our `cfg` exports as."""
+  """"gpt2", "bert", "llama", "t5" or "bart": the family our `cfg` exports
+  as."""
   if cfg.arch == "bert":
     reason = bert.unsupported(cfg)
     if reason is None:
@@ -171,10 +186,14 @@ def export_kind(cfg: ModelConfig) -> str:
     reason = t5.unsupported(cfg)
     if reason is None:
       return "t5"
+    if bart.unsupported(cfg) is None:
+      return "bart"
+    reason += f"; as BART: {bart.unsupported(cfg)}"
   else:
     reason = f"model.arch={cfg.arch!r}"
   raise LmError(f"this model has no Hugging Face equivalent ({reason}); "
-                "only GPT-2-, Llama-, BERT- and T5-shaped models export.")
+                "only GPT-2-, Llama-, BERT-, T5- and BART-shaped models "
+                "export.")
 
 
 def write_hf_dir(path: str, cfg: ModelConfig, params, *,
@@ -190,8 +209,9 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
   carries one; "sequence" (a BERT backbone with its pooler) ->
   BertForSequenceClassification, "token" -> BertForTokenClassification,
   both with `labels`; "span" -> BertForQuestionAnswering; "seq2seq" (a
-  T5-shaped encoder-decoder) -> T5ForConditionalGeneration. `extra` adds
-  config.json fields (special token ids).
+  T5- or BART-shaped encoder-decoder) -> T5ForConditionalGeneration or
+  BartForConditionalGeneration. `extra` adds config.json fields (special
+  token ids; a BART's `forced_eos_token_id` follows its eos id).
   """
   params = _numpy(params)
   kind = export_kind(cfg)
@@ -202,14 +222,15 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
     module = gpt2 if kind == "gpt2" else llama
     config = module.hf_config(cfg)
     state = module.export_state(params, cfg)
-  elif kind == "t5":
+  elif kind in ("t5", "bart"):
+    module = t5 if kind == "t5" else bart
     if head not in t5.HEADS:
       raise LmError(f"a run with a {head!r} head over an encoder-decoder has "
                     "no Hugging Face class; only sequence-to-sequence runs "
                     f"(heads {', '.join(repr(h) for h in t5.HEADS)}) export, "
-                    f"as {t5.ARCHITECTURE}.")
-    config = t5.hf_config(cfg)
-    state = t5.export_state(params, cfg)
+                    f"as {module.ARCHITECTURE}.")
+    config = module.hf_config(cfg)
+    state = module.export_state(params, cfg)
   elif head in TASK_CLASSES:
     arch = TASK_CLASSES[head]
     if head == "sequence" and "pooler" not in params["backbone"]:
@@ -237,6 +258,8 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
                   "export next-token, masked-LM, sentence-encoder, "
                   "classification, tagging or QA runs.")
   config.update(extra or {})
+  if kind == "bart":      # BART's generate ends at max length with its EOS
+    config["forced_eos_token_id"] = config["eos_token_id"]
   config["torch_dtype"] = "float32"
   written = [write_state(path, state), os.path.join(path, "config.json")]
   write_json_atomic(written[1], config)

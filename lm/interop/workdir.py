@@ -9,8 +9,9 @@ it like any run. The run's objective follows the checkpoint: "causal"
 (GPT-2, Llama), "mlm" (BERT; NSP is on when the checkpoint has the NSP
 head), "classification" (`BertForSequenceClassification`, with its label
 names), "contrastive" (a sentence encoder over the backbone:
-`launch.encode` then embeds with `pooling`), or "seq2seq" (T5; also
-"span_corruption", with as many sentinels as its tokenizer has).
+`launch.encode` then embeds with `pooling`), or "seq2seq" (T5 and BART,
+whose decoder start id the run's model records; also "span_corruption",
+with as many sentinels as its tokenizer has).
 
 The model keeps its own tokenizer: `tokenizer.json` (read with the
 `tokenizers` package; `tokenizer_config.json` and `special_tokens_map.json`
@@ -43,8 +44,9 @@ tokenizer files beside them; an `lm`-trained SentencePiece tokenizer also
 becomes a `tokenizer.json` that `AutoTokenizer` loads to the same ids
 (`lm.interop.sp_tokenizer`; an encoder-decoder's appends EOS, as T5's),
 a contrastive run gets the sentence-transformers module files, an
-encoder-decoder's `config.json` starts the decoder with the tokenizer's
-pad id (`decoder_start_token_id`, as `lm` does), and
+encoder-decoder's `config.json` starts the decoder where `lm` does
+(`decoder_start_token_id`: the model's `decoder_start_id`, BART's EOS,
+else the tokenizer's pad id), and
 `generation_config.json` and the chat template go back out.
 
 Example:
@@ -357,7 +359,7 @@ def _import_hf(hf_dir: str, workdir: str, *, recorded: str,
   allowed = (native,)
   if m.config.arch == "bert":
     allowed += tuple(encoders)
-  elif m.model_type == t5.MODEL_TYPE:      # fine-tuning or more pretraining
+  elif m.config.arch == "encoder_decoder":   # fine-tuning or more pretraining
     allowed += tuple(n for n in experiments.OBJECTIVES if n != native
                      and experiments.objective_class(n).head in t5.HEADS)
   if objective not in allowed:
@@ -529,8 +531,9 @@ def _export(trained, workdir: str, out_dir: str, say) -> list[str]:
                      ("eos_token_id", tok.eos_id)):
     if value is not None and value >= 0:
       extra[key] = int(value)
-  if seq2seq:       # lm starts the decoder with the pad id
-    extra["decoder_start_token_id"] = int(tok.pad_id)
+  if seq2seq:       # where lm starts the decoder
+    extra["decoder_start_token_id"] = int(
+        trained.model_cfg.decoder_start(tok.pad_id))
   written = hf_lib.write_hf_dir(out_dir, trained.model_cfg, trained.params,
                                 head=trained.objective.head, labels=labels,
                                 extra=extra)

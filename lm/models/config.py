@@ -103,6 +103,21 @@ class ModelConfig:
       the last bucket (T5: 128).
     scale_attention: multiply attention logits by 1/sqrt(H); T5 does not
       (its initialisation absorbs the scale), so its sizes set False.
+    position_offset: encoder-decoder with learned positions only: position
+      p reads row p + offset of a table of max_len + offset rows (BART's 2).
+    embed_norm: encoder-decoder only: a norm (`norm`) after the token and
+      position embeddings of each stack, before the blocks (BART's
+      `layernorm_embedding`).
+    scale_embeddings: encoder-decoder only: token embeddings are multiplied
+      by sqrt(D) on the way in (BART's `scale_embedding`).
+    scale_tied_head: encoder-decoder with tie_embeddings only: the decoder
+      output is multiplied by D^-0.5 before the tied head (T5 v1.0 and
+      `transformer_base`); False applies the embedding as it is (BART).
+    logits_bias: encoder-decoder only: a learned bias `[V]` added to the
+      logits (BART's `final_logits_bias`).
+    decoder_start_id: encoder-decoder only: the token the decoder starts
+      from, in training's shifted decoder inputs and in decoding; None is
+      the tokenizer's pad id (T5's convention; BART starts from its EOS, 2).
   """
 
   vocab_size: int = 0
@@ -137,6 +152,12 @@ class ModelConfig:
   relative_buckets: int = 32
   relative_max_distance: int = 128
   scale_attention: bool = True
+  position_offset: int = 0
+  embed_norm: bool = False
+  scale_embeddings: bool = False
+  scale_tied_head: bool = True
+  logits_bias: bool = False
+  decoder_start_id: int | None = None
 
   # Resolved sizes.
 
@@ -163,6 +184,14 @@ class ModelConfig:
     num_layers when unset)."""
     return (self.num_layers if self.num_decoder_layers is None
             else self.num_decoder_layers)
+
+  def decoder_start(self, pad_id: int) -> int:
+    """The id an encoder-decoder's decoder starts from: `decoder_start_id`,
+    else `pad_id` (the tokenizer's).
+
+    Example: make_model_config("t5_tiny", vocab_size=8).decoder_start(0) -> 0.
+    """
+    return pad_id if self.decoder_start_id is None else self.decoder_start_id
 
   @property
   def compute_dtype(self) -> jnp.dtype:
@@ -221,11 +250,32 @@ class ModelConfig:
             "model.position='rope' is not built for model.arch="
             "'encoder_decoder'; use 'relative' (T5), 'sinusoidal' or "
             "'learned'.")
-    elif self.position == "relative" or not self.scale_attention:
-      raise LmError(
-          f"model.position='relative' and model.scale_attention=False are "
-          f"T5 options that model.arch={self.arch!r} does not build; use "
-          "arch='encoder_decoder' or another position / scale_attention=True.")
+      if self.position_offset < 0 or (self.position_offset
+                                       and self.position != "learned"):
+        raise LmError(
+            f"model.position_offset={self.position_offset} must be 0, or "
+            "positive with model.position='learned' (the table it shifts).")
+      start = self.decoder_start_id
+      if start is not None and (
+          isinstance(start, bool) or not isinstance(start, numbers.Integral)
+          or start < 0 or 0 < self.vocab_size <= start):
+        raise LmError(
+            f"model.decoder_start_id={start!r} must be a token id below "
+            f"model.vocab_size={self.vocab_size}, or None (the pad id).")
+    else:
+      if self.position == "relative" or not self.scale_attention:
+        raise LmError(
+            f"model.position='relative' and model.scale_attention=False are "
+            f"T5 options that model.arch={self.arch!r} does not build; use "
+            "arch='encoder_decoder' or another position / "
+            "scale_attention=True.")
+      for name in _ENCODER_DECODER_ONLY:
+        default = ModelConfig.__dataclass_fields__[name].default
+        if getattr(self, name) != default:
+          raise LmError(
+              f"model.{name}={getattr(self, name)!r} is an encoder-decoder "
+              f"option that model.arch={self.arch!r} does not build; leave it "
+              f"at {default!r} or use arch='encoder_decoder'.")
     if self.arch == "lstm":
       return self  # the checks below concern attention, which an LSTM lacks
     if self.head_dim is None and self.d_model % self.num_heads:
@@ -248,6 +298,23 @@ class ModelConfig:
           "model.attention_impl='cudnn' needs model.dtype='bfloat16' (cuDNN "
           "attention has no float32 kernel); set the dtype or use 'xla'.")
     return self
+
+
+# Fields only `EncoderDecoderLM` reads (BART's options); other archs keep
+# their defaults.
+_ENCODER_DECODER_ONLY = ("position_offset", "embed_norm", "scale_embeddings",
+                         "scale_tied_head", "logits_bias", "decoder_start_id")
+
+
+def recorded_model(model: dict) -> dict:
+  """A run's recorded model fields with the defaults of fields added since
+  it was written (which leave its model as it was), so stored and new
+  configs compare field by field.
+
+  Example: recorded_model({"d_model": 64})["position_offset"] -> 0.
+  """
+  return {**{f.name: f.default for f in dataclasses.fields(ModelConfig)},
+          **model}
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -284,7 +351,7 @@ CUSTOM = "custom"
 # Fields that a run sets for itself, not part of a named size's shape.
 _RUN_FIELDS = ("vocab_size", "max_len", "dropout", "attention_dropout",
                "init_std", "dtype", "param_dtype", "scan_layers", "scan_unroll",
-               "remat", "attention_impl")
+               "remat", "attention_impl", "decoder_start_id")
 
 SIZES: dict[str, dict[str, Any]] = {
     # Unit tests.

@@ -1,4 +1,4 @@
-"""Encoder-decoder Transformer: T5 (v1.1) and the original Transformer.
+"""Encoder-decoder Transformer: T5 (v1.1), BART and the original Transformer.
 
 `EncoderDecoderLM(config)` embeds the inputs with a shared token table, runs
 them through a bidirectional encoder, and a causal decoder whose blocks also
@@ -12,9 +12,17 @@ fields choose between the two classic layouts:
     logits not scaled by 1/sqrt(H) (scale_attention=False).
   Vaswani et al. 2017 (`transformer_base`): sinusoidal positions added to the
     embeddings, post-LN LayerNorm, ReLU MLP, biases, tied embeddings.
+  BART (imported, `lm.interop.bart`): learned positions read two rows on
+    (position_offset=2), a LayerNorm after the embeddings of each stack
+    (embed_norm), post-LN LayerNorm with biases, exact-GELU MLP, a tied head
+    applied unscaled (scale_tied_head=False) plus a logits bias
+    (logits_bias), token embeddings optionally scaled by sqrt(D)
+    (scale_embeddings), and the decoder started from EOS
+    (decoder_start_id, read by the objectives and `lm.generation.seq2seq`).
 
 With a tied head the decoder output is multiplied by D^-0.5 before the
-logits (T5's convention for a shared table).
+logits (T5's convention for a shared table) unless `scale_tied_head` is
+False.
 
 `apply({'params': p}, inputs, decoder_inputs, input_segment_ids=...,
 decoder_segment_ids=..., deterministic=...)` returns `(logits, aux)`: float32
@@ -34,6 +42,8 @@ Parameter tree (scan_layers=True; a Python loop names blocks `layers_0` ...):
 
   token_embed/embedding                       [V, D]
   encoder/relative_bias                       [buckets, N]  relative only
+  encoder/position_embed/embedding            [max_len + offset, D]  learned
+  encoder/embed_norm/{scale,bias}             [D]  embed_norm only
   encoder/layers/attention/{query,key,value}/kernel  [L, D, N, H]
   encoder/layers/attention/out/kernel         [L, N, H, D]
   encoder/layers/mlp/{wi_gate,wi_up,wo}/kernel
@@ -42,6 +52,7 @@ Parameter tree (scan_layers=True; a Python loop names blocks `layers_0` ...):
   decoder/...  as the encoder, plus layers/cross_attention/... and
                layers/cross_attention_norm/scale
   unembed/kernel                              [D, V]  untied only
+  logits_bias                                 [V]  logits_bias only
 
 Legend: B batch, T decoder length, S encoder (or cache) length, D width,
 N heads, H head width, F MLP width, V vocabulary, L layers.
@@ -245,7 +256,8 @@ class EncoderDecoderBlock(nn.Module):
 
 class EncoderDecoderStack(nn.Module):
   """The encoder (`cross=False`, bidirectional) or decoder (`cross=True`,
-  causal, cross-attending) stack: positions, blocks, final norm.
+  causal, cross-attending) stack: positions, embedding norm (BART), blocks,
+  final norm (pre-LN).
 
   It owns the stack's relative-position table and, when decoding, the
   decoder's bookkeeping in the cache: `index` (tokens so far), `filled`
@@ -289,6 +301,8 @@ class EncoderDecoderStack(nn.Module):
         seen = key_pos[None, :] <= query_pos[:, None]           # [T, S]
         self_mask = filled.value[:, None, None, :] & seen[None, None]
     x = add_positions(cfg, x, positions)
+    if cfg.embed_norm:
+      x = make_norm(cfg, "embed_norm")(x)
     x = nn.Dropout(rate=cfg.dropout)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, EMBED_AXES)
     bias = None
@@ -335,7 +349,7 @@ def _valid(segment_ids, tokens):
 
 
 class EncoderDecoderLM(nn.Module):
-  """Encoder-decoder language model (T5 / the original Transformer).
+  """Encoder-decoder language model (T5 / BART / the original Transformer).
 
   Attributes:
     config: a validated model config with `arch="encoder_decoder"`.
@@ -356,6 +370,20 @@ class EncoderDecoderLM(nn.Module):
                             dtype=cfg.compute_dtype,
                             param_dtype=cfg.weight_dtype,
                             out_dtype=jnp.float32)
+    if cfg.logits_bias:
+      self.logits_bias = self.param(
+          "logits_bias",
+          nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                       (axes.VOCAB,)),
+          (cfg.vocab_size,), cfg.weight_dtype)
+
+  def embed(self, tokens):
+    """Token embeddings `[B, T, D]` of int `tokens` `[B, T]`, times sqrt(D)
+    with `scale_embeddings`."""
+    x = self.token_embed(tokens)
+    if self.config.scale_embeddings:
+      x = x * jnp.asarray(math.sqrt(self.config.d_model), x.dtype)
+    return x
 
   def encode(self, inputs, *, segment_ids=None, positions=None,
              deterministic: bool = True):
@@ -364,14 +392,21 @@ class EncoderDecoderLM(nn.Module):
     seg = _valid(segment_ids, inputs)
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-    return self.encoder(self.token_embed(inputs), positions, None,
+    return self.encoder(self.embed(inputs), positions, None,
                         segment_mask(seg), None, deterministic)
 
   def logits(self, hidden):
     """Float32 logits `[B, T, V]` of decoder output `[B, T, D]`."""
-    if self.config.tie_embeddings:
-      return self.token_embed.attend(hidden * self.config.d_model ** -0.5)
-    return self.unembed(hidden)
+    cfg = self.config
+    if not cfg.tie_embeddings:
+      logits = self.unembed(hidden)
+    elif cfg.scale_tied_head:
+      logits = self.token_embed.attend(hidden * cfg.d_model ** -0.5)
+    else:
+      logits = self.token_embed.attend(hidden)
+    if cfg.logits_bias:
+      logits = logits + self.logits_bias.astype(jnp.float32)
+    return logits
 
   def decode_step(self, decoder_inputs, positions, encoded=None,
                   encoder_valid=None):
@@ -380,7 +415,7 @@ class EncoderDecoderLM(nn.Module):
     The first call after `init` passes `encoded` `[B, S, D]` and its bool
     validity `encoder_valid` `[B, S]`; later calls pass neither.
     """
-    hidden = self.decoder(self.token_embed(decoder_inputs), positions,
+    hidden = self.decoder(self.embed(decoder_inputs), positions,
                           encoded, None, encoder_valid, True)
     return self.logits(hidden), hidden
 
@@ -423,7 +458,7 @@ class EncoderDecoderLM(nn.Module):
       decoder_positions = jnp.broadcast_to(
           jnp.arange(decoder_inputs.shape[1]), decoder_inputs.shape)
     self_mask = segment_mask(out_seg) & causal_mask(decoder_inputs.shape[1])
-    hidden = self.decoder(self.token_embed(decoder_inputs), decoder_positions,
+    hidden = self.decoder(self.embed(decoder_inputs), decoder_positions,
                           encoded, self_mask, segment_mask(out_seg, in_seg),
                           deterministic)
     return self.logits(hidden), {"hidden": hidden, "encoded": encoded}

@@ -54,10 +54,13 @@ def sinusoidal_table(length: int, dim: int,
 
 
 class LearnedPositions(nn.Module):
-  """A learned `[max_len, D]` position table indexed by position value.
+  """A learned `[max_len + position_offset, D]` position table indexed by
+  position value plus `position_offset` (0, or BART's 2: its first two rows
+  are never read).
 
   Attributes:
-    config: model config (max_len, d_model, init_std, dtypes).
+    config: model config (max_len, position_offset, d_model, init_std,
+      dtypes).
   """
 
   config: ModelConfig
@@ -70,11 +73,14 @@ class LearnedPositions(nn.Module):
     silently reusing the last row.
     """
     cfg = self.config
+    offset = cfg.position_offset
     table = self.param(
         "embedding",
         nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std),
                                      (axes.POSITION, axes.EMBED)),
-        (cfg.max_len, cfg.d_model), cfg.weight_dtype)  # [P, D]
+        (cfg.max_len + offset, cfg.d_model), cfg.weight_dtype)  # [P, D]
+    if offset:
+      positions = positions + offset
     return jnp.take(table, positions, axis=0).astype(cfg.compute_dtype)
 
 

@@ -7,8 +7,11 @@ source, e.g. `tfds:wmt14_translate/de-en:train` with fields `de` / `en`, or
 `tfds:cnn_dailymail:train` with `article` / `highlights`). One example per
 row: the input's ids (cut to `seq_len - 1`) then EOS in the encoder, the
 target's (cut to `seq2seq.target_len - 1`) then EOS as the decoder's
-teacher-forced targets, shifted right after the start id (the pad id, as
-T5) as its inputs.
+teacher-forced targets (both after BOS when the model's Hugging Face
+tokenizer adds one, as BART's `<s> x </s>`: `seq2seq_gen.text_bos`),
+shifted right after the decoder's start id (`model.decoder_start_id`:
+BART's EOS; unset, the pad id, as T5) as its inputs; decoding starts from
+the same id.
 
 Every evaluation reports the teacher-forced loss and token accuracy over
 the eval split, and generation metrics on its first
@@ -19,7 +22,7 @@ stemming), both on a 0-100 scale. `seq2seq.metric` (`bleu` for
 translation, `rougeL` for summarization) picks the best checkpoint.
 
 Warm start (`config.init_from`) from a span-corruption or seq2seq run, or an
-imported T5; a decoder-only or encoder-only run is refused.
+imported T5 or BART; a decoder-only or encoder-only run is refused.
 """
 
 from __future__ import annotations
@@ -56,8 +59,11 @@ def config_section() -> ml_collections.ConfigDict:
 
 
 def seq2seq_rows(input_ids, target_ids, *, seq_len: int, target_len: int,
-                 eos_id: int, pad_id: int) -> dict[str, np.ndarray]:
-  """Fixed-shape rows of tokenized examples (see the module docstring).
+                 eos_id: int, pad_id: int, start_id: int | None = None,
+                 bos_id: int | None = None) -> dict[str, np.ndarray]:
+  """Fixed-shape rows of tokenized examples (see the module docstring);
+  the decoder inputs start with `start_id` (None: `pad_id`), inputs and
+  targets with `bos_id` when given.
 
   >>> r = seq2seq_rows([[5, 6, 7]], [[8, 9]], seq_len=4, target_len=3,
   ...                  eos_id=1, pad_id=0)
@@ -71,13 +77,16 @@ def seq2seq_rows(input_ids, target_ids, *, seq_len: int, target_len: int,
          "targets": np.full((n, target_len), pad_id, np.int32),
          "decoder_segment_ids": np.zeros((n, target_len), np.int32),
          "loss_mask": np.zeros((n, target_len), np.float32)}
+  head = [] if bos_id is None else [bos_id]
   for i, (x, y) in enumerate(zip(input_ids, target_ids)):
-    x = list(x[:seq_len - 1]) + [eos_id]
-    y = list(y[:target_len - 1]) + [eos_id]
+    x = head + list(x[:seq_len - 1 - len(head)]) + [eos_id]
+    y = head + list(y[:target_len - 1 - len(head)]) + [eos_id]
     out["inputs"][i, :len(x)] = x
     out["input_segment_ids"][i, :len(x)] = 1
     out["targets"][i, :len(y)] = y
     out["decoder_inputs"][i, 1:len(y)] = y[:-1]
+    if start_id is not None:
+      out["decoder_inputs"][i, 0] = start_id
     out["decoder_segment_ids"][i, :len(y)] = 1
     out["loss_mask"][i, :len(y)] = 1.0
   return out
@@ -172,7 +181,7 @@ class Seq2Seq(Objective):
       raise LmError(
           f"config.init_from={self.config.init_from} is a {source.name!r} "
           "run, whose model is not an encoder-decoder; start seq2seq from a "
-          "span_corruption or seq2seq run, or an imported T5.")
+          "span_corruption or seq2seq run, or an imported T5 or BART.")
 
   def check_model(self, model_cfg) -> None:
     if model_cfg.arch != "encoder_decoder":
@@ -198,16 +207,22 @@ class Seq2Seq(Objective):
   def open_data(self, source, tokenizer, cache_dir, max_chars):
     del max_chars
     c = self.config
+    start = resolve_model_config(c, tokenizer.vocab_size).decoder_start_id
+    bos = seq2seq_gen.text_bos(tokenizer)
 
     def build():
       return seq2seq_rows(
           tokenizer.encode_batch(source.columns["input"]),
           tokenizer.encode_batch(source.columns["target"]),
           seq_len=c.seq_len, target_len=c.seq2seq.target_len,
-          eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+          eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, start_id=start,
+          bos_id=bos)
 
     key = (self.name, source.fingerprint(), tokenizer.fingerprint(),
            c.seq_len, c.seq2seq.target_len, sorted(self.fields().items()))
+    for name, value in (("decoder_start_id", start), ("bos", bos)):
+      if value is not None:     # rows framed otherwise than T5's
+        key += ((name, value),)
     arrays = packing.cached_arrays(key, build, cache_dir, self.name)
     if len(arrays["inputs"]) == 0:
       raise LmError(f"{source.uri} gives no examples; check "
@@ -258,7 +273,8 @@ class Seq2Seq(Objective):
     return seq2seq_gen.generate_texts(
         model, params, texts, encode=tokenizer.encode, decode=tokenizer.decode,
         max_input=c.seq_len, max_new_tokens=c.seq2seq.target_len,
-        start_id=tokenizer.pad_id, eos_id=tokenizer.eos_id,
+        start_id=model.config.decoder_start(tokenizer.pad_id),
+        eos_id=tokenizer.eos_id, bos_id=seq2seq_gen.text_bos(tokenizer),
         beam_size=c.seq2seq.beam_size, decoder=decoder)
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
@@ -267,8 +283,10 @@ class Seq2Seq(Objective):
     return seq2seq_gen.generate_texts(
         trained.model, trained.params, texts, encode=tok.encode,
         decode=tok.decode, max_input=self.config.seq_len,
-        max_new_tokens=max_new_tokens, start_id=tok.pad_id,
-        eos_id=tok.eos_id, beam_size=beam_size, temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        start_id=trained.model_cfg.decoder_start(tok.pad_id),
+        eos_id=tok.eos_id, bos_id=seq2seq_gen.text_bos(tok),
+        beam_size=beam_size, temperature=temperature,
         top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size)
 
   # --- prediction inputs (launch.predict; lm.tasks.predict) ----------------

@@ -15,7 +15,8 @@ the spans, each after its sentinel (Raffel et al. 2020, section 3.1.4):
 `config.seq_len`, so every row is one example that fills its row: there is
 nothing left to pack, and the batch's segment ids (1 = real, 0 = padding)
 only pad the shorter last evaluation rows. The decoder sees the targets
-shifted right after the start id (the pad id, as T5).
+shifted right after the start id (`model.decoder_start_id`; unset, the
+pad id, as T5).
 
 The sentinels are control symbols `<extra_id_0>`, `<extra_id_1>`, ...
 (`span_corruption.sentinels` of them) that a new tokenizer reserves and a
@@ -38,6 +39,7 @@ from lm.models import flops
 from lm.objectives import (TokenizedCorpus, build_backbone, open_documents,
                            streamed)
 from lm.objectives.losses import token_loss, token_metrics
+from lm.training.loop import resolve_model_config
 from lm.training.objective import Objective
 
 _SENTINEL = re.compile(r"(<extra_id_\d+>)")
@@ -143,7 +145,7 @@ class SpanCorruptionRows:
   """Corrupts packed windows into fixed-shape encoder-decoder rows."""
 
   def __init__(self, tokenizer, *, seq_len: int, density: float,
-               mean_span: float, sentinels: int):
+               mean_span: float, sentinels: int, start_id: int | None = None):
     self.seq_len = seq_len
     self.density, self.mean_span = density, mean_span
     self.raw_length = raw_length(seq_len, density, mean_span)
@@ -153,6 +155,8 @@ class SpanCorruptionRows:
     ids = tokenizer.piece_ids(sentinel_pieces(sentinels))
     self.sentinels = np.asarray(ids, np.int32)
     self.eos_id, self.pad_id = int(tokenizer.eos_id), int(tokenizer.pad_id)
+    # the decoder's first input (None: the pad id the rows are filled with)
+    self.start_id = start_id
     self._drop = {int(tokenizer.pad_id), int(tokenizer.bos_id)}
 
   def rows(self, windows: dict, keys) -> dict[str, np.ndarray]:
@@ -182,6 +186,8 @@ class SpanCorruptionRows:
       out["input_segment_ids"][i, :n] = 1
       out["targets"][i, :m] = targets
       out["decoder_inputs"][i, 1:m] = targets[:-1]
+      if self.start_id is not None:
+        out["decoder_inputs"][i, 0] = self.start_id
       out["decoder_segment_ids"][i, :m] = 1
       out["loss_mask"][i, :m] = 1.0
     return out
@@ -298,16 +304,19 @@ class SpanCorruption(Objective):
     return seq2seq_gen.generate_texts(
         trained.model, trained.params, texts, encode=encode, decode=decode,
         max_input=self.config.seq_len, max_new_tokens=max_new_tokens,
-        start_id=tok.pad_id, eos_id=tok.eos_id, beam_size=beam_size,
+        start_id=trained.model_cfg.decoder_start(tok.pad_id),
+        eos_id=tok.eos_id, beam_size=beam_size,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         batch_size=batch_size)
 
   def _rows(self, tokenizer) -> SpanCorruptionRows:
     s = self.config.span_corruption
+    start = resolve_model_config(self.config,
+                                 tokenizer.vocab_size).decoder_start_id
     return SpanCorruptionRows(tokenizer, seq_len=self.config.seq_len,
                               density=s.noise_density,
                               mean_span=s.mean_span_length,
-                              sentinels=s.sentinels)
+                              sentinels=s.sentinels, start_id=start)
 
   def build_model(self, model_cfg):
     return build_backbone(model_cfg)

@@ -13,6 +13,7 @@ import os
 
 from lm import files
 from lm.errors import LmError
+from lm.models.config import recorded_model
 from lm.training.checkpoint import Checkpointer, DamagedCheckpoint
 
 
@@ -24,7 +25,9 @@ def check_resume(stored: dict, resolved: dict, workdir: str) -> None:
   if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
     raise LmError(f"{workdir} holds a checkpoint trained with a different "
                   "tokenizer; use a new --workdir or drop data.tokenizer.path.")
-  old, new = stored.get("model", {}), resolved["model"]
+  # fields added since the checkpoint was written take their defaults
+  old = recorded_model(stored.get("model", {}))
+  new = resolved["model"]
   diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   if diff:
     k = diff[0]

@@ -28,6 +28,7 @@ import os
 import jax
 
 from lm.errors import LmError
+from lm.models.config import recorded_model
 from lm.training.workdir import load_trained
 
 # Model fields a run may change against its init_from source.
@@ -52,6 +53,7 @@ def split_source(init_from: str) -> tuple[str, int | None]:
 def check_model(source_model: dict, model_cfg, workdir: str) -> None:
   """LmError naming the first architecture field that differs."""
   new = dataclasses.asdict(model_cfg)
+  source_model = recorded_model(source_model)   # older runs lack new fields
   for key in sorted(set(source_model) | set(new)):
     if key in FREE_FIELDS:
       continue
