@@ -45,6 +45,17 @@ def load_config(config_flag):
   return config
 
 
+def define_quantize_flag():
+  """`--quantize none|int8` of the serving entry points (the modes of
+  `lm.models.quantize.MODES`): int8 weight-only serving of a float run."""
+  from absl import flags
+  return flags.DEFINE_enum(
+      "quantize", "none", ["none", "int8"],
+      "Serve with int8 weights: each dense kernel and the token embedding "
+      "as int8 with one float32 scale per output channel, computed at load "
+      "time (the checkpoint stays float).")
+
+
 def quiet_logs() -> None:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)

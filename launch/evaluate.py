@@ -11,6 +11,7 @@ entity precision/recall/F1 (tagging), exact match and F1 (qa).
 
   python -m launch.evaluate --workdir runs/quickstart
   python -m launch.evaluate --workdir runs/quickstart --full
+  python -m launch.evaluate --workdir runs/quickstart --quantize int8
   python -m launch.evaluate --workdir DIR --data text:held_out/*.txt --step 500
   python -m launch.evaluate --workdir runs/code_search --data pystdlib:validation
   python -m launch.evaluate --workdir DIR --sts jsonl:sts.jsonl  # text_a, text_b, score
@@ -22,7 +23,9 @@ run's own eval setting: config.eval_steps batches of config.batch_size
 the numbers are those its training log shows for that step. --full
 evaluates the whole split, --max_batches N the first N batches. Prints the
 metrics with what they covered (tokens or examples, and batches) and writes
-them to WORKDIR/eval/<data>-step<N>.json.
+them to WORKDIR/eval/<data>-step<N>.json. --quantize int8 evaluates the
+model served with int8 weights (`lm.models.quantize`), written to
+<data>-step<N>-int8.json.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for a tfds: "
                                 "--data (default: the run's data.data_dir).")
 _STS = flags.DEFINE_string("sts", None, "Contrastive runs: scored pairs for "
                            "Spearman (default: the run's contrastive.sts).")
+_QUANTIZE = common.define_quantize_flag()
 
 
 # What the count of each objective counts, in words (where not its name).
@@ -59,7 +63,8 @@ _COUNTED = {"mlm": "masked predictions", "contrastive": "pairs",
 def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = None,
                      max_batches: int | None = None, batch_size: int = 0,
                      sts: str | None = None, best: bool = False,
-                     full: bool = False, data_dir: str | None = None) -> dict:
+                     full: bool = False, data_dir: str | None = None,
+                     quantize: str | None = None) -> dict:
   """The metrics of a trained run's checkpoint on a split, as
   `{"data", "step", "objective", <metric>: value, ..., <counted>: n,
   "batches": n, "counted", "scope", "path"}`: `counted` names what the
@@ -68,7 +73,9 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
 
   `max_batches` None evaluates as the run did (`config.eval_steps`); 0, or
   `full`, the whole split; N the first N batches. `data_dir` replaces the
-  run's TFDS `data.data_dir`.
+  run's TFDS `data.data_dir`. `quantize="int8"` evaluates the model with
+  int8 weights (`lm.models.quantize`); the result then says
+  `"quantize": "int8"` and its file name ends in `-int8`.
   """
   from lm import files
   from lm.errors import LmError
@@ -80,7 +87,7 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   if max_batches is not None and max_batches < 0:
     raise LmError(f"--max_batches={max_batches} must be >= 0 (0 evaluates the "
                   "whole split).")
-  trained = load_trained(workdir, step, best=best)
+  trained = load_trained(workdir, step, best=best, quantize=quantize)
   c = trained.config
   if full:
     max_batches = 0
@@ -120,13 +127,17 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   result = {"data": uri, "step": trained.step, "objective": c.objective,
             **{k[len("eval_"):]: v for k, v in metrics.items()},
             "scope": scope, "counted": loop.count_key(objective)}
+  quantized = (quantize or "none") != "none"
+  if quantized:
+    result["quantize"] = quantize
   for key in (result["counted"], "batches"):
     if key in result:
       result[key] = int(result[key])
   out_dir = files.join(workdir, "eval")
   files.makedirs(out_dir)
   name = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri).strip("_")[:80]
-  path = files.join(out_dir, f"{name}-step{trained.step}.json")
+  suffix = f"-{quantize}" if quantized else ""
+  path = files.join(out_dir, f"{name}-step{trained.step}{suffix}.json")
   files.write_text_atomic(path, json.dumps(result, indent=2))
   result["path"] = path
   return result
@@ -142,7 +153,8 @@ def main(argv):
   with common.user_errors():
     r = evaluate_workdir(_WORKDIR.value, _DATA.value, _STEP.value,
                          _MAX_BATCHES.value, _BATCH.value, _STS.value,
-                         _BEST.value, _FULL.value, _DATA_DIR.value)
+                         _BEST.value, _FULL.value, _DATA_DIR.value,
+                         _QUANTIZE.value)
   print(summary_line(r), flush=True)
 
 
@@ -154,9 +166,10 @@ def summary_line(r: dict) -> str:
   from lm.training.metrics import describe_eval
   metrics = {k: v for k, v in r.items()
              if k not in ("data", "step", "objective", "scope", "counted",
-                          "path")}
+                          "path", "quantize")}
   hint = "" if "whole split" in r["scope"] else "; --full for the whole split"
-  return (f"step {r['step']} on {r['data']}: "
+  weights = f" ({r['quantize']} weights)" if r.get("quantize") else ""
+  return (f"step {r['step']}{weights} on {r['data']}: "
           f"{describe_eval(metrics, r['counted'], _COUNTED.get(r['objective']))}"
           f" ({r['scope']}{hint}) -> {r['path']}")
 

@@ -8,6 +8,7 @@
       --context "John Smith lives in Paris."
   python -m launch.predict --workdir runs/sst2 --input reviews.txt --output preds.jsonl
   python -m launch.predict --workdir runs/translate --text "Guten Morgen."
+  python -m launch.predict --workdir runs/sst2 --text "dull" --quantize int8
 
 Classification prints the label and its probability; tagging the entities
 with their character spans; QA the answer with its score; seq2seq
@@ -16,7 +17,8 @@ order. --text may be given several times; --text_b or --context
 given once goes with every --text, or give one per --text. --input is a
 .jsonl file with the run's field names, or one text per line; --output
 writes one JSON object per input. Uses the best checkpoint by the task's
-metric (or the latest, when none was evaluated) unless --step names one.
+metric (or the latest, when none was evaluated) unless --step names one;
+--quantize int8 serves it with int8 weights (`lm.models.quantize`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _CONTEXT = flags.DEFINE_multi_string("context", None, "QA: the passage to "
 _OUTPUT = flags.DEFINE_string("output", None, "Write predictions as JSON lines here.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the best).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Inputs per forward pass.")
+_QUANTIZE = common.define_quantize_flag()
 
 
 def _line(task: str, text: str, p: dict) -> str:
@@ -63,7 +66,8 @@ def main(argv):
   with common.user_errors():
     from lm.tasks.predict import predict, read_inputs
     from lm.experiments import load_trained
-    trained = load_trained(_WORKDIR.value, _STEP.value, best=True)
+    trained = load_trained(_WORKDIR.value, _STEP.value, best=True,
+                           quantize=_QUANTIZE.value)
     second = _CONTEXT.value or _TEXT_B.value
     records = read_inputs(trained, path=_INPUT.value, text=_TEXT.value,
                           text_b=second)

@@ -4,10 +4,12 @@
   python -m launch.sample --workdir DIR --prompt_file prompts.txt --temperature 0.8 \
       --top_k 40 --top_p 0.95 --max_new_tokens 128 --seed 1 --stop "\\n\\n"
   python -m launch.sample --workdir DIR --prompt "import" --beam_size 4
+  python -m launch.sample --workdir DIR --prompt "def " --quantize int8
   python -m launch.sample --workdir runs/llama-chat --chat --prompt "Hi!" \
       --system "You are terse." --temperature 0
 
-Loads the latest checkpoint (or --step) and the tokenizer from the workdir.
+Loads the latest checkpoint (or --step) and the tokenizer from the workdir;
+`--quantize int8` serves it with int8 weights (`lm.models.quantize`).
 An encoder-decoder run (span corruption, seq2seq) maps each prompt, as an
 input text, to the output text it writes (span corruption fills in the
 spans marked `<extra_id_N>`):
@@ -54,6 +56,7 @@ _CHAT = flags.DEFINE_bool("chat", False, "Format each prompt as a user turn "
                           "tokenizer), then generate the reply.")
 _SYSTEM = flags.DEFINE_string("system", None, "With --chat: a system message "
                               "before the user turn.")
+_QUANTIZE = common.define_quantize_flag()
 
 
 def _check_args():
@@ -118,7 +121,8 @@ def _transduce(objective, texts: list[str]) -> None:
   if _CHAT.value or _STOP.value:
     raise LmError("--chat and --stop are for decoder-only runs; an "
                   "encoder-decoder run maps each --prompt to one output.")
-  trained = experiments.load_trained(_WORKDIR.value, _STEP.value)
+  trained = experiments.load_trained(_WORKDIR.value, _STEP.value,
+                                     quantize=_QUANTIZE.value)
   rows = [t for t in texts for _ in range(_NUM.value)]
   outputs = objective.transduce(
       trained, rows, max_new_tokens=_MAX_NEW.value,
@@ -147,7 +151,8 @@ def main(argv):
                     f"{objective.name!r}, which does not generate text; "
                     "sample from a run trained with objective "
                     f"{' or '.join(repr(n) for n in names)}.")
-    trained = experiments.load_trained(_WORKDIR.value, _STEP.value)
+    trained = experiments.load_trained(_WORKDIR.value, _STEP.value,
+                                     quantize=_QUANTIZE.value)
     add_bos = {"auto": None, "yes": True, "no": False}[_BOS.value]
     shown = prompts
     if _CHAT.value:

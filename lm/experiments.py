@@ -18,7 +18,9 @@ benchmarks) goes through here:
   prepare(config, workdir)             `lm.training.loop.prepare`
   evaluate_untrained(config, workdir)  the seeded model's eval metrics
   stored_objective(workdir)            a run's objective, from its config
-  load_trained(workdir, step=None, best=False)  a trained run, restored
+  load_trained(workdir, step=None, best=False, quantize=None)
+                                       a trained run, restored (int8
+                                       weights with quantize="int8")
 
 Adding an objective is one module with a class on the contract of
 `lm.training.objective.Objective` (its config section declared beside it
@@ -160,7 +162,10 @@ def stored_objective(workdir: str):
 
 
 def load_trained(workdir: str, step: int | None = None, *,
-                 best: bool = False) -> workdir_lib.Trained:
-  """The trained run in `workdir` (`lm.training.workdir.load_trained`)."""
+                 best: bool = False,
+                 quantize: str | None = None) -> workdir_lib.Trained:
+  """The trained run in `workdir` (`lm.training.workdir.load_trained`);
+  `quantize="int8"` serves it with int8 weights (`lm.models.quantize`)."""
   return workdir_lib.load_trained(workdir, step, best=best,
-                                  make_objective=make_objective)
+                                  make_objective=make_objective,
+                                  quantize=quantize)

@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm.models.quantize import (int8_einsum, quantized_name, scale_name,
+                                take_rows)
 from lm.models.config import ModelConfig
 from lm.parallel import axes
 
@@ -59,6 +61,10 @@ class Einsum(nn.Module):
     param_dtype: storage dtype of the parameters.
     out_dtype: accumulate and return in this dtype (e.g. float32 logits from
       bfloat16 inputs); None returns the compute dtype.
+
+  Params quantized for serving (`lm.models.quantize`: `kernel_q` int8 and
+  `kernel_scale` in place of `kernel`) are used as they are found:
+  `(x @ kernel_q) * kernel_scale`.
   """
 
   equation: str
@@ -70,20 +76,38 @@ class Einsum(nn.Module):
   param_dtype: Dtype = jnp.float32
   out_dtype: Dtype | None = None
 
+  @property
+  def int8_axes(self) -> dict[str, tuple[int, ...]]:
+    """`{"kernel": contracted axes}`, counted from the kernel's end."""
+    inputs, out = self.equation.replace(" ", "").split("->")
+    kernel = inputs.split(",")[1]
+    return {"kernel": tuple(i - len(kernel) for i, c in enumerate(kernel)
+                            if c not in out)}
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if len(self.shape) != len(self.kernel_axes):
       raise ValueError(
           f"kernel shape {self.shape} and axes {self.kernel_axes} differ in "
           "rank.")
-    kernel = self.param(
-        "kernel",
-        nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
-                                     self.kernel_axes),
-        self.shape, self.param_dtype)
-    y = jnp.einsum(self.equation, x.astype(self.dtype),
-                   kernel.astype(self.dtype),
-                   preferred_element_type=self.out_dtype)
+    if self.has_variable("params", quantized_name("kernel")):
+      q = self.get_variable("params", quantized_name("kernel"))
+      if q.shape != self.shape:
+        raise ValueError(f"kernel_q has shape {q.shape}, expected "
+                         f"{self.shape}.")
+      y = int8_einsum(
+          self.equation, x, q,
+          self.get_variable("params", scale_name("kernel")),
+          self.dtype, self.out_dtype)
+    else:
+      kernel = self.param(
+          "kernel",
+          nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
+                                       self.kernel_axes),
+          self.shape, self.param_dtype)
+      y = jnp.einsum(self.equation, x.astype(self.dtype),
+                     kernel.astype(self.dtype),
+                     preferred_element_type=self.out_dtype)
     if self.bias_dims:
       bias = self.param(
           "bias",
@@ -281,14 +305,31 @@ class Mlp(nn.Module):
 class Embed(nn.Module):
   """Token embedding `[V, D]`; `attend` is the tied LM head.
 
+  A table quantized for serving (`embedding_q` int8 `[V, D]` and
+  `embedding_scale` `[V, 1]`, one scale per row; `lm.models.quantize`) is
+  used as it is found, for lookups and for `attend`.
+
   Attributes:
     config: model config (vocab_size, d_model, init_std, dtypes).
   """
 
   config: ModelConfig
 
+  @property
+  def int8_axes(self) -> dict[str, tuple[int, ...]]:
+    """`{"embedding": (-1,)}`: one scale per row (per token)."""
+    return {"embedding": (-1,)}
+
   def setup(self):
     cfg = self.config
+    name = quantized_name("embedding")
+    if self.has_variable("params", name):
+      self.embedding = None
+      self.embedding_q = self.get_variable("params", name)
+      self.embedding_scale = self.get_variable(
+          "params", scale_name("embedding"))
+      return
+    self.embedding_q = None
     self.embedding = self.param(
         "embedding",
         nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std),
@@ -301,12 +342,18 @@ class Embed(nn.Module):
     An id outside [0, V) gives NaN (`jnp.take`'s fill mode), so a tokenizer
     and model that disagree fail loudly instead of silently clamping.
     """
+    if self.embedding_q is not None:
+      return take_rows(self.embedding_q, self.embedding_scale,
+                                tokens, self.config.compute_dtype)
     return jnp.take(self.embedding, tokens, axis=0).astype(
         self.config.compute_dtype)
 
   def attend(self, x: jax.Array) -> jax.Array:
     """Logits `x @ embedding^T`: `[B, T, D]` -> float32 `[B, T, V]`."""
     dtype = self.config.compute_dtype
+    if self.embedding_q is not None:
+      return int8_einsum("BTD,VD->BTV", x, self.embedding_q,
+                                  self.embedding_scale, dtype, jnp.float32)
     return jnp.einsum("BTD,VD->BTV", x.astype(dtype),
                       self.embedding.astype(dtype),
                       preferred_element_type=jnp.float32)

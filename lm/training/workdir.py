@@ -14,6 +14,7 @@ from lm.data.hf_tokenizer import COMPANION_FILES
 from lm.data.tokenizer import Tokenizer, load_tokenizer
 from lm.errors import LmError
 from lm import files
+from lm.models import quantize as quantize_lib
 from lm.models.config import ModelConfig
 from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
@@ -163,11 +164,16 @@ def stored_objective(record: dict, make_objective):
 
 
 def load_trained(workdir: str, step: int | None = None, *, make_objective,
-                 best: bool = False) -> Trained:
+                 best: bool = False, quantize: str | None = None) -> Trained:
   """Config, tokenizer, model and the verified params of `step` (default:
   the latest intact checkpoint, falling back past damaged ones with a
   warning; with `best`, the kept step with the best eval metric first).
-  Nothing in the workdir is written or moved: readers take no lock."""
+  Nothing in the workdir is written or moved: readers take no lock.
+
+  `quantize="int8"` serves the model with int8 weights
+  (`lm.models.quantize`): `params` and `state_shardings.params` are then
+  the quantized tree and its placement; the checkpoint stays float."""
+  mode = quantize_lib.check_mode(quantize)
   resolved = read_resolved(workdir)
   ckpt_dir = files.join(workdir, "checkpoints")
   if not files.isdir(ckpt_dir):
@@ -218,5 +224,10 @@ def load_trained(workdir: str, step: int | None = None, *, make_objective,
     raise LmError(f"no intact checkpoint in {ckpt_dir} (steps "
                   f"{', '.join(map(str, steps))} are all damaged); restore "
                   "the workdir from a copy.")
+  params = state.params
+  if mode != "none":
+    params, param_shardings = quantize_lib.quantize_trained(
+        model, params, shardings.params, config.seq_len, mode)
+    shardings = shardings.replace(params=param_shardings)
   return Trained(workdir, found, config, model_cfg, model, tokenizer,
-                 state.params, shardings, mesh, rules, objective)
+                 params, shardings, mesh, rules, objective)
