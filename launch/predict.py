@@ -72,7 +72,7 @@ def main(argv):
     records = read_inputs(trained, path=_INPUT.value, text=_TEXT.value,
                           text_b=second)
     preds = predict(trained, records, batch_size=_BATCH.value)
-    task = trained.config.objective
+    task = trained.objective.serves
     first = {"qa": "question", "tagging": "tokens",
              "seq2seq": "input"}.get(task, "text")
     shown = [" ".join(t) if isinstance(t, list) else t

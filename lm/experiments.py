@@ -39,6 +39,7 @@ import ml_collections
 from lm.errors import LmError
 from lm.objectives.causal import CausalLM
 from lm.objectives.contrastive import Contrastive
+from lm.objectives.distill import Distill
 from lm.objectives.mlm import MaskedLM
 from lm.objectives.seq2seq import Seq2Seq
 from lm.objectives.span_corruption import SpanCorruption
@@ -59,6 +60,7 @@ REGISTRY = {
     "classification": (Classification, True),
     "tagging": (Tagging, True),
     "qa": (QuestionAnswering, True),
+    "distill": (Distill, True),
 }
 OBJECTIVES = tuple(REGISTRY)
 
@@ -132,8 +134,24 @@ def make_objective(config, stored=None):
   the training data.
   """
   cls = objective_class(config.objective)
+  if cls is Distill:     # the student's objective is the teacher's
+    return Distill(config, stored, make_student=make_objective,
+                   load_teacher=_load_teacher, read_teacher=_read_teacher)
   takes_stored = REGISTRY[config.objective][1]
   return cls(config, stored) if takes_stored else cls(config)
+
+
+def _read_teacher(workdir: str) -> tuple[dict, str]:
+  """A distillation teacher's recorded config and its tokenizer's path
+  (checked by fingerprint), without reading its checkpoints."""
+  record = workdir_lib.read_resolved(workdir)
+  return record, workdir_lib.load_recorded_tokenizer(workdir, record).path
+
+
+def _load_teacher(workdir: str):
+  """A distillation teacher: its trained run (the best checkpoint when it
+  keeps one, else the newest) and its recorded config."""
+  return (load_trained(workdir, best=True), workdir_lib.read_resolved(workdir))
 
 
 def train(config, workdir: str, preempted=None) -> dict:

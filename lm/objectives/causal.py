@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import jax.numpy as jnp
 import ml_collections
 
 from lm.data import packing, pipeline, streaming
@@ -33,11 +34,12 @@ def config_section() -> ml_collections.ConfigDict:
 
 
 def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
-                   use_segments: bool = True):
+                   use_segments: bool = True, return_logits: bool = False):
   """Objective contract: `(params, batch, rng, model) -> (loss, metrics)`.
 
   `metrics` holds sums (`loss_sum`, `correct`, `tokens`) so that evaluation can
-  add them over batches and hosts before dividing.
+  add them over batches and hosts before dividing. With `return_logits`
+  also `((logits [B, T, V], loss_mask [B, T]),)` (`Objective.distillable`).
   """
   logits, _ = model.apply(
       {"params": params}, batch["inputs"],
@@ -45,7 +47,10 @@ def causal_lm_loss(params, batch, rng, model, *, deterministic: bool = False,
       segment_ids=batch["segment_ids"] if use_segments else None,
       deterministic=deterministic,
       rngs=None if deterministic else {"dropout": rng})
-  return token_loss(logits, batch["targets"], batch["loss_mask"])
+  loss, sums = token_loss(logits, batch["targets"], batch["loss_mask"])
+  if return_logits:
+    return loss, sums, ((logits, batch["loss_mask"].astype(jnp.float32)),)
+  return loss, sums
 
 
 summarize = token_metrics   # loss, perplexity and token accuracy
@@ -59,6 +64,7 @@ class CausalLM(Objective):
   config_sections = {"sample": config_section}
   generates_text = True
   bert_specials = False
+  distillable = True
 
   def __init__(self, config):
     self.config = config

@@ -51,7 +51,7 @@ def config_section() -> ml_collections.ConfigDict:
 
 
 def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
-             nsp: bool = True):
+             nsp: bool = True, return_logits: bool = False):
   """Objective contract: `(params, batch, rng, model) -> (loss, sums)`.
 
   `sums["loss_sum"] / sums["tokens"]` is the loss: the MLM term is a sum over
@@ -59,6 +59,9 @@ def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
   predictions / examples so that dividing by `tokens` gives
   mean MLM + mean NSP. (With gradient accumulation the scale is taken per
   microbatch, which weights the NSP term by each microbatch's own ratio.)
+  With `return_logits` also the masked predictions `[B, P, V]` with their
+  weights and, when NSP counts, the NSP logits `[B, 2]` weighted by the
+  same predictions / examples scale (`Objective.distillable`).
   """
   logits, aux = model.apply(
       {"params": params}, batch["inputs"],
@@ -77,12 +80,18 @@ def mlm_loss(params, batch, rng, model, *, deterministic: bool = False,
     n_ex = jnp.sum(batch["nsp_weights"].astype(jnp.float32))
     nsp_sum = nsp_correct = jnp.zeros((), jnp.float32)
   loss_sum = mlm_sum
+  outputs = ((logits, batch["masked_weights"].astype(jnp.float32)),)
   if nsp:
     scale = jax.lax.stop_gradient(n_pred / jnp.maximum(n_ex, 1.0))
     loss_sum = loss_sum + nsp_sum * scale
+    if "nsp_logits" in aux:
+      outputs += ((aux["nsp_logits"],
+                   batch["nsp_weights"].astype(jnp.float32) * scale),)
   sums = {"loss_sum": loss_sum, "correct": mlm_correct, "tokens": n_pred,
           "mlm_loss_sum": mlm_sum, "nsp_loss_sum": nsp_sum,
           "nsp_correct": nsp_correct, "examples": n_ex}
+  if return_logits:
+    return loss_sum / jnp.maximum(n_pred, 1.0), sums, outputs
   return loss_sum / jnp.maximum(n_pred, 1.0), sums
 
 
@@ -125,6 +134,7 @@ class MaskedLM(Objective):
   head = "pretraining"
   config_sections = {"mlm": config_section}
   bert_specials = True
+  distillable = True
 
   def __init__(self, config):
     self.config = config

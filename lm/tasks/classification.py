@@ -177,8 +177,10 @@ class Classification(finetune.Task):
 
   # --- objective --------------------------------------------------------------
 
-  def loss(self, params, batch, rng, model, *, deterministic: bool = False):
-    """Objective contract: (mean weighted cross-entropy, sums)."""
+  def loss(self, params, batch, rng, model, *, deterministic: bool = False,
+           return_logits: bool = False):
+    """Objective contract: (mean weighted cross-entropy, sums); with
+    `return_logits` also `((logits [B, C], class-weighted weights [B]),)`."""
     out = model.apply({"params": params}, batch["tokens"],
                       token_types=batch["token_types"],
                       segment_ids=batch["mask"], deterministic=deterministic,
@@ -198,6 +200,9 @@ class Classification(finetune.Task):
       sums["confusion"] = jnp.einsum(
           "bi,bj->ij", jax.nn.one_hot(label, c) * w[:, None],
           jax.nn.one_hot(pred, c))                                # [C, C]
+    if return_logits:
+      return (sums["loss_sum"] / jnp.maximum(sums["tokens"], 1e-9), sums,
+              ((logits, cw.astype(jnp.float32)),))
     return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1e-9), sums
 
   @staticmethod

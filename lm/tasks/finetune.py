@@ -166,6 +166,7 @@ class Task(Objective):
   train_keys: tuple[str, ...] = ()
   head = "sequence"           # the TaskModel head (lm.models.task_model.HEADS)
   backbone_path = ("backbone",)
+  distillable = True          # each task's loss(..., return_logits=True)
 
   def __init__(self, config, stored: dict | None = None):
     self.config = config

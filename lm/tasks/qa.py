@@ -181,9 +181,11 @@ class QuestionAnswering(finetune.Task):
 
   # --- objective --------------------------------------------------------------
 
-  def loss(self, params, batch, rng, model, *, deterministic: bool = False):
+  def loss(self, params, batch, rng, model, *, deterministic: bool = False,
+           return_logits: bool = False):
     """Objective contract: (mean of the start and end cross-entropies over
-    windows, sums)."""
+    windows, sums); with `return_logits` also the start and end logits
+    `[B, T]`, each weighted by half the window's weight (as the loss)."""
     out = model.apply({"params": params}, batch["tokens"],
                       token_types=batch["token_types"],
                       segment_ids=batch["mask"], deterministic=deterministic,
@@ -204,6 +206,10 @@ class QuestionAnswering(finetune.Task):
     if deterministic:
       sums["start_logits"] = logits["start"]
       sums["end_logits"] = logits["end"]
+    if return_logits:
+      half = 0.5 * w.astype(jnp.float32)
+      return (sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0), sums,
+              ((logits["start"], half), (logits["end"], half)))
     return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0), sums
 
   @staticmethod

@@ -148,8 +148,10 @@ class Tagging(finetune.Task):
 
   # --- objective --------------------------------------------------------------
 
-  def loss(self, params, batch, rng, model, *, deterministic: bool = False):
-    """Objective contract: (mean cross-entropy over scored pieces, sums)."""
+  def loss(self, params, batch, rng, model, *, deterministic: bool = False,
+           return_logits: bool = False):
+    """Objective contract: (mean cross-entropy over scored pieces, sums);
+    with `return_logits` also `((logits [B, T, C], scored [B, T]),)`."""
     logits = model.apply({"params": params}, batch["tokens"],
                          segment_ids=batch["mask"],
                          deterministic=deterministic,
@@ -165,6 +167,9 @@ class Tagging(finetune.Task):
             "correct": jnp.sum(valid * (pred == tags))}
     if deterministic:
       sums["predictions"] = pred
+    if return_logits:
+      return (sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0), sums,
+              ((logits, valid.astype(jnp.float32)),))
     return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1.0), sums
 
   @staticmethod

@@ -366,6 +366,8 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
           c.init_from, state.params, shardings.params, run.objective,
           make_objective))
       say_main(f"warm start: the backbone comes from {c.init_from}")
+    state = state.replace(params=run.objective.start_params(
+        state.params, shardings.params))
   if is_main:
     write_json_atomic(files.join(workdir, "config.json"), run.resolved)
   if start >= c.steps:
@@ -385,7 +387,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
   train_fn, eval_fn = step_lib.jit_steps(
       run.model, objective.loss, tx, schedule, c.seed, mesh, rules, shardings,
       accum_steps=c.grad_accum_steps, summarize=objective.summarize,
-      count=count)
+      count=count, frozen=objective.frozen_inputs(mesh, rules, c.seq_len))
   batches = objective.train_batches(
       run.train_data, jax.process_index(), jax.process_count(),
       data_state=data_state)

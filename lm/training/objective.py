@@ -57,6 +57,11 @@ class Objective(abc.ABC):
     generates_text, embeds, predicts, scores_sts: what the entry points
       serve for a trained run (`launch.sample`, `encode`, `predict`,
       `evaluate --sts`).
+    distillable: `loss(..., return_logits=True)` also returns the
+      predictions a teacher's can be matched with (knowledge distillation,
+      `lm.objectives.distill`): `(loss, sums, outputs)`, `outputs` a tuple
+      of `(logits [..., C], weights [...])`, float32 weights saying how much
+      each row of logits counts in the loss's `tokens` normaliser.
   """
 
   name: str = ""
@@ -79,6 +84,7 @@ class Objective(abc.ABC):
   scores_sts: bool = False       # launch.evaluate --sts (`set_sts`)
   transduces: bool = False       # launch.sample: input text -> output text
                                  # (`transduce`, encoder-decoders)
+  distillable: bool = False      # loss(..., return_logits=True)
 
   @abc.abstractmethod
   def check_model(self, model_cfg) -> None:
@@ -187,6 +193,27 @@ class Objective(abc.ABC):
     """Whether a run of this objective holds a trained BERT pooler (a run
     warm-started from it can use it); False by default."""
     return False
+
+  @property
+  def serves(self) -> str:
+    """The objective a trained run answers as (`launch.predict`'s output
+    format): its own name; a distilled student's is its teacher's."""
+    return self.name
+
+  def frozen_inputs(self, mesh, rules, seq_len: int):
+    """`(tree, shardings)` of arrays the loss reads but training never
+    changes (a distillation teacher's parameters), placed on `mesh`; the
+    train step passes them as `loss(..., frozen=tree)`. Not in the
+    optimizer state or the checkpoints. None (the default): no such input."""
+    del mesh, rules, seq_len
+    return None
+
+  def start_params(self, params, shardings):
+    """The parameters a fresh run starts from, given the seeded (or
+    `init_from`) ones (`shardings`: their placement); the default keeps
+    them. Not called when a run resumes."""
+    del shardings
+    return params
 
   def after_training(self, run, params) -> str:
     """What the loop prints when training ends ("" = nothing, the

@@ -6,6 +6,11 @@ The steps know objectives only through their contract (`lm.objectives`):
 `tokens` (its normaliser) and any further sums the objective's `summarize`
 turns into metrics. The train metrics carry one count of what the batch
 scored, `aux[count]`: "tokens" by default, "examples" for a classifier.
+
+An objective with frozen inputs (`Objective.frozen_inputs`: a teacher's
+parameters for distillation) gets them as `objective(..., frozen=tree)` in
+the train step: a jitted argument of its own, placed by its own shardings,
+never donated, differentiated, updated or checkpointed.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from lm.training.state import TrainState
 
 
 
-def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
-               seed: int, summarize, accum_steps: int = 1,
+def train_step(state: TrainState, batch, frozen=None, *, model, objective, tx,
+               schedule, seed: int, summarize, accum_steps: int = 1,
                count: str = "tokens"):
   """One optimizer update. Randomness is `fold_in(key(seed), step)`.
 
@@ -38,6 +43,8 @@ def train_step(state: TrainState, batch, *, model, objective, tx, schedule,
   and parameter norms and the learning rate.
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  if frozen is not None:
+    objective = functools.partial(objective, frozen=frozen)
 
   def grads_of(params, micro, micro_rng):
     def loss_sum(params):
@@ -83,23 +90,36 @@ def eval_step(params, batch, *, model, objective):
 
 
 def jit_steps(model, objective, tx, schedule, seed, mesh, rules, state_shardings,
-              *, summarize, accum_steps: int = 1, count: str = "tokens"):
+              *, summarize, accum_steps: int = 1, count: str = "tokens",
+              frozen=None):
   """Returns (train_step, eval_step), each jitted once over `mesh`.
 
   The state is donated; every batch array is sharded over data+fsdp along
   its first (batch) axis, whatever keys the objective's batches carry;
-  metrics come back replicated.
+  metrics come back replicated. `frozen`: `(tree, shardings)` of the
+  objective's frozen inputs (`Objective.frozen_inputs`), passed to every
+  train step as they are (evaluation scores the trained model alone).
   """
   batch_s = sharding_lib.batch_sharding(mesh)
   repl = sharding_lib.replicated(mesh)
-  train = jax.jit(
-      functools.partial(train_step, model=model, objective=objective, tx=tx,
-                        schedule=schedule, seed=seed, accum_steps=accum_steps,
-                        summarize=summarize, count=count),
-      in_shardings=(state_shardings, batch_s),
-      out_shardings=(state_shardings, repl),
-      donate_argnums=0)
-  return (run_in_mesh(train, mesh, rules),
+  step = functools.partial(train_step, model=model, objective=objective, tx=tx,
+                           schedule=schedule, seed=seed,
+                           accum_steps=accum_steps, summarize=summarize,
+                           count=count)
+  if frozen is None:
+    train = run_in_mesh(jax.jit(
+        step, in_shardings=(state_shardings, batch_s),
+        out_shardings=(state_shardings, repl), donate_argnums=0), mesh, rules)
+  else:
+    tree, frozen_shardings = frozen
+    jitted = run_in_mesh(jax.jit(
+        step, in_shardings=(state_shardings, batch_s, frozen_shardings),
+        out_shardings=(state_shardings, repl), donate_argnums=0), mesh, rules)
+
+    def train(state, batch):
+      return jitted(state, batch, tree)
+    train.jitted = jitted.jitted
+  return (train,
           jit_eval_step(model, objective, mesh, rules, state_shardings.params))
 
 

@@ -15,7 +15,7 @@ def test_base_config_is_the_engine_keys_and_each_objectives_section():
   assert set(engine.keys()) < set(c.keys())
   sections = set(c.keys()) - set(engine.keys())
   assert sections == {"sample", "mlm", "contrastive", "task", "span_corruption",
-                      "seq2seq"}
+                      "seq2seq", "distill"}
   for name, (cls, _) in experiments.REGISTRY.items():
     for section, defaults in cls.config_sections.items():
       assert c[section].to_dict() == defaults().to_dict(), (name, section)

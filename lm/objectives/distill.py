@@ -1,0 +1,411 @@
+"""Knowledge distillation: a student trained to match a frozen teacher.
+
+`config.objective = "distill"` wraps the objective the teacher run was
+trained with (causal LM, masked LM, classification, tagging or QA: any
+`Objective.distillable`). The student is the run's own model (`config.model`,
+usually a smaller size), reads the same data as that objective would and
+keeps the teacher's tokenizer (and, for tasks, its label vocabulary); a
+different tokenizer is refused. The loss on a batch is
+
+  alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+      + (1 - alpha) * the student's own loss
+
+(Hinton et al. 2015), the KL summed over every row of logits the
+objective scores (each next token, masked position, sentence, tag or
+answer boundary, with the objective's own weights) and divided by the same
+normaliser as the student's loss. `distill.alpha` and
+`distill.temperature` set the two numbers.
+
+The teacher (`distill.teacher`: any `lm` workdir, an imported Hugging Face
+model included; its best checkpoint when it has one, else the newest) runs
+inside the jitted train step on the run's mesh, sharded by its own logical
+axes (`Objective.frozen_inputs`): its parameters are an argument of the
+step, not part of the optimizer state or of the checkpoints.
+`distill.teacher_dtype="bfloat16"` computes it in bfloat16. The run records
+the teacher's workdir, step and a fingerprint of its parameters with its
+batch settings, so a resume with another teacher is refused. Evaluation
+scores the student alone (its own loss and metrics, comparable with a run
+trained without a teacher), and a finished run serves as the wrapped
+objective does (`launch.sample`, `predict`, `evaluate`, `export_hf`).
+
+`distill.init_from_teacher_layers` starts the student from the teacher
+(DistilBERT's initialisation): every parameter outside the layer stacks
+copied, and student layer i from teacher layer i * L_teacher // L_student
+of each stack (one layer in two for half the depth). The widths must match.
+
+Example:
+  c = configs.distill_causal.get_config("runs/quickstart")
+  experiments.train(c, "runs/distilled")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lm.errors import LmError
+from lm.training import digest as digest_lib
+from lm.training.objective import Objective
+from lm.training.state import state_shardings
+
+_LAYER = re.compile(r"layers_(\d+)$")
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """The `distill` section of the experiment config."""
+  s = ml_collections.ConfigDict()
+  s.teacher = ""                 # the teacher's workdir (required)
+  s.objective = ""               # set from the teacher run's objective
+  s.alpha = 0.5                  # weight of the KL term (1 - alpha: own loss)
+  s.temperature = 2.0            # softmax temperature of both sides
+  s.teacher_dtype = "float32"    # float32 | bfloat16 (teacher compute)
+  s.init_from_teacher_layers = False   # DistilBERT's initialisation
+  return s
+
+
+def kl_sum(student_logits, teacher_logits, weights, temperature: float):
+  """sum over rows of weights * KL(p_teacher || p_student), both softened by
+  `temperature`; the teacher side carries no gradient.
+
+  student_logits, teacher_logits [..., C]; weights [...] (0 = ignored).
+
+  >>> float(kl_sum(jnp.zeros((1, 2)), jnp.zeros((1, 2)), jnp.ones(1), 2.0))
+  0.0
+  """
+  t = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)) / temperature
+  s = student_logits.astype(jnp.float32) / temperature
+  log_pt = jax.nn.log_softmax(t, axis=-1)
+  log_ps = jax.nn.log_softmax(s, axis=-1)
+  kl = jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)          # [...]
+  return jnp.sum(weights.astype(jnp.float32) * kl)
+
+
+def distill_loss(params, batch, rng, model, *, student_loss, teacher_loss,
+                 teacher_model, alpha: float, temperature: float,
+                 deterministic: bool = False, frozen=None):
+  """Objective contract: with the teacher's parameters (`frozen`), the
+  distillation loss (module docstring) and sums `loss_sum` (that loss),
+  `student_loss_sum` (the student's own), `kl_sum` and the student's other
+  sums; without them (evaluation), the student's own loss and sums."""
+  if frozen is None:
+    return student_loss(params, batch, rng, model, deterministic=deterministic)
+  _, sums, outputs = student_loss(params, batch, rng, model,
+                                  deterministic=deterministic,
+                                  return_logits=True)
+  _, _, teacher_outputs = teacher_loss(frozen, batch, rng, teacher_model,
+                                       deterministic=True, return_logits=True)
+  kl = sum(kl_sum(s, t, w, temperature)
+           for (s, w), (t, _) in zip(outputs, teacher_outputs))
+  sums = dict(sums)
+  sums["student_loss_sum"] = sums["loss_sum"]
+  sums["kl_sum"] = kl
+  sums["loss_sum"] = (alpha * temperature ** 2 * kl
+                      + (1.0 - alpha) * sums["student_loss_sum"])
+  return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1e-9), sums
+
+
+def _layer_count(node: dict) -> int:
+  if "layers" in node:
+    return int(jax.tree.leaves(node["layers"])[0].shape[0])
+  return len([k for k in node if _LAYER.match(k)])
+
+
+def _layer(node: dict, i: int):
+  if "layers" in node:
+    return jax.tree.map(lambda x: x[i], node["layers"])
+  return node[f"layers_{i}"]
+
+
+def layer_subset(student, teacher, path: str = ""):
+  """`student`'s tree filled from `teacher`: leaves outside layer stacks
+  copied, and in each stack (a "layers" subtree of stacked blocks, or
+  "layers_0", "layers_1", ... subtrees) student layer i from teacher layer
+  i * L_teacher // L_student. Either stack layout reads either. LmError
+  when a shape differs or the student is deeper.
+
+  >>> t = {"emb": np.ones(2), "layers": {"w": np.arange(4.)[:, None]}}
+  >>> s = {"emb": np.zeros(2), "layers_0": {"w": np.zeros(1)},
+  ...      "layers_1": {"w": np.zeros(1)}}
+  >>> out = layer_subset(s, t)
+  >>> out["layers_1"]["w"].tolist(), out["emb"].tolist()
+  ([2.0], [1.0, 1.0])
+  """
+  if not isinstance(student, dict):
+    if not isinstance(teacher, (np.ndarray, jax.Array)) or (
+        teacher.shape != student.shape):
+      got = getattr(teacher, "shape", "nothing")
+      raise LmError(f"the student's parameter {path or '/'} is "
+                    f"{tuple(student.shape)} but the teacher's is {got}; "
+                    "distill.init_from_teacher_layers needs the teacher's "
+                    "width (model.d_model, heads, mlp size, vocabulary).")
+    return np.asarray(teacher, dtype=student.dtype)
+  if not isinstance(teacher, dict):
+    raise LmError(f"the teacher has no parameter subtree {path or '/'}; "
+                  "distill.init_from_teacher_layers needs a teacher of the "
+                  "student's architecture.")
+  out = {}
+  stacked = "layers" in student or "layers_0" in student
+  if stacked:
+    if "layers" not in teacher and "layers_0" not in teacher:
+      raise LmError(f"the teacher has no layer stack at {path or '/'}; "
+                    "distill.init_from_teacher_layers needs a teacher of the "
+                    "student's architecture.")
+    n_s, n_t = _layer_count(student), _layer_count(teacher)
+    if n_s > n_t:
+      raise LmError(f"the student has {n_s} layers at {path or '/'} but the "
+                    f"teacher {n_t}; distill.init_from_teacher_layers takes a "
+                    "subset of the teacher's layers, so the student must not "
+                    "be deeper.")
+    chosen = [i * n_t // n_s for i in range(n_s)]
+    if "layers" in student:
+      picked = [jax.device_get(_layer(teacher, j)) for j in chosen]
+      stack = jax.tree.map(lambda *xs: np.stack(xs), *picked)
+      out["layers"] = layer_subset(student["layers"], stack, f"{path}/layers")
+    else:
+      for i, j in enumerate(chosen):
+        out[f"layers_{i}"] = layer_subset(
+            student[f"layers_{i}"], jax.device_get(_layer(teacher, j)),
+            f"{path}/layers_{i}")
+  for key, value in student.items():
+    if stacked and (key == "layers" or _LAYER.match(key)):
+      continue
+    out[key] = layer_subset(value, teacher.get(key), f"{path}/{key}")
+  return out
+
+
+@dataclasses.dataclass
+class _Teacher:
+  """The loaded teacher: its objective, model, host params and record."""
+  objective: Objective
+  model_cfg: object
+  params: object
+  record: dict
+
+
+class Distill(Objective):
+  """A student trained on a frozen teacher's predictions (module docstring).
+
+  Built by the registry with `make_student(config)`, the objective the
+  teacher was trained with bound to this config (and the teacher's label
+  vocabulary for tasks), and `load_teacher(workdir)`, which returns the
+  teacher's trained run (`lm.training.workdir.Trained`) and its recorded
+  `config.json`; the teacher is read only when training needs it.
+  """
+
+  name = "distill"
+  config_sections = {"distill": config_section}
+
+  # contract attributes that follow the student's objective
+  _FOLLOWED = ("summarize", "bert_specials", "control_symbols",
+               "backbone_path", "best_metric", "count_key", "labels",
+               "stored", "head", "generates_text", "embeds", "predicts",
+               "scores_sts", "transduces")
+
+  def __init__(self, config, stored, *, make_student, load_teacher,
+               read_teacher):
+    s = config.distill
+    if not s.teacher:
+      raise LmError("config.objective='distill' needs config.distill.teacher, "
+                    "the workdir of a trained teacher run.")
+    if not (isinstance(s.alpha, (int, float)) and 0.0 <= s.alpha <= 1.0):
+      raise LmError(f"config.distill.alpha={s.alpha!r} must be a number in "
+                    "[0, 1] (the weight of the teacher's term).")
+    if not (isinstance(s.temperature, (int, float)) and s.temperature > 0):
+      raise LmError(f"config.distill.temperature={s.temperature!r} must be a "
+                    "positive number.")
+    if s.teacher_dtype not in ("float32", "bfloat16"):
+      raise LmError(f"config.distill.teacher_dtype={s.teacher_dtype!r} is "
+                    "not float32 or bfloat16.")
+    self.config = config
+    self._load_teacher = load_teacher
+    self._teacher = None
+    if not s.objective:       # a new run: the teacher's objective and data
+      record, tokenizer_path = read_teacher(s.teacher)
+      s.objective = record["config"]["objective"]
+      if not config.data.tokenizer.path:
+        config.data.tokenizer.path = tokenizer_path
+      if stored is None and record.get("batch") is not None:
+        stored = record["batch"]
+    if s.objective == self.name:
+      raise LmError(f"config.distill.teacher={s.teacher} is itself a "
+                    "distillation run; name the run it was distilled from, or "
+                    "serve this one as it is.")
+    student_config = ml_collections.ConfigDict(config.to_dict())
+    student_config.objective = s.objective
+    self.student = make_student(student_config, stored)
+    if not self.student.distillable:
+      raise LmError(f"the teacher {s.teacher} is a {s.objective!r} run, whose "
+                    "objective has no predictions to distil; distil a "
+                    "causal, mlm, classification, tagging or qa run.")
+    for name in self._FOLLOWED:
+      setattr(self, name, getattr(self.student, name))
+    self.distillable = False
+    self.loss = self._loss
+    self.summarize = self._summarize
+
+  @property
+  def serves(self) -> str:
+    return self.student.serves
+
+  def __getattr__(self, name):
+    # what a particular objective adds to the contract (e.g. a task's
+    # `predict_texts`) comes from the student's
+    if name.startswith("_") or "student" not in self.__dict__:
+      raise AttributeError(name)
+    return getattr(self.__dict__["student"], name)
+
+  # --- the teacher ------------------------------------------------------------
+
+  def teacher(self) -> _Teacher:
+    """The teacher run, read once (its best checkpoint, else the newest)."""
+    if self._teacher is None:
+      trained, record = self._load_teacher(self.config.distill.teacher)
+      params = jax.device_get(trained.params)
+      sums = digest_lib.state_digest(trained.params)["sums"]
+      fingerprint = hashlib.sha256(
+          json.dumps(sums, sort_keys=True).encode()).hexdigest()
+      self._teacher = _Teacher(
+          trained.objective, trained.model_cfg, params,
+          {"teacher": self.config.distill.teacher, "teacher_step": trained.step,
+           "teacher_sha256": fingerprint,
+           "teacher_tokenizer": record["tokenizer"]["sha256"]})
+      del trained
+    return self._teacher
+
+  def _teacher_model(self):
+    t = self.teacher()
+    cfg = t.model_cfg
+    if self.config.distill.teacher_dtype == "bfloat16":
+      cfg = dataclasses.replace(cfg, dtype="bfloat16", param_dtype="bfloat16")
+    return t.objective.build_model(cfg), cfg
+
+  def _loss(self, params, batch, rng, model, *, deterministic=False,
+            frozen=None):
+    if frozen is None:
+      return self.student.loss(params, batch, rng, model,
+                               deterministic=deterministic)
+    s = self.config.distill
+    teacher_model, _ = self._teacher_model()
+    return distill_loss(params, batch, rng, model,
+                        student_loss=self.student.loss,
+                        teacher_loss=self.teacher().objective.loss,
+                        teacher_model=teacher_model, alpha=float(s.alpha),
+                        temperature=float(s.temperature),
+                        deterministic=deterministic, frozen=frozen)
+
+  def _summarize(self, sums) -> dict:
+    """The student's metrics of its own loss (comparable with a run trained
+    without a teacher), plus `distill_loss` (what is minimised) and `kl`
+    when the sums come from a train step with the teacher."""
+    if "kl_sum" not in sums:
+      return self.student.summarize(sums)
+    own = dict(sums)
+    own["loss_sum"] = sums["student_loss_sum"]
+    out = dict(self.student.summarize(own))
+    n = jnp.maximum(sums["tokens"], 1e-9)
+    out["distill_loss"] = sums["loss_sum"] / n
+    out["kl"] = sums["kl_sum"] / n
+    return out
+
+  def frozen_inputs(self, mesh, rules, seq_len: int):
+    """The teacher's parameters on the run's mesh, by their logical axes."""
+    model, cfg = self._teacher_model()
+    _, shardings = state_shardings(model, optax.set_to_zero(), mesh, rules,
+                                   seq_len)
+    dtype = cfg.weight_dtype
+    params = jax.tree.map(
+        lambda x: np.asarray(x, dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+        else x, self.teacher().params)
+    return jax.device_put(params, shardings.params), shardings.params
+
+  def start_params(self, params, shardings):
+    if not self.config.distill.init_from_teacher_layers:
+      return params
+    host = layer_subset(jax.device_get(params), self.teacher().params)
+    return jax.device_put(host, shardings)
+
+  # --- the contract, the student's ---------------------------------------------
+
+  def check_model(self, model_cfg) -> None:
+    self.student.check_model(model_cfg)
+    t = self.teacher()
+    if t.objective.name != self.student.name:
+      raise LmError(f"the teacher {self.config.distill.teacher} is a "
+                    f"{t.objective.name!r} run but config.distill.objective "
+                    f"is {self.student.name!r}; leave distill.objective empty.")
+    if t.model_cfg.position == "learned" and (
+        t.model_cfg.max_len < self.config.seq_len):
+      raise LmError(f"config.seq_len={self.config.seq_len} exceeds the "
+                    f"teacher's {t.model_cfg.max_len} positions; lower it.")
+
+  def build_model(self, model_cfg):
+    return self.student.build_model(model_cfg)
+
+  def open_source(self, uri: str, *, train: bool):
+    return self.student.open_source(uri, train=train)
+
+  def open_data(self, source, tokenizer, cache_dir: str, max_chars):
+    want = self.teacher().record["teacher_tokenizer"]
+    if tokenizer.fingerprint() != want:
+      raise LmError(f"data.tokenizer.path={tokenizer.path} is not the tokenizer "
+                    f"of the teacher {self.config.distill.teacher}; a student "
+                    "reads the teacher's ids, so leave data.tokenizer.path "
+                    "empty.")
+    return self.student.open_data(source, tokenizer, cache_dir, max_chars)
+
+  def train_batches(self, data, process_index: int, process_count: int,
+                    data_state: dict | None = None):
+    return self.student.train_batches(data, process_index, process_count,
+                                      data_state)
+
+  def eval_batches(self, data, batch_size: int, max_batches: int | None):
+    return self.student.eval_batches(data, batch_size, max_batches)
+
+  def data_settings(self) -> dict:
+    """The student's, plus the teacher's workdir, step and fingerprint."""
+    t = self.teacher().record
+    return {**self.student.data_settings(),
+            "distill": {k: t[k] for k in ("teacher", "teacher_step",
+                                          "teacher_sha256")}}
+
+  def flops_per_token(self, model_cfg, n_params: int) -> float:
+    """The student's training FLOPs plus the teacher's forward pass (a third
+    of its training FLOPs)."""
+    t = self.teacher()
+    n_teacher = sum(int(np.size(x)) for x in jax.tree.leaves(t.params))
+    return (self.student.flops_per_token(model_cfg, n_params)
+            + t.objective.flops_per_token(t.model_cfg, n_teacher) / 3.0)
+
+  def data_record(self, data):
+    return self.student.data_record(data)
+
+  def evaluate(self, data, eval_fn, params, mesh, *, batch_size: int,
+               max_batches: int | None):
+    return self.student.evaluate(data, eval_fn, params, mesh,
+                                 batch_size=batch_size, max_batches=max_batches)
+
+  def set_source(self, source) -> None:
+    self.student.set_source(source)
+
+  def set_sts(self, uri: str) -> None:
+    self.student.set_sts(uri)
+
+  def transduce(self, trained, texts, **kw):
+    return self.student.transduce(trained, texts, **kw)
+
+  def embed(self, trained, texts, *, batch_size: int = 64):
+    return self.student.embed(trained, texts, batch_size=batch_size)
+
+  def has_pretrained_pooler(self) -> bool:
+    return self.student.has_pretrained_pooler()
+
+  def after_training(self, run, params) -> str:
+    return self.student.after_training(run, params)

@@ -1,0 +1,275 @@
+"""Knowledge distillation (`objective="distill"`): the KL term, the frozen
+teacher, the teacher record on resume, layer-subset initialisation, and end
+to end runs from a tiny causal teacher and a tiny BERT classifier."""
+
+import json
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import distill_causal, distill_sst2, finetune_sst2, quickstart
+from lm import experiments
+from lm.errors import LmError
+from lm.models import build_model
+from lm.models.config import make_model_config
+from lm.objectives import distill
+from lm.objectives.causal import causal_lm_loss
+from lm.training.workdir import read_resolved
+from tests.cli import cli
+from tests.tasks import data
+from tests.training.corpus import set_keys
+
+
+def _digest(workdir: str, step: int) -> dict:
+  path = os.path.join(workdir, "checkpoints", str(step), "digest", "metadata")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)["state"]
+
+
+def _rows(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def _np_kl(s, t, w, temperature):
+  """sum w * KL(softmax(t/T) || softmax(s/T)) in float64."""
+  def log_softmax(x):
+    x = x / temperature
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+  lt, ls = log_softmax(t.astype(np.float64)), log_softmax(s.astype(np.float64))
+  return float((w * (np.exp(lt) * (lt - ls)).sum(-1)).sum())
+
+
+def test_kl_term_matches_numpy_with_temperature_and_padding():
+  rng = np.random.default_rng(0)
+  s = rng.normal(size=(3, 5, 7)).astype(np.float32)
+  t = (3 * rng.normal(size=(3, 5, 7))).astype(np.float32)
+  w = (rng.random((3, 5)) > 0.3).astype(np.float32)
+  for temperature in (1.0, 2.0, 4.0):
+    got = float(distill.kl_sum(jnp.asarray(s), jnp.asarray(t), jnp.asarray(w),
+                               temperature))
+    np.testing.assert_allclose(got, _np_kl(s, t, w, temperature), rtol=1e-5)
+  # rows of weight 0 count nothing, whatever their logits
+  s2 = np.where(w[..., None] > 0, s, 100.0 * rng.normal(size=s.shape))
+  np.testing.assert_allclose(
+      float(distill.kl_sum(jnp.asarray(s2), jnp.asarray(t), jnp.asarray(w), 2.0)),
+      _np_kl(s, t, w, 2.0), rtol=1e-5)
+  assert float(distill.kl_sum(jnp.asarray(t), jnp.asarray(t), jnp.asarray(w),
+                              2.0)) == pytest.approx(0.0, abs=1e-5)
+  # d/ds = w (p_s - p_t) / T on both sides of the softmax
+  grad = jax.grad(lambda x: distill.kl_sum(x, jnp.asarray(t), jnp.asarray(w),
+                                           2.0))(jnp.asarray(s))
+
+  def softmax(x):
+    e = np.exp(x / 2.0 - (x / 2.0).max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+  want = w[..., None] * (softmax(s.astype(np.float64))
+                         - softmax(t.astype(np.float64))) / 2.0
+  np.testing.assert_allclose(np.asarray(grad), want, atol=1e-6)
+
+
+def test_no_gradient_reaches_the_teacher():
+  cfg = make_model_config("tiny", vocab_size=50, max_len=16)
+  model = build_model(cfg)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 50, (2, 17)),
+                       jnp.int32)
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+           "positions": jnp.broadcast_to(jnp.arange(16), (2, 16)),
+           "segment_ids": jnp.ones((2, 16), jnp.int32),
+           "loss_mask": jnp.ones((2, 16), jnp.float32)}
+  student = model.init(jax.random.key(0), batch["inputs"])["params"]
+  teacher = model.init(jax.random.key(1), batch["inputs"])["params"]
+
+  def loss(s, t):
+    return distill.distill_loss(
+        s, batch, jax.random.key(2), model, student_loss=causal_lm_loss,
+        teacher_loss=causal_lm_loss, teacher_model=model, alpha=0.5,
+        temperature=2.0, deterministic=True, frozen=t)[0]
+  g_student, g_teacher = jax.grad(loss, argnums=(0, 1))(student, teacher)
+  assert all(float(jnp.abs(x).max()) == 0.0
+             for x in jax.tree.leaves(g_teacher))
+  assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_student)) > 0
+  # alpha 0 is the student's own loss; without the teacher, too
+  own = causal_lm_loss(student, batch, None, model, deterministic=True)[0]
+  zero = distill.distill_loss(
+      student, batch, None, model, student_loss=causal_lm_loss,
+      teacher_loss=causal_lm_loss, teacher_model=model, alpha=0.0,
+      temperature=2.0, deterministic=True, frozen=teacher)[0]
+  alone = distill.distill_loss(
+      student, batch, None, model, student_loss=causal_lm_loss,
+      teacher_loss=causal_lm_loss, teacher_model=model, alpha=0.5,
+      temperature=2.0, deterministic=True, frozen=None)[0]
+  np.testing.assert_allclose([float(zero), float(alone)], float(own), rtol=1e-6)
+
+
+def test_layer_subset_takes_every_kth_layer_in_either_layout():
+  teacher = {"embed": np.ones((4, 3)),
+             "decoder": {"layers": {"w": np.arange(4.0)[:, None] * np.ones(3)},
+                         "norm": np.full(3, 2.0)}}
+  scanned = {"embed": np.zeros((4, 3)),
+             "decoder": {"layers": {"w": np.zeros((2, 3))}, "norm": np.zeros(3)}}
+  out = distill.layer_subset(scanned, teacher)
+  assert out["decoder"]["layers"]["w"][:, 0].tolist() == [0.0, 2.0]
+  assert out["embed"].tolist() == teacher["embed"].tolist()
+  assert out["decoder"]["norm"].tolist() == [2.0] * 3
+  looped = {"embed": np.zeros((4, 3)),
+            "decoder": {"layers_0": {"w": np.zeros(3)},
+                        "layers_1": {"w": np.zeros(3)},
+                        "layers_2": {"w": np.zeros(3)},
+                        "norm": np.zeros(3)}}
+  out = distill.layer_subset(looped, teacher)     # 3 of 4: layers 0, 1, 2
+  assert [out["decoder"][f"layers_{i}"]["w"][0] for i in range(3)] == [0, 1, 2]
+  wide = {"embed": np.zeros((4, 5)), "decoder": scanned["decoder"]}
+  with pytest.raises(LmError, match="student's parameter /embed is \\(4, 5\\) "
+                     "but the teacher's is \\(4, 3\\)"):
+    distill.layer_subset(wide, teacher)
+  deep = {"decoder": {"layers": {"w": np.zeros((5, 3))}, "norm": np.zeros(3)}}
+  with pytest.raises(LmError, match="student has 5 layers at /decoder but "
+                     "the teacher 4"):
+    distill.layer_subset(deep, teacher)
+
+
+@pytest.fixture(scope="module")
+def causal_teacher(tmp_path_factory):
+  """A quickstart runlocal run (2 layers of the tiny size), 6 steps."""
+  workdir = str(tmp_path_factory.mktemp("teacher") / "run")
+  experiments.train(quickstart.get_config("runlocal"), workdir)
+  return workdir
+
+
+def test_causal_student_learns_from_the_teacher_and_resumes_bitwise(
+    causal_teacher, tmp_path):
+  straight = str(tmp_path / "straight")
+  c = distill_causal.get_config(f"{causal_teacher},runlocal")
+  assert c.distill.objective == "" and c.model.num_layers == 1
+  out = experiments.train(c, straight)
+  assert out["step"] == 6 and np.isfinite(out["eval_loss"])
+  record = read_resolved(straight)
+  teacher = record["batch"]["distill"]
+  assert teacher["teacher"] == causal_teacher and teacher["teacher_step"] == 6
+  assert len(teacher["teacher_sha256"]) == 64
+  assert record["config"]["distill"]["objective"] == "causal"
+  # the student keeps the teacher's tokenizer and is half as deep
+  assert record["tokenizer"]["sha256"] == read_resolved(
+      causal_teacher)["tokenizer"]["sha256"]
+  assert record["model"]["num_layers"] == 1
+  train = [r for r in _rows(straight) if "kl" in r]
+  assert train and all(r["kl"] >= 0 and np.isfinite(r["distill_loss"])
+                       for r in train)
+  # the checkpoint holds the student alone
+  trained = experiments.load_trained(straight)
+  shapes = jax.tree.map(lambda x: x.shape, trained.params)
+  assert shapes == jax.tree.map(
+      lambda x: x.shape, nn.unbox(build_model(trained.model_cfg).init(
+          jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]))
+  # stopped at 3 and resumed: bitwise the run that never stopped
+  resumed = str(tmp_path / "resumed")
+  experiments.train(set_keys(distill_causal.get_config(
+      f"{causal_teacher},runlocal"), {"steps": 3}), resumed)
+  experiments.train(distill_causal.get_config(f"{causal_teacher},runlocal"),
+                    resumed)
+  assert _digest(resumed, 6) == _digest(straight, 6)
+  # it samples as a causal run
+  result = cli("launch.sample", "--workdir", straight, "--prompt", "def ",
+               "--max_new_tokens", "4")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "def " in result.stdout
+
+
+def test_resume_with_a_changed_teacher_is_refused(causal_teacher, tmp_path):
+  teacher = str(tmp_path / "teacher")
+  shutil.copytree(causal_teacher, teacher)
+  student = str(tmp_path / "student")
+  experiments.train(set_keys(distill_causal.get_config(
+      f"{teacher},runlocal"), {"steps": 3}), student)
+  # the teacher trains on: its newest checkpoint is another model now
+  experiments.train(set_keys(quickstart.get_config("runlocal"),
+                             {"steps": 9, "eval_every": 9,
+                              "checkpoint_every": 9}), teacher)
+  before = sorted(os.listdir(os.path.join(student, "checkpoints")))
+  with pytest.raises(LmError, match="teacher_sha256"):
+    experiments.train(distill_causal.get_config(f"{teacher},runlocal"),
+                      student)
+  assert sorted(os.listdir(os.path.join(student, "checkpoints"))) == before
+
+
+def test_student_from_every_other_teacher_layer(causal_teacher, tmp_path):
+  c = set_keys(distill_causal.get_config(
+      f"{causal_teacher},runlocal,init=teacher"),
+      {"steps": 1, "eval_every": 1, "checkpoint_every": 1,
+       "distill.teacher_dtype": "bfloat16"})
+  obj = experiments.make_objective(c)
+  teacher = obj.teacher().params
+  run = experiments.prepare(c, str(tmp_path / "probe"))
+  from lm.training import optim  # pylint: disable=g-import-not-at-top
+  from lm.training.state import init_state  # pylint: disable=g-import-not-at-top
+  tx, _ = optim.make_optimizer(c.optimizer, c.steps)
+  state, _, shardings = init_state(run.model, tx, run.mesh, run.rules, c.seed,
+                                   c.seq_len)
+  start = jax.device_get(obj.start_params(state.params, shardings.params))
+  got = start["decoder"]["layers"]
+  want = jax.tree.map(lambda x: x[:1], teacher["decoder"]["layers"])
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(start["token_embed"]["embedding"],
+                                teacher["token_embed"]["embedding"])
+  # the run itself (with a bfloat16 teacher) trains from there
+  out = experiments.train(c, str(tmp_path / "run"))
+  assert out["step"] == 1 and np.isfinite(out["eval_loss"])
+
+
+def test_bad_distillation_configs_are_one_sentence(causal_teacher, tmp_path):
+  with pytest.raises(LmError, match="needs config.distill.teacher"):
+    experiments.make_objective(distill_causal.get_config("runlocal"))
+  with pytest.raises(LmError):
+    experiments.make_objective(
+        distill_causal.get_config(f"{tmp_path / 'nowhere'},runlocal"))
+  with pytest.raises(LmError, match="alpha=1.5 must be a number in"):
+    experiments.make_objective(
+        distill_causal.get_config(f"{causal_teacher},runlocal,alpha=1.5"))
+  # another tokenizer: refused before the workdir is written
+  other = str(tmp_path / "other")
+  experiments.train(set_keys(quickstart.get_config("runlocal"),
+                             {"steps": 1, "data.tokenizer.vocab_size": 400,
+                              "eval_every": 1, "checkpoint_every": 1}), other)
+  c = distill_causal.get_config(f"{causal_teacher},runlocal")
+  c.data.tokenizer.path = read_resolved(other)["tokenizer"]["path"]
+  c.data.tokenizer.path = experiments.load_trained(other).tokenizer.path
+  workdir = tmp_path / "student"
+  with pytest.raises(LmError, match="is not the tokenizer of the teacher"):
+    experiments.train(c, str(workdir))
+  assert not (workdir / "checkpoints").exists()
+  # a width the teacher does not have cannot start from its layers
+  c = set_keys(distill_causal.get_config(
+      f"{causal_teacher},runlocal,init=teacher"), {"model.d_model": 32})
+  with pytest.raises(LmError, match="init_from_teacher_layers needs the "
+                     "teacher's width"):
+    experiments.train(c, str(tmp_path / "narrow"))
+
+
+def test_classifier_distilled_into_a_smaller_bert(tmp_path):
+  train = data.write_pairs_tsv(tmp_path / "train.tsv", 160, seed=0)
+  dev = data.write_pairs_tsv(tmp_path / "dev.tsv", 32, seed=1)
+  keys = {"data.train": f"tsv:{train}", "data.eval": f"tsv:{dev}",
+          "task.text_field": "review", "data.tokenizer.vocab_size": 300}
+  teacher = str(tmp_path / "teacher")
+  experiments.train(set_keys(finetune_sst2.get_config("runlocal"), keys),
+                    teacher)
+  c = set_keys(distill_sst2.get_config(f"{teacher},runlocal"),
+               {k: v for k, v in keys.items() if k != "data.tokenizer.vocab_size"})
+  c.model.num_layers = 1
+  student = str(tmp_path / "student")
+  out = experiments.train(c, student)
+  assert out["step"] == 6 and 0.0 <= out["eval_accuracy"] <= 1.0
+  record = read_resolved(student)
+  assert record["batch"]["labels"] == read_resolved(teacher)["batch"]["labels"]
+  assert any("kl" in r for r in _rows(student))
+  result = cli("launch.predict", "--workdir", student, "--text", "good superb")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert any(label in result.stdout for label in ("yes", "no"))
