@@ -128,6 +128,19 @@ def sentence_encoder(c, *, mode: str, pooling: str, projection: bool,
   c.contrastive.temperature = 0.05
 
 
+def sst2_data(c, data: str) -> None:
+  """SST-2's sentences and labels: TFDS `glue/sst2` (train; validation as
+  the eval split), or `data` (a directory with `train.tsv` and `dev.tsv`,
+  header `sentence<TAB>label`) when given."""
+  c.data.train = "tfds:glue/sst2:train"
+  c.data.eval = "tfds:glue/sst2:validation"
+  if data:
+    c.data.train = f"tsv:{data}/train.tsv"
+    c.data.eval = f"tsv:{data}/dev.tsv"
+  c.task.text_field = "sentence"
+  c.task.label_field = "label"
+
+
 def adamw_linear(c, *, lr: float, warmup_steps: int) -> None:
   """AdamW (b2 0.999, weight decay 0.01) with linear warmup and a linear
   decay to zero."""

@@ -30,13 +30,7 @@ def get_config(arg=None):
   c.seq_len = 64
   c.batch_size = 32
   c.steps = args["steps"]
-  c.data.train = "tfds:glue/sst2:train"
-  c.data.eval = "tfds:glue/sst2:validation"
-  if args["data"]:
-    c.data.train = f"tsv:{args['data']}/train.tsv"
-    c.data.eval = f"tsv:{args['data']}/dev.tsv"
-  c.task.text_field = "sentence"
-  c.task.label_field = "label"
+  common.sst2_data(c, args["data"])
   c.model.size = args["size"]
   c.eval_every = c.checkpoint_every = max(c.steps // 6, 1)
   c.eval_steps = 0

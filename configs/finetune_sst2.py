@@ -30,13 +30,7 @@ def get_config(arg=None):
   c.seq_len = 128
   c.batch_size = 32
   c.steps = 6000              # ~3 epochs of 67k sentences
-  c.data.train = "tfds:glue/sst2:train"
-  c.data.eval = "tfds:glue/sst2:validation"
-  if args["data"]:
-    c.data.train = f"tsv:{args['data']}/train.tsv"
-    c.data.eval = f"tsv:{args['data']}/dev.tsv"
-  c.task.text_field = "sentence"
-  c.task.label_field = "label"
+  common.sst2_data(c, args["data"])
   common.fine_tune(c, args, lr=2e-5, warmup_steps=600, eval_every=500)
   if args["runlocal"]:
     c.seq_len = 32

@@ -65,7 +65,8 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop.tensors import Tensors, first_difference
+from lm.interop.tensors import (Tensors, block_params, check_config,
+                               first_difference)
 from lm.models.config import CUSTOM, ModelConfig, make_model_config
 
 KIND = "BART"
@@ -117,15 +118,7 @@ def model_config(hf: dict) -> ModelConfig:
   Raises LmError naming the field when the checkpoint uses something our
   encoder-decoder has no equivalent for.
   """
-  kind = hf.get("model_type", MODEL_TYPE)
-  if kind != MODEL_TYPE:
-    raise LmError(f"config.json has model_type {kind!r}, which the BART "
-                  f"mapping does not read; it imports {MODEL_TYPE!r} "
-                  "checkpoints.")
-  for key in _REQUIRED:
-    if key not in hf:
-      raise LmError(f"config.json has no {key!r}, which a {KIND} model "
-                    "needs; save the model again with transformers.")
+  check_config(hf, (MODEL_TYPE,), "BART", KIND, _REQUIRED)
   for key, ours in _LAYOUT.items():
     if hf.get(key, ours) != ours:
       raise LmError(f"config.json sets {key}={hf[key]!r}, a layout our "
@@ -293,18 +286,6 @@ def hf_config(cfg: ModelConfig) -> dict:
           "forced_eos_token_id": _SPECIAL["eos_token_id"]}
 
 
-def _layer(stack: dict, cfg: ModelConfig, i: int) -> dict:
-  """Block `i` of our `stack` subtree, scanned or not."""
-  if cfg.scan_layers:
-    return _index(stack["layers"], i)
-  return stack[f"layers_{i}"]
-
-
-def _index(tree: dict, i: int) -> dict:
-  return {k: _index(x, i) if isinstance(x, dict) else x[i]
-          for k, x in tree.items()}
-
-
 def export_state(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
   """The `BartForConditionalGeneration` state dict of our EncoderDecoderLM
   `params` (either layer layout, as `cfg.scan_layers` says).
@@ -334,7 +315,7 @@ def export_state(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
         stack["embed_norm"]["scale"])
     state[pre + "layernorm_embedding.bias"] = host(stack["embed_norm"]["bias"])
     for i in range(cfg.decoder_layers if cross else cfg.num_layers):
-      block, layer = _layer(stack, cfg, i), f"{pre}layers.{i}."
+      block, layer = block_params(stack, cfg.scan_layers, i), f"{pre}layers.{i}."
       for ours, module, norm in _parts(cross):
         p = block[ours]
         if ours == "mlp":

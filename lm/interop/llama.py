@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop.tensors import Tensors, first_difference, stack
+from lm.interop.tensors import Tensors, check_config, first_difference, stack
 from lm.models.config import ModelConfig, make_model_config
 
 KIND = "Llama"
@@ -87,15 +87,7 @@ def model_config(hf: dict) -> ModelConfig:
   Raises LmError naming the field when the checkpoint uses something our
   decoder has no equivalent for.
   """
-  kind = hf.get("model_type", "llama")
-  if kind not in MODEL_TYPES:
-    raise LmError(f"config.json has model_type {kind!r}, which the Llama "
-                  f"mapping does not read; it imports "
-                  f"{' and '.join(repr(m) for m in MODEL_TYPES)} checkpoints.")
-  for key in _REQUIRED:
-    if key not in hf:
-      raise LmError(f"config.json has no {key!r}, which a {KIND} model "
-                    "needs; save the model again with transformers.")
+  check_config(hf, MODEL_TYPES, "Llama", KIND, _REQUIRED)
   act = hf.get("hidden_act", "silu")
   if act != "silu":
     raise LmError(f"config.json has hidden_act {act!r} but our SwiGLU MLP "

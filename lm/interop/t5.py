@@ -61,7 +61,8 @@ from __future__ import annotations
 import numpy as np
 
 from lm.errors import LmError
-from lm.interop.tensors import Tensors, first_difference
+from lm.interop.tensors import (Tensors, block_params, check_config,
+                               first_difference)
 from lm.models.config import ModelConfig, make_model_config
 
 KIND = "T5"
@@ -133,15 +134,7 @@ def model_config(hf: dict) -> ModelConfig:
   Raises LmError naming the field when the checkpoint uses something our
   encoder-decoder has no equivalent for.
   """
-  kind = hf.get("model_type", MODEL_TYPE)
-  if kind != MODEL_TYPE:
-    raise LmError(f"config.json has model_type {kind!r}, which the T5 "
-                  f"mapping does not read; it imports {MODEL_TYPE!r} "
-                  "checkpoints.")
-  for key in _REQUIRED:
-    if key not in hf:
-      raise LmError(f"config.json has no {key!r}, which a {KIND} model "
-                    "needs; save the model again with transformers.")
+  check_config(hf, (MODEL_TYPE,), "T5", KIND, _REQUIRED)
   proj = hf.get("feed_forward_proj", "relu")
   if proj not in FEED_FORWARD:
     raise LmError(f"config.json has feed_forward_proj {proj!r}, which our "
@@ -285,18 +278,6 @@ def hf_config(cfg: ModelConfig) -> dict:
           "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
 
 
-def _layer(stack: dict, cfg: ModelConfig, i: int) -> dict:
-  """Block `i` of our `stack` subtree, scanned or not."""
-  if cfg.scan_layers:
-    return _index(stack["layers"], i)
-  return stack[f"layers_{i}"]
-
-
-def _index(tree: dict, i: int) -> dict:
-  return {k: _index(x, i) if isinstance(x, dict) else x[i]
-          for k, x in tree.items()}
-
-
 def export_state(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
   """The `T5ForConditionalGeneration` state dict of our EncoderDecoderLM
   `params` (either layer layout, as `cfg.scan_layers` says).
@@ -320,7 +301,7 @@ def export_state(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:
     state[f"{name}.final_layer_norm.weight"] = host(
         stack["final_norm"]["scale"])
     for i in range(cfg.decoder_layers if cross else cfg.num_layers):
-      block = _layer(stack, cfg, i)
+      block = block_params(stack, cfg.scan_layers, i)
       for m, (ours, theirs) in enumerate(_parts(cross)):
         module = f"{name}.block.{i}.layer.{m}.{theirs}."
         p = block[ours]

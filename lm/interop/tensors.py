@@ -148,6 +148,37 @@ def stack(fn, n: int) -> np.ndarray:
   return np.stack([fn(i) for i in range(n)])
 
 
+def block_params(stack: dict, scanned: bool, i: int) -> dict:
+  """Block `i` of one of our layer stacks: `stack["layers"]` sliced at `i`
+  (scanned blocks) or `stack["layers_<i>"]`."""
+  if not scanned:
+    return stack[f"layers_{i}"]
+
+  def index(tree):
+    return {k: index(x) if isinstance(x, dict) else x[i]
+            for k, x in tree.items()}
+  return index(stack["layers"])
+
+
+def check_config(hf: dict, model_types: Sequence[str], family: str,
+                 kind: str, required: Sequence[str]) -> None:
+  """LmError when a `config.json` (`hf`) is not of `model_types` (its
+  `family`'s mapping: "T5", "BART", ...) or lacks a `required` field.
+
+  Example: check_config({"model_type": "t5"}, ("t5",), "T5",
+  "T5ForConditionalGeneration", ("d_model",)) -> LmError naming d_model.
+  """
+  got = hf.get("model_type", model_types[0])
+  if got not in model_types:
+    raise LmError(f"config.json has model_type {got!r}, which the {family} "
+                  "mapping does not read; it imports "
+                  f"{' and '.join(repr(m) for m in model_types)} checkpoints.")
+  for key in required:
+    if key not in hf:
+      raise LmError(f"config.json has no {key!r}, which a {kind} model "
+                    "needs; save the model again with transformers.")
+
+
 def first_difference(cfg, need: dict, family: str) -> str | None:
   """"model.KEY=VALUE (FAMILY has WANT)" for the first field of `need` in
   which the model config `cfg` differs, or None.
