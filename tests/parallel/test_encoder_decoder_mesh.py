@@ -56,5 +56,7 @@ def test_an_8_device_mesh_matches_one_device():
   assert ref_losses[-1] < ref_losses[0]
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   for a, b in zip(params, ref_params):
+    # Adam's normalised update amplifies reduction-order rounding in
+    # near-zero gradients; 3e-5 is the tolerance of the decoder mesh tests.
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
-                               atol=1e-6)
+                               atol=3e-5)
