@@ -63,6 +63,9 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--shape", default="small", choices=["small", "d384"])
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--top", type=int, default=0,
+                 help="also list the N kernels with the most time, with the "
+                 "source op and the HLO instruction XLA ran")
   args = p.parse_args()
   try:
     from xprof.convert import raw_to_tool_data  # pylint: disable=g-import-not-at-top
@@ -80,7 +83,8 @@ def main():
   wall_ms = (time.perf_counter() - start) / 10 * 1e3
   train_fn, state, batch, mesh, rules = parts
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    names = op_names(train_fn.jitted.lower(state(), batch).compile().as_text())
+    hlo = train_fn.jitted.lower(state(), batch).compile().as_text()
+  names = op_names(hlo)
   with tempfile.TemporaryDirectory() as tmp:
     jax.profiler.start_trace(tmp)
     run(args.steps)
@@ -93,6 +97,7 @@ def main():
              if e.get("ph") == "M" and e.get("name") == "thread_name"}
   busy, count = collections.defaultdict(float), collections.Counter()
   per_thread = collections.defaultdict(float)
+  per_kernel = collections.defaultdict(float)
   for e in events:
     thread = threads.get((e.get("pid"), e.get("tid")), "")
     if e.get("ph") != "X" or not thread.startswith("tf_XLA"):
@@ -102,6 +107,7 @@ def main():
     row = group(names[e["name"]]) if e["name"] in names else (
         "copies and runtime ops without a source op")
     busy[row] += e["dur"] / 1e3 / args.steps
+    per_kernel[e["name"]] += e["dur"] / 1e3 / args.steps
     count[row] += 1
     per_thread[thread] += e["dur"] / 1e3 / args.steps
   total = sum(busy.values())
@@ -122,6 +128,14 @@ def main():
         f"{total:.2f} ms in all; {idle:.2f} thread-ms per step "
         f"({100 * idle / (len(workers) * wall_ms):.0f}%) passed between "
         "kernels")
+  if args.top:
+    lines = {m.group(1): line.strip() for line in hlo.splitlines()
+             for m in [re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)] if m}
+    print(f"\n| kernel | ms per step (all threads) | source op | HLO |")
+    print("|---|---|---|---|")
+    for name, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:args.top]:
+      print(f"| {name} | {ms:.2f} | {names.get(name, '')[-90:]} | "
+            f"{lines.get(name, '')[:160]} |")
 
 
 if __name__ == "__main__":
