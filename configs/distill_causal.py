@@ -11,8 +11,10 @@ the loss 0.5 * T^2 * KL(teacher || student) + 0.5 * next-token loss at
 temperature 2 (`lm.objectives.distill`), on the teacher's tokenizer.
 `init=teacher` starts it from every other teacher layer (DistilBERT's
 initialisation); `alpha=0` trains the same student without the teacher
-(the baseline of `benchmarks/distill.py`). `:runlocal` is the tiny variant
-the tests use (its teacher: a `configs/quickstart.py:runlocal` run).
+(the baseline of `benchmarks/distill_sst2.py`). `hidden=1,attention=1` add
+TinyBERT's block-output and attention-logit matching with those weights.
+`:runlocal` is the tiny variant the tests use (its teacher: a
+`configs/quickstart.py:runlocal` run).
 """
 
 from configs import common
@@ -22,12 +24,15 @@ from lm.errors import LmError
 
 def get_config(arg=None):
   args = common.parse_arg(arg, "teacher", teacher="", alpha=0.5,
-                          temperature=2.0, init="", layers=0, runlocal=False)
+                          temperature=2.0, init="", layers=0, hidden=0.0,
+                          attention=0.0, runlocal=False)
   c = quickstart.get_config("runlocal" if args["runlocal"] else None)
   c.objective = "distill"
   c.distill.teacher = args["teacher"]
   c.distill.alpha = args["alpha"]
   c.distill.temperature = args["temperature"]
+  c.distill.hidden_weight = args["hidden"]        # TinyBERT's terms
+  c.distill.attention_weight = args["attention"]
   if args["init"] not in ("", "teacher"):
     raise LmError(f"config argument init={args['init']!r} is not "
                          "known; use init=teacher or leave it out.")

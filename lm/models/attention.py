@@ -235,6 +235,29 @@ def _softmax_attention_bwd(scale, res, d_out):
 softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
+def attention_scores(q: jax.Array, k: jax.Array, mask: jax.Array | None,
+                     causal: bool, scale: float) -> jax.Array:
+  """The attention logits `[B, N, T, S]` (q k^T * scale, keys shared by
+  their head group) with every masked entry 0, as TinyBERT matches them;
+  computed apart from the kernels (an extra q k^T) for distillation.
+
+  >>> q = jnp.ones((1, 2, 1, 4)); attention_scores(q, q, None, True, 0.5)[0, 0]
+  Array([[2., 0.],
+         [2., 2.]], dtype=float32)
+  """
+  b, t, n, h = q.shape
+  kv_heads = k.shape[2]
+  k = jnp.repeat(k, n // kv_heads, axis=2)
+  logits = jnp.einsum("BTNH,BSNH->BNTS", q, k,
+                      preferred_element_type=jnp.float32) * scale
+  keep = jnp.ones((1, 1, t, k.shape[1]), bool)
+  if causal:
+    keep = keep & causal_mask(t)
+  if mask is not None:
+    keep = keep & jnp.asarray(mask, bool)
+  return jnp.where(keep, logits, 0.0)
+
+
 def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                      mask: jax.Array | None, scale: float) -> jax.Array:
   """Attention of new queries `[B, T, N, H]` over a KV cache whose keys and
@@ -340,6 +363,9 @@ class MultiHeadAttention(nn.Module):
     v = nn.with_logical_constraint(v, kv_axes)
     causal = self.causal
     dropout = cfg.attention_dropout > 0.0 and not deterministic
+    if not self.decode and self.is_mutable_collection("intermediates"):
+      self.sow("intermediates", "scores",
+               attention_scores(q, k, mask, causal, 1.0 / math.sqrt(h)))
     if self.decode:
       k, v = self._extend_cache(k, v)
       out = cached_attention(q, k, v, mask, 1.0 / math.sqrt(h))

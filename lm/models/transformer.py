@@ -93,6 +93,9 @@ class Block(nn.Module):
       x = attn_norm(x + drop(attend(x), deterministic=deterministic))
       x = mlp_norm(x + drop(mlp(x), deterministic=deterministic))
     x = nn.with_logical_constraint(x, EMBED_AXES)
+    # read only by an apply with mutable=["intermediates"] (distillation's
+    # hidden-state matching); a no-op otherwise
+    self.sow("intermediates", "hidden", x)
     return (x, None) if self.scanned else x
 
 
@@ -129,7 +132,7 @@ class TransformerStack(nn.Module):
     if cfg.scan_layers:
       stack = nn.scan(
           block_cls,
-          variable_axes={"params": 0, "cache": 0},
+          variable_axes={"params": 0, "cache": 0, "intermediates": 0},
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
           length=cfg.num_layers,

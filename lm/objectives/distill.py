@@ -28,6 +28,22 @@ scores the student alone (its own loss and metrics, comparable with a run
 trained without a teacher), and a finished run serves as the wrapped
 objective does (`launch.sample`, `predict`, `evaluate`, `export_hf`).
 
+Hidden states and attention maps (TinyBERT, Jiao et al. 2020):
+`distill.hidden_weight` adds that weight times the sum over mapped layers
+of the mean squared error between the student's block outputs, through a
+learned projection W [student width, teacher width] (an `extra_params`
+parameter, trained and checkpointed with the student's and dropped when
+the run serves; the identity when the widths are equal), and the teacher's;
+`distill.attention_weight` adds the same for the attention logits
+(q k^T / sqrt(H), masked entries 0; the two need the same head count).
+Student layer i matches teacher layer (i + 1) * L_teacher // L_student - 1
+(the last layer the last), or the teacher layers `distill.layer_map` lists
+("1,3,5", 0-based). The means run over every entry, padding included, as
+TinyBERT's. Both need Transformer stacks (GPT, Llama, BERT) on both sides;
+the matching reads what the blocks `sow` into the "intermediates"
+collection, at the cost of one extra q k^T per layer for the attention
+term. The embedding layer is not matched.
+
 `distill.init_from_teacher_layers` starts the student from the teacher
 (DistilBERT's initialisation): every parameter outside the layer stacks
 copied, and student layer i from teacher layer i * L_teacher // L_student
@@ -45,6 +61,7 @@ import hashlib
 import json
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -52,9 +69,10 @@ import numpy as np
 import optax
 
 from lm.errors import LmError
+from lm.parallel import axes
 from lm.training import digest as digest_lib
 from lm.training.objective import Objective
-from lm.training.state import state_shardings
+from lm.training.state import EXTRA_KEY, model_params, state_shardings
 
 _LAYER = re.compile(r"layers_(\d+)$")
 
@@ -68,7 +86,100 @@ def config_section() -> ml_collections.ConfigDict:
   s.temperature = 2.0            # softmax temperature of both sides
   s.teacher_dtype = "float32"    # float32 | bfloat16 (teacher compute)
   s.init_from_teacher_layers = False   # DistilBERT's initialisation
+  s.hidden_weight = 0.0          # TinyBERT: block outputs through a projection
+  s.attention_weight = 0.0       # TinyBERT: attention logits (same heads)
+  s.layer_map = ""               # teacher layer per student layer ("" uniform)
+  s.teacher_width = 0            # set from the teacher (the projection's)
   return s
+
+
+class _Capture:
+  """`model` whose `apply` also keeps what the blocks sow into the
+  "intermediates" collection (`found`), returning the usual output."""
+
+  def __init__(self, model):
+    self.__dict__["model"] = model
+    self.__dict__["found"] = None
+
+  def __getattr__(self, name):
+    return getattr(self.__dict__["model"], name)
+
+  def apply(self, variables, *args, **kwargs):
+    out, state = self.__dict__["model"].apply(
+        variables, *args, mutable=["intermediates"], **kwargs)
+    self.__dict__["found"] = state.get("intermediates", {})
+    return out
+
+
+def per_layer(tree, name: str) -> list:
+  """The values the blocks of the one layer stack in `tree` (an
+  "intermediates" collection) sowed as `name`, in layer order: a stacked
+  `layers` subtree gives its leading axis, `layers_0`, `layers_1`, ...
+  give one each. LmError when there is no stack or more than one.
+
+  >>> import numpy as np
+  >>> per_layer({"dec": {"layers": {"hidden": (np.zeros((3, 2)),)}}},
+  ...           "hidden")[2].shape
+  (2,)
+  """
+  found = {}
+
+  def walk(node, path):
+    for key, value in node.items():
+      if key == name and isinstance(value, tuple):
+        found[path] = value[0]
+      elif isinstance(value, dict):
+        walk(value, path + (key,))
+  walk(tree, ())
+  stacks = {}
+  for path, value in found.items():
+    at = next((i for i, k in enumerate(path)
+               if k == "layers" or _LAYER.match(k)), None)
+    if at is None:
+      continue
+    key = path[at]
+    layers = stacks.setdefault(path[:at], {})
+    if key == "layers":
+      for i in range(value.shape[0]):
+        layers[i] = value[i]
+    else:
+      layers[int(_LAYER.match(key).group(1))] = value
+  if len(stacks) != 1:
+    raise LmError(f"distillation matches the {name} of one layer stack but "
+                  f"the model has {len(stacks)}; set distill.hidden_weight "
+                  "and distill.attention_weight to 0 for this model.")
+  layers = next(iter(stacks.values()))
+  return [layers[i] for i in sorted(layers)]
+
+
+def layer_pairs(student_layers: int, teacher_layers: int,
+                layer_map: str = "") -> list[tuple[int, int]]:
+  """(student layer, teacher layer) pairs: TinyBERT's uniform map, student
+  layer i to teacher layer (i + 1) * L_t // L_s - 1, or `layer_map`'s list.
+
+  >>> layer_pairs(2, 6)
+  [(0, 2), (1, 5)]
+  >>> layer_pairs(2, 6, "1,4")
+  [(0, 1), (1, 4)]
+  """
+  if not layer_map:
+    return [(i, (i + 1) * teacher_layers // student_layers - 1)
+            for i in range(student_layers)]
+  try:
+    chosen = [int(x) for x in str(layer_map).split(",")]
+  except ValueError:
+    chosen = []
+  if len(chosen) != student_layers or not all(
+      0 <= j < teacher_layers for j in chosen):
+    raise LmError(f"config.distill.layer_map={layer_map!r} must list "
+                  f"{student_layers} teacher layers (one per student layer), "
+                  f"each 0 to {teacher_layers - 1}, comma separated.")
+  return list(enumerate(chosen))
+
+
+def mean_squared(a, b):
+  """Mean over every entry of (a - b)^2 in float32."""
+  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
 def kl_sum(student_logits, teacher_logits, weights, temperature: float):
@@ -90,13 +201,21 @@ def kl_sum(student_logits, teacher_logits, weights, temperature: float):
 
 def distill_loss(params, batch, rng, model, *, student_loss, teacher_loss,
                  teacher_model, alpha: float, temperature: float,
-                 deterministic: bool = False, frozen=None):
+                 deterministic: bool = False, frozen=None,
+                 hidden_weight: float = 0.0, attention_weight: float = 0.0,
+                 projection=None, layer_map: str = ""):
   """Objective contract: with the teacher's parameters (`frozen`), the
   distillation loss (module docstring) and sums `loss_sum` (that loss),
-  `student_loss_sum` (the student's own), `kl_sum` and the student's other
-  sums; without them (evaluation), the student's own loss and sums."""
+  `student_loss_sum` (the student's own), `kl_sum`, with the TinyBERT terms
+  `hidden_sum` and `attention_sum` (each mean squared error summed over the
+  mapped layers, times `tokens`), and the student's other sums; without
+  them (evaluation), the student's own loss and sums. `projection`:
+  `[D_student, D_teacher]`, for `hidden_weight`."""
   if frozen is None:
     return student_loss(params, batch, rng, model, deterministic=deterministic)
+  matching = hidden_weight > 0 or attention_weight > 0
+  if matching:
+    model, teacher_model = _Capture(model), _Capture(teacher_model)
   _, sums, outputs = student_loss(params, batch, rng, model,
                                   deterministic=deterministic,
                                   return_logits=True)
@@ -105,11 +224,29 @@ def distill_loss(params, batch, rng, model, *, student_loss, teacher_loss,
   kl = sum(kl_sum(s, t, w, temperature)
            for (s, w), (t, _) in zip(outputs, teacher_outputs))
   sums = dict(sums)
+  tokens = sums["tokens"]
   sums["student_loss_sum"] = sums["loss_sum"]
   sums["kl_sum"] = kl
   sums["loss_sum"] = (alpha * temperature ** 2 * kl
                       + (1.0 - alpha) * sums["student_loss_sum"])
-  return sums["loss_sum"] / jnp.maximum(sums["tokens"], 1e-9), sums
+  if matching:
+    found_s, found_t = model.found, teacher_model.found
+    for name, weight, key in (("hidden", hidden_weight, "hidden_sum"),
+                              ("scores", attention_weight, "attention_sum")):
+      if weight <= 0:
+        continue
+      s_layers, t_layers = per_layer(found_s, name), per_layer(found_t, name)
+      total = 0.0
+      for i, j in layer_pairs(len(s_layers), len(t_layers), layer_map):
+        s_value = s_layers[i]
+        if name == "hidden":
+          s_value = jnp.einsum("...d,de->...e", s_value.astype(jnp.float32),
+                               projection.astype(jnp.float32))
+        total = total + mean_squared(
+            s_value, jax.lax.stop_gradient(t_layers[j]))
+      sums[key] = total * tokens
+      sums["loss_sum"] = sums["loss_sum"] + weight * sums[key]
+  return sums["loss_sum"] / jnp.maximum(tokens, 1e-9), sums
 
 
 def _layer_count(node: dict) -> int:
@@ -221,6 +358,11 @@ class Distill(Objective):
     if not (isinstance(s.temperature, (int, float)) and s.temperature > 0):
       raise LmError(f"config.distill.temperature={s.temperature!r} must be a "
                     "positive number.")
+    for name in ("hidden_weight", "attention_weight"):
+      value = s.get(name, 0.0)
+      if not (isinstance(value, (int, float)) and value >= 0):
+        raise LmError(f"config.distill.{name}={value!r} must be a number >= 0 "
+                      "(0 = off).")
     if s.teacher_dtype not in ("float32", "bfloat16"):
       raise LmError(f"config.distill.teacher_dtype={s.teacher_dtype!r} is "
                     "not float32 or bfloat16.")
@@ -234,6 +376,9 @@ class Distill(Objective):
         config.data.tokenizer.path = tokenizer_path
       if stored is None and record.get("batch") is not None:
         stored = record["batch"]
+    if self._weights()[0] > 0 and not s.get("teacher_width"):
+      # recorded with the run, so that it serves without its teacher
+      s.teacher_width = int(read_teacher(s.teacher)[0]["model"]["d_model"])
     if s.objective == self.name:
       raise LmError(f"config.distill.teacher={s.teacher} is itself a "
                     "distillation run; name the run it was distilled from, or "
@@ -281,25 +426,55 @@ class Distill(Objective):
     return self._teacher
 
   def _teacher_model(self):
-    t = self.teacher()
-    cfg = t.model_cfg
-    if self.config.distill.teacher_dtype == "bfloat16":
-      cfg = dataclasses.replace(cfg, dtype="bfloat16", param_dtype="bfloat16")
-    return t.objective.build_model(cfg), cfg
+    """(teacher module, its config in `distill.teacher_dtype`), built once."""
+    if "_teacher_built" not in self.__dict__:
+      t = self.teacher()
+      cfg = t.model_cfg
+      if self.config.distill.teacher_dtype == "bfloat16":
+        cfg = dataclasses.replace(cfg, dtype="bfloat16",
+                                  param_dtype="bfloat16")
+      self.__dict__["_teacher_built"] = (t.objective.build_model(cfg), cfg)
+    return self.__dict__["_teacher_built"]
+
+  def _weights(self) -> tuple[float, float]:
+    s = self.config.distill
+    return (float(s.get("hidden_weight", 0.0)),
+            float(s.get("attention_weight", 0.0)))
 
   def _loss(self, params, batch, rng, model, *, deterministic=False,
             frozen=None):
+    extra = params.get(EXTRA_KEY) if isinstance(params, dict) else None
+    params = model_params(params)
     if frozen is None:
       return self.student.loss(params, batch, rng, model,
                                deterministic=deterministic)
     s = self.config.distill
+    hidden, attention = self._weights()
     teacher_model, _ = self._teacher_model()
     return distill_loss(params, batch, rng, model,
                         student_loss=self.student.loss,
                         teacher_loss=self.teacher().objective.loss,
                         teacher_model=teacher_model, alpha=float(s.alpha),
                         temperature=float(s.temperature),
-                        deterministic=deterministic, frozen=frozen)
+                        deterministic=deterministic, frozen=frozen,
+                        hidden_weight=hidden, attention_weight=attention,
+                        projection=None if extra is None
+                        else extra["hidden_projection"],
+                        layer_map=str(s.get("layer_map", "") or ""))
+
+  def extra_params(self, model_cfg, rng):
+    """TinyBERT's projection `[D_student, D_teacher]` when
+    `distill.hidden_weight` is on: the identity for equal widths, else
+    N(0, 1/D_student)."""
+    if self._weights()[0] <= 0:
+      return None
+    d_s, d_t = model_cfg.d_model, int(self.config.distill.teacher_width)
+    if d_s == d_t:
+      w = jnp.eye(d_s, dtype=jnp.float32)
+    else:
+      w = jax.random.normal(rng, (d_s, d_t), jnp.float32) / np.sqrt(d_s)
+    return {"hidden_projection": nn.LogicallyPartitioned(
+        w, names=(axes.EMBED, None))}
 
   def _summarize(self, sums) -> dict:
     """The student's metrics of its own loss (comparable with a run trained
@@ -307,12 +482,17 @@ class Distill(Objective):
     when the sums come from a train step with the teacher."""
     if "kl_sum" not in sums:
       return self.student.summarize(sums)
-    own = dict(sums)
+    own = {k: v for k, v in sums.items()
+           if k not in ("hidden_sum", "attention_sum")}
     own["loss_sum"] = sums["student_loss_sum"]
     out = dict(self.student.summarize(own))
     n = jnp.maximum(sums["tokens"], 1e-9)
     out["distill_loss"] = sums["loss_sum"] / n
     out["kl"] = sums["kl_sum"] / n
+    for key, name in (("hidden_sum", "hidden_mse"),
+                      ("attention_sum", "attention_mse")):
+      if key in sums:
+        out[name] = sums[key] / n
     return out
 
   def frozen_inputs(self, mesh, rules, seq_len: int):
@@ -329,14 +509,38 @@ class Distill(Objective):
   def start_params(self, params, shardings):
     if not self.config.distill.init_from_teacher_layers:
       return params
-    host = layer_subset(jax.device_get(params), self.teacher().params)
-    return jax.device_put(host, shardings)
+    host = jax.device_get(params)
+    filled = layer_subset(model_params(host), self.teacher().params)
+    if isinstance(host, dict) and EXTRA_KEY in host:
+      filled[EXTRA_KEY] = host[EXTRA_KEY]
+    return jax.device_put(filled, shardings)
 
   # --- the contract, the student's ---------------------------------------------
 
   def check_model(self, model_cfg) -> None:
     self.student.check_model(model_cfg)
     t = self.teacher()
+    hidden, attention = self._weights()
+    if hidden > 0 or attention > 0:
+      for who, cfg in (("student", model_cfg), ("teacher", t.model_cfg)):
+        if cfg.arch not in ("transformer", "bert"):
+          raise LmError(f"distill.hidden_weight and attention_weight match "
+                        f"Transformer blocks, but the {who} is "
+                        f"arch={cfg.arch!r}; set both to 0.")
+      layer_pairs(model_cfg.num_layers, t.model_cfg.num_layers,
+                  str(self.config.distill.get("layer_map", "") or ""))
+    width = int(self.config.distill.get("teacher_width", 0) or 0)
+    if hidden > 0 and width != t.model_cfg.d_model:
+      raise LmError(f"config.distill.teacher_width={width} but the teacher "
+                    f"{self.config.distill.teacher} is {t.model_cfg.d_model} "
+                    "wide; leave teacher_width at 0 (it is set from the "
+                    "teacher).")
+    if attention > 0 and model_cfg.num_heads != t.model_cfg.num_heads:
+      raise LmError(f"distill.attention_weight matches attention maps head by "
+                    f"head, but the student has {model_cfg.num_heads} heads "
+                    f"and the teacher {t.model_cfg.num_heads}; give the "
+                    "student model.num_heads="
+                    f"{t.model_cfg.num_heads} or set it to 0.")
     if t.objective.name != self.student.name:
       raise LmError(f"the teacher {self.config.distill.teacher} is a "
                     f"{t.objective.name!r} run but config.distill.objective "
@@ -408,4 +612,4 @@ class Distill(Objective):
     return self.student.has_pretrained_pooler()
 
   def after_training(self, run, params) -> str:
-    return self.student.after_training(run, params)
+    return self.student.after_training(run, model_params(params))

@@ -270,13 +270,19 @@ class _Counted:
     return self.fn(*args)
 
 
+def extra_params(run):
+  """`rng -> the objective's extra_params` for the train state."""
+  return lambda rng: run.objective.extra_params(run.model_cfg, rng)
+
+
 def evaluate_untrained(config, workdir: str, make_objective) -> dict:
   """The eval metrics of the model as `config.seed` initialises it: the
   baseline that training is measured against (nothing is trained)."""
   run = prepare(config, workdir, make_objective)
   tx, schedule = make_run_optimizer(run)
   state, _, shardings = init_state(run.model, tx, run.mesh, run.rules,
-                                   config.seed, config.seq_len)
+                                   config.seed, config.seq_len,
+                                   extra=extra_params(run))
   _, eval_fn = step_lib.jit_steps(run.model, run.objective.loss, tx, schedule,
                                   config.seed, run.mesh, run.rules, shardings,
                                   summarize=run.objective.summarize)
@@ -342,7 +348,8 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
   ckpt = Checkpointer(workdir, keep=c.keep_checkpoints,
                       async_save=c.async_checkpoints, best_metric=best_metric,
                       best_mode=best_mode)
-  abstract, shardings = state_shardings(run.model, tx, mesh, rules, c.seq_len)
+  abstract, shardings = state_shardings(run.model, tx, mesh, rules, c.seq_len,
+                                        extra_params(run))
   found = ckpt.restore_newest(
       abstract, shardings, say=warn,
       check_config=lambda stored: check_resume(stored, run.resolved, workdir))
@@ -359,7 +366,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
       ckpt.close()
       return _stopped_before_start(workdir, None, say_main)
     state, _, _ = init_state(run.model, tx, mesh, rules, c.seed, c.seq_len,
-                             shardings=shardings)
+                             shardings=shardings, extra=extra_params(run))
     start = 0
     if c.init_from:
       state = state.replace(params=warm_start.start_from(

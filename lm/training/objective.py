@@ -208,6 +208,16 @@ class Objective(abc.ABC):
     del mesh, rules, seq_len
     return None
 
+  def extra_params(self, model_cfg, rng):
+    """Trainable parameters the loss adds to the model's (a distillation
+    projection), as a tree of `nn.LogicallyPartitioned` initial values built from
+    `rng`, or None (the default). They live under `params["objective"]`:
+    trained, checkpointed and resumed with the model's, and dropped when a
+    finished run is loaded to serve (`Trained.params` is the model's
+    alone)."""
+    del model_cfg, rng
+    return None
+
   def start_params(self, params, shardings):
     """The parameters a fresh run starts from, given the seeded (or
     `init_from`) ones (`shardings`: their placement); the default keeps

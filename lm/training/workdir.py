@@ -20,7 +20,7 @@ from lm.parallel import sharding as sharding_lib
 from lm.parallel.mesh import make_mesh
 from lm.training import optim
 from lm.training.checkpoint import Checkpointer, DamagedCheckpoint
-from lm.training.state import state_shardings
+from lm.training.state import model_params, state_shardings
 
 
 @dataclasses.dataclass
@@ -151,7 +151,9 @@ def state_layout(config, objective, model, model_cfg: ModelConfig):
       config.optimizer, config.steps,
       backbone_path=tuple(objective.backbone_path),
       num_layers=model_cfg.num_layers)
-  abstract, shardings = state_shardings(model, tx, mesh, rules, config.seq_len)
+  abstract, shardings = state_shardings(
+      model, tx, mesh, rules, config.seq_len,
+      lambda rng: objective.extra_params(model_cfg, rng))
   return mesh, rules, tx, abstract, shardings
 
 
@@ -224,7 +226,9 @@ def load_trained(workdir: str, step: int | None = None, *, make_objective,
     raise LmError(f"no intact checkpoint in {ckpt_dir} (steps "
                   f"{', '.join(map(str, steps))} are all damaged); restore "
                   "the workdir from a copy.")
-  params = state.params
+  # serving reads the model's parameters alone
+  params = model_params(state.params)
+  shardings = shardings.replace(params=model_params(shardings.params))
   if mode != "none":
     params, param_shardings = quantize_lib.quantize_trained(
         model, params, shardings.params, config.seq_len, mode)

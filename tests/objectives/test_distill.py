@@ -245,6 +245,21 @@ def test_bad_distillation_configs_are_one_sentence(causal_teacher, tmp_path):
   with pytest.raises(LmError, match="is not the tokenizer of the teacher"):
     experiments.train(c, str(workdir))
   assert not (workdir / "checkpoints").exists()
+  # TinyBERT's terms: a negative weight, another head count for attention
+  # maps, a layer map of the wrong length; refused before anything is written
+  with pytest.raises(LmError, match="hidden_weight=-1.0 must be a number >= 0"):
+    experiments.make_objective(set_keys(distill_causal.get_config(
+        f"{causal_teacher},runlocal"), {"distill.hidden_weight": -1}))
+  for keys, message in (
+      ({"model.num_heads": 2}, "student has 2 heads and the teacher 4"),
+      ({"distill.layer_map": "0,1"}, "layer_map='0,1' must list 1 teacher "
+       "layers")):
+    c = set_keys(distill_causal.get_config(
+        f"{causal_teacher},runlocal,attention=1"), keys)
+    workdir = tmp_path / "tinybert"
+    with pytest.raises(LmError, match=message):
+      experiments.train(c, str(workdir))
+    assert not (workdir / "checkpoints").exists()
   # a width the teacher does not have cannot start from its layers
   c = set_keys(distill_causal.get_config(
       f"{causal_teacher},runlocal,init=teacher"), {"model.d_model": 32})
@@ -273,3 +288,104 @@ def test_classifier_distilled_into_a_smaller_bert(tmp_path):
   result = cli("launch.predict", "--workdir", student, "--text", "good superb")
   assert result.returncode == 0, result.stderr[-2000:]
   assert any(label in result.stdout for label in ("yes", "no"))
+
+
+def _captured(model, params, batch):
+  """Per-layer block outputs and attention logits of one forward pass."""
+  _, state = model.apply({"params": params}, batch["inputs"],
+                         positions=batch["positions"],
+                         segment_ids=batch["segment_ids"],
+                         mutable=["intermediates"])
+  found = state["intermediates"]
+  return (distill.per_layer(found, "hidden"),
+          distill.per_layer(found, "scores"))
+
+
+def test_tinybert_terms_match_numpy_and_train_the_projection():
+  teacher_cfg = make_model_config("tiny", vocab_size=50, max_len=16,
+                                  num_layers=2)
+  student_cfg = make_model_config("tiny", vocab_size=50, max_len=16,
+                                  num_layers=1, d_model=32)
+  teacher_model, student_model = build_model(teacher_cfg), build_model(student_cfg)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(0, 50, (2, 17)), jnp.int32)
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+           "positions": jnp.broadcast_to(jnp.arange(16), (2, 16)),
+           "segment_ids": jnp.asarray([[1] * 16, [1] * 10 + [0] * 6]),
+           "loss_mask": jnp.ones((2, 16), jnp.float32)}
+  student = student_model.init(jax.random.key(0), batch["inputs"])["params"]
+  teacher = teacher_model.init(jax.random.key(1), batch["inputs"])["params"]
+  w = jnp.asarray(rng.normal(size=(32, teacher_cfg.d_model)) / 6, jnp.float32)
+
+  def loss(s, t, proj, hidden=1.0, attention=0.5):
+    return distill.distill_loss(
+        s, batch, None, student_model, student_loss=causal_lm_loss,
+        teacher_loss=causal_lm_loss, teacher_model=teacher_model, alpha=0.5,
+        temperature=2.0, deterministic=True, frozen=t, hidden_weight=hidden,
+        attention_weight=attention, projection=proj)
+
+  value, sums = loss(student, teacher, w)
+  hs, scores_s = _captured(student_model, student, batch)
+  ht, scores_t = _captured(teacher_model, teacher, batch)
+  assert len(hs) == 1 and len(ht) == 2 and hs[0].shape == (2, 16, 32)
+  assert scores_s[0].shape == (2, teacher_cfg.num_heads, 16, 16)
+  # student layer 0 is matched with the teacher's last layer (uniform map)
+  want_hidden = np.mean((np.asarray(hs[0], np.float64) @ np.asarray(w)
+                         - np.asarray(ht[1])) ** 2)
+  want_attention = np.mean((np.asarray(scores_s[0], np.float64)
+                            - np.asarray(scores_t[1])) ** 2)
+  tokens_n = float(sums["tokens"])
+  np.testing.assert_allclose(float(sums["hidden_sum"]) / tokens_n,
+                             want_hidden, rtol=1e-5)
+  np.testing.assert_allclose(float(sums["attention_sum"]) / tokens_n,
+                             want_attention, rtol=1e-5)
+  plain = loss(student, teacher, w, 0.0, 0.0)[0]
+  np.testing.assert_allclose(float(value), float(plain) + want_hidden
+                             + 0.5 * want_attention, rtol=1e-5)
+  # masked logits are 0: causal entries above the diagonal and the padded
+  # row's keys past its segment
+  s = np.asarray(scores_t[0])
+  assert np.all(np.triu(s[0, 0], 1) == 0) and np.all(s[1, :, :, 10:] == 0)
+  assert np.all(s[0, 0][np.tril_indices(16)] != 0)
+  # the projection and the student learn; the teacher gets nothing
+  g_s, g_t, g_w = jax.grad(lambda a, b, c: loss(a, b, c)[0],
+                           argnums=(0, 1, 2))(student, teacher, w)
+  assert float(jnp.abs(g_w).max()) > 0
+  assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_t))
+  # a student equal to its teacher, through the identity, matches exactly
+  _, same = distill.distill_loss(
+      teacher, batch, None, teacher_model, student_loss=causal_lm_loss,
+      teacher_loss=causal_lm_loss, teacher_model=teacher_model, alpha=0.5,
+      temperature=2.0, deterministic=True, frozen=teacher, hidden_weight=1.0,
+      attention_weight=1.0, projection=jnp.eye(teacher_cfg.d_model))
+  assert float(same["hidden_sum"]) < 1e-9 and float(same["attention_sum"]) < 1e-9
+  # looped blocks sow what the scanned stack does
+  from lm.generation.decode import unrolled  # pylint: disable=g-import-not-at-top
+  looped, to_looped = unrolled(teacher_model)
+  lh, ls = _captured(looped, to_looped(teacher), batch)
+  for a, b in zip(lh + ls, ht + scores_t):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_tinybert_student_trains_resumes_and_serves_without_projection(
+    causal_teacher, tmp_path):
+  teacher = str(tmp_path / "teacher")
+  shutil.copytree(causal_teacher, teacher)
+  arg = f"{teacher},runlocal,hidden=1,attention=0.5"
+  straight = str(tmp_path / "straight")
+  c = set_keys(distill_causal.get_config(arg), {"model.d_model": 32})
+  out = experiments.train(c, straight)
+  assert np.isfinite(out["hidden_mse"]) and np.isfinite(out["attention_mse"])
+  assert read_resolved(straight)["config"]["distill"]["teacher_width"] == 64
+  # the projection is trained and checkpointed with the student ...
+  resumed = str(tmp_path / "resumed")
+  experiments.train(set_keys(distill_causal.get_config(arg),
+                             {"model.d_model": 32, "steps": 3}), resumed)
+  experiments.train(c, resumed)
+  assert _digest(resumed, 6) == _digest(straight, 6)
+  assert any("objective" in key for key in _digest(straight, 6))
+  # ... and a finished run serves the student alone, teacher gone
+  shutil.rmtree(teacher)
+  trained = experiments.load_trained(straight)
+  assert "objective" not in trained.params
+  assert trained.params["token_embed"]["embedding"].shape[1] == 32
