@@ -23,6 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import bench_train  # noqa: E402  (benchmarks/bench_train.py)
 from configs import bert_quickstart  # noqa: E402
 from launch.evaluate import evaluate_workdir  # noqa: E402
 from lm import experiments
@@ -44,7 +45,7 @@ def main():
   workdir = args.workdir or tempfile.mkdtemp(prefix="bert_quickstart_")
   try:
     start = time.perf_counter()
-    experiments.train(c, workdir)
+    bench_train.train(c, workdir)
     wall = time.perf_counter() - start
     result = evaluate_workdir(workdir, full=True)   # the whole held-out split
     run = experiments.prepare(c, workdir)

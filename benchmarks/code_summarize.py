@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import bench_train  # noqa: E402  (benchmarks/bench_train.py)
 from configs import finetune_summarize, t5_quickstart  # noqa: E402
 from lm import experiments  # noqa: E402
 from lm.data import pairs as pairs_lib  # noqa: E402
@@ -167,7 +168,7 @@ def main():
       if args.size:
         c.model.size = args.size
       start = time.perf_counter()
-      experiments.train(c, pretrained)
+      bench_train.train(c, pretrained)
       seconds["pretraining"] = time.perf_counter() - start
     source = experiments.load_trained(pretrained)
     model = {k: v for k, v in source.config.model.items() if v is not None}
@@ -185,7 +186,7 @@ def main():
       workdir = os.path.join(root, "scratch" if init is None else "finetuned")
       c = fine_tune_config(data_dir, init, args, model, tokenizer)
       start = time.perf_counter()
-      experiments.train(c, workdir)
+      bench_train.train(c, workdir)
       seconds[name] = time.perf_counter() - start
       rows[name], samples[name] = score_run(workdir, test, args.batch_size)
 

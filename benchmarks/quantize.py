@@ -47,6 +47,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import bench_train  # noqa: E402  (benchmarks/bench_train.py)
 from configs import quickstart  # noqa: E402
 from launch.evaluate import evaluate_workdir  # noqa: E402
 from lm import experiments  # noqa: E402
@@ -68,7 +69,7 @@ def _train(workdir: str, steps: int) -> None:
   c.sample.prompt = ""
   c.progress_bar = False
   with contextlib.redirect_stdout(io.StringIO()):
-    experiments.train(c, workdir)
+    bench_train.train(c, workdir)
 
 
 def _kernel_bytes(flt, q8) -> tuple[int, int, int]:

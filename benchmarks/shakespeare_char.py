@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import bench_train  # noqa: E402  (benchmarks/bench_train.py)
 from configs import lstm_shakespeare_char, shakespeare_char  # noqa: E402
 from lm import experiments
 from lm.models.transformer import count_params  # noqa: E402
@@ -61,7 +62,7 @@ def run_one(name: str, data: str, steps: int, workdir: str) -> dict:
              f"model.arch={run.model_cfg.arch!r}; it must build models with "
              "lm.models.build_model before --model lstm can run.")
   params = _param_count(run.model, c.seq_len)
-  summary = experiments.train(c, workdir)
+  summary = bench_train.train(c, workdir)
   wall = time.perf_counter() - start
   return dict(label=label, params=params, steps=steps,
               loss=summary["eval_loss"], wall=wall)

@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import bench_train  # noqa: E402  (benchmarks/bench_train.py)
 from configs import common  # noqa: E402
 from launch.evaluate import evaluate_workdir  # noqa: E402
 from lm import experiments
@@ -161,7 +162,7 @@ def finetune_config(args, data: str, init_from: str | None):
 
 def train_timed(config, workdir: str) -> float:
   start = time.perf_counter()
-  experiments.train(config, workdir)
+  bench_train.train(config, workdir)
   return time.perf_counter() - start
 
 

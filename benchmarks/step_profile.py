@@ -131,7 +131,7 @@ def main():
   if args.top:
     lines = {m.group(1): line.strip() for line in hlo.splitlines()
              for m in [re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)] if m}
-    print(f"\n| kernel | ms per step (all threads) | source op | HLO |")
+    print("\n| kernel | ms per step (all threads) | source op | HLO |")
     print("|---|---|---|---|")
     for name, ms in sorted(per_kernel.items(), key=lambda kv: -kv[1])[:args.top]:
       print(f"| {name} | {ms:.2f} | {names.get(name, '')[-90:]} | "
