@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
-import threading
 import time
 
 import jax
@@ -32,6 +30,7 @@ from lm.training import (experiment, metrics as metrics_lib, optim, step as
 from lm.training.checkpoint import Checkpointer, NonFiniteState
 from lm.training.lock import WorkdirLock
 from lm.training.objective import Objective
+from lm.training.preemption import PreemptionFlag
 from lm.training.resume import (WRITE_ERRNOS, check_resume, check_workdir,
                                 prior_record, workdir_write_error)
 from lm.training.state import init_state, state_shardings
@@ -568,37 +567,6 @@ def _stopped_before_start(workdir: str, latest: int | None, say) -> dict:
       f"command to {'resume' if latest is not None else 'start'} the run in "
       f"{workdir}.")
   return {"preempted": True, "step": latest or 0, "before_start": True}
-
-
-class PreemptionFlag:
-  """Asks the loop to save at the next step boundary and stop.
-
-  One process: a SIGTERM handler (the previous one is put back afterwards).
-  Several processes: they must all stop at the same step, so the decision is
-  Orbax's preemption sync point, which JAX's distributed runtime arms from a
-  SIGTERM on any host; no Python handler is installed to shadow it.
-  """
-
-  def __init__(self, signalled: bool = False):
-    self.signalled = signalled
-    self._previous = None
-    if (jax.process_count() == 1
-        and threading.current_thread() is threading.main_thread()):
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.signalled = True
-
-  def reached(self, ckpt, step: int) -> bool:
-    if jax.process_count() > 1:
-      return bool(ckpt.manager.reached_preemption(step))
-    return self.signalled
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
 
 
 def _measured_peak() -> float:
