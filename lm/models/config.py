@@ -37,6 +37,7 @@ REMATS = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "cudnn", "einsum")
 ARCHS = ("transformer", "lstm", "bert", "encoder_decoder")
+INITS = ("normal", "t5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,10 @@ class ModelConfig:
     init_std: standard deviation of the normal weight initialiser (for the
       LSTM: embedding and untied head only; its gate kernels use fan-in
       scaling).
+    init: "normal" (N(0, init_std), the projections into the residual
+      stream scaled by 1/sqrt(2L), as GPT-2) or "t5" (Mesh TensorFlow T5's
+      fan-in scaling; see `lm.models.layers.param_std`). The T5 sizes use
+      "t5".
     arch: "transformer" (`DecoderLM`), "lstm" (`LstmLM`), "bert"
       (`BertModel`) or "encoder_decoder" (`EncoderDecoderLM`, T5 or the
       original Transformer).
@@ -145,6 +150,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   attention_impl: str = "xla"
   init_std: float = 0.02
+  init: str = "normal"
   arch: str = "transformer"
   type_vocab_size: int = 2
   gelu_approximate: bool = True
@@ -234,7 +240,7 @@ class ModelConfig:
                           ("remat", REMATS), ("dtype", DTYPES),
                           ("param_dtype", DTYPES),
                           ("attention_impl", ATTENTION_IMPLS),
-                          ("arch", ARCHS)):
+                          ("arch", ARCHS), ("init", INITS)):
       value = getattr(self, name)
       if value not in allowed:
         raise LmError(
@@ -303,7 +309,8 @@ class ModelConfig:
 # Fields only `EncoderDecoderLM` reads (BART's options); other archs keep
 # their defaults.
 _ENCODER_DECODER_ONLY = ("position_offset", "embed_norm", "scale_embeddings",
-                         "scale_tied_head", "logits_bias", "decoder_start_id")
+                         "scale_tied_head", "logits_bias", "decoder_start_id",
+                         "init")
 
 
 def recorded_model(model: dict) -> dict:
@@ -341,7 +348,7 @@ _BERT = dict(arch="bert", max_len=512, position="learned", norm="layernorm",
 # T5 v1.1 shared settings (Raffel et al. 2020 and the v1.1 release):
 # bucketed relative-position bias, RMSNorm (eps 1e-6) without biases,
 # pre-LN, gated-GELU MLP, untied LM head, unscaled attention logits.
-_T5 = dict(arch="encoder_decoder", max_len=512, position="relative",
+_T5 = dict(arch="encoder_decoder", init="t5", max_len=512, position="relative",
            norm="rmsnorm", norm_eps=1e-6, norm_position="pre", mlp="geglu",
            gelu_approximate=True, use_bias=False, tie_embeddings=False,
            scale_attention=False, relative_buckets=32,

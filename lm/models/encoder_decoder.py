@@ -68,7 +68,7 @@ import jax.numpy as jnp
 
 from lm.models.attention import causal_mask, segment_mask
 from lm.models.config import ModelConfig
-from lm.models.layers import Einsum, Embed, Mlp, make_norm, out_proj_std
+from lm.models.layers import Einsum, Embed, Mlp, make_norm, param_std
 from lm.models.positional import add_positions
 from lm.models.transformer import reorder_layer_cache
 from lm.parallel import axes
@@ -156,10 +156,10 @@ class Attention(nn.Module):
     cfg = self.config
     d, n, h = cfg.d_model, cfg.num_heads, cfg.head_size
     kv_axes = (axes.EMBED, axes.HEADS, axes.HEAD_DIM)
-    k = self._proj("BSD,DNH->BSNH", (d, n, h), kv_axes, 2, cfg.init_std,
-                   "key")(source)
-    v = self._proj("BSD,DNH->BSNH", (d, n, h), kv_axes, 2, cfg.init_std,
-                   "value")(source)
+    k = self._proj("BSD,DNH->BSNH", (d, n, h), kv_axes, 2,
+                   param_std(cfg, "key"), "key")(source)
+    v = self._proj("BSD,DNH->BSNH", (d, n, h), kv_axes, 2,
+                   param_std(cfg, "value"), "value")(source)
     k = nn.with_logical_constraint(k, _HEAD_AXES)
     v = nn.with_logical_constraint(v, _HEAD_AXES)
     return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)   # [B, N, S, H]
@@ -170,8 +170,8 @@ class Attention(nn.Module):
     cfg = self.config
     d, n, h = cfg.d_model, cfg.num_heads, cfg.head_size
     q = self._proj("BTD,DNH->BTNH", (d, n, h),
-                   (axes.EMBED, axes.HEADS, axes.HEAD_DIM), 2, cfg.init_std,
-                   "query")(x)                                  # [B, T, N, H]
+                   (axes.EMBED, axes.HEADS, axes.HEAD_DIM), 2,
+                   param_std(cfg, "query"), "query")(x)         # [B, T, N, H]
     q = nn.with_logical_constraint(q, _HEAD_AXES)
     if self.cross:
       if self.decode:
@@ -198,7 +198,7 @@ class Attention(nn.Module):
     out = nn.with_logical_constraint(out, _HEAD_AXES)
     return self._proj("BTNH,NHD->BTD", (n, h, d),
                       (axes.HEADS, axes.HEAD_DIM, axes.EMBED), 1,
-                      out_proj_std(cfg), "out")(out)            # [B, T, D]
+                      param_std(cfg, "out"), "out")(out)        # [B, T, D]
 
   def _extend_cache(self, k, v):
     initialising = not self.has_variable("cache", "cached_key")
@@ -309,8 +309,9 @@ class EncoderDecoderStack(nn.Module):
     if cfg.position == "relative":
       table = self.param(
           "relative_bias",
-          nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std),
-                                       (axes.POSITION, axes.HEADS)),
+          nn.with_logical_partitioning(
+              nn.initializers.normal(param_std(cfg, "relative")),
+              (axes.POSITION, axes.HEADS)),
           (cfg.relative_buckets, cfg.num_heads), cfg.weight_dtype)
       buckets = relative_buckets(
           key_pos[None, :] - query_pos[:, None], bidirectional=not self.cross,
@@ -366,7 +367,8 @@ class EncoderDecoderLM(nn.Module):
     self.decoder = EncoderDecoderStack(cfg, cross=True, decode=self.decode)
     if not cfg.tie_embeddings:
       self.unembed = Einsum("BTD,DV->BTV", (cfg.d_model, cfg.vocab_size),
-                            (axes.EMBED, axes.VOCAB), init_std=cfg.init_std,
+                            (axes.EMBED, axes.VOCAB),
+                            init_std=param_std(cfg, "head"),
                             dtype=cfg.compute_dtype,
                             param_dtype=cfg.weight_dtype,
                             out_dtype=jnp.float32)

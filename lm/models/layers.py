@@ -34,6 +34,34 @@ from lm.parallel import axes
 Dtype = Any
 
 
+def param_std(config: ModelConfig, role: str) -> float:
+  """Init std of a weight by its role under `config.init`.
+
+  Roles: "embed" (token embedding), "query", "key", "value", "out" (the
+  attention output projection), "mlp_in", "mlp_out", "relative" (the
+  relative-position bias table), "head" (an untied output layer).
+  "normal": `init_std`, with "out" and "mlp_out" scaled by 1/sqrt(2L)
+  (`out_proj_std`). "t5": fan-in scaling as Mesh TensorFlow's T5, so that
+  every projection of a unit-variance input starts near unit variance
+  (RMSNorm carries no scale of its own): embedding 1, query (D * H)^-1/2
+  (T5's attention has no 1/sqrt(H): it is folded in here), "out"
+  (N * H)^-1/2, "mlp_out" F^-1/2, the rest D^-1/2 (including the untied
+  head, so that the first logits are near unit scale).
+
+  >>> from lm.models.config import make_model_config
+  >>> param_std(make_model_config("t5_tiny", vocab_size=64), "query")
+  0.03125
+  """
+  if config.init == "t5":
+    d = config.d_model
+    return {"embed": 1.0, "query": (d * config.head_size) ** -0.5,
+            "out": (config.num_heads * config.head_size) ** -0.5,
+            "mlp_out": config.mlp_size ** -0.5}.get(role, d ** -0.5)
+  if role in ("out", "mlp_out"):
+    return out_proj_std(config)
+  return config.init_std
+
+
 def out_proj_std(config: ModelConfig) -> float:
   """Init std of projections that write into the residual stream.
 
@@ -282,24 +310,23 @@ class Mlp(nn.Module):
     d, f = cfg.d_model, cfg.mlp_size
     up_axes = (axes.EMBED, axes.MLP)
     hidden_axes = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP)
+    std_in = param_std(cfg, "mlp_in")
     if cfg.mlp in ("swiglu", "geglu"):
-      gate = self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
-                        "wi_gate")(x)
-      up = self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
-                      "wi_up")(x)
+      gate = self._proj("BTD,DF->BTF", (d, f), up_axes, std_in, "wi_gate")(x)
+      up = self._proj("BTD,DF->BTF", (d, f), up_axes, std_in, "wi_up")(x)
       act = (nn.silu(gate) if cfg.mlp == "swiglu"
              else nn.gelu(gate, approximate=cfg.gelu_approximate))
       h = act * up  # [B, T, F]
     elif cfg.mlp == "relu":
-      h = nn.relu(self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
+      h = nn.relu(self._proj("BTD,DF->BTF", (d, f), up_axes, std_in,
                              "wi")(x))  # [B, T, F]
     else:
-      h = nn.gelu(self._proj("BTD,DF->BTF", (d, f), up_axes, cfg.init_std,
+      h = nn.gelu(self._proj("BTD,DF->BTF", (d, f), up_axes, std_in,
                              "wi")(x),
                   approximate=cfg.gelu_approximate)  # [B, T, F]
     h = nn.with_logical_constraint(h, hidden_axes)
     return self._proj("BTF,FD->BTD", (f, d), (axes.MLP, axes.EMBED),
-                      out_proj_std(cfg), "wo")(h)
+                      param_std(cfg, "mlp_out"), "wo")(h)
 
 
 class Embed(nn.Module):
@@ -332,8 +359,9 @@ class Embed(nn.Module):
     self.embedding_q = None
     self.embedding = self.param(
         "embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std),
-                                     (axes.VOCAB, axes.EMBED)),
+        nn.with_logical_partitioning(
+            nn.initializers.normal(param_std(cfg, "embed")),
+            (axes.VOCAB, axes.EMBED)),
         (cfg.vocab_size, cfg.d_model), cfg.weight_dtype)  # [V, D]
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
