@@ -136,9 +136,12 @@ def test_lm_logits_close_and_bytes_four_times_fewer(size, overrides):
   logits, _ = apply({"params": params}, tokens)
   qlogits, _ = apply({"params": qparams}, tokens)
   assert qlogits.dtype == jnp.float32
-  # Random-init weights: int8 rounding moves each logit by under 2% of
-  # the largest.
-  assert np.abs(qlogits - logits).max() < 0.02 * np.abs(logits).max()
+  # Random-init weights: int8 rounding moves each logit by under 3% of
+  # the largest. (The T5 case is the loosest: its fan-in initialisation
+  # keeps activations at unit scale through the 38 quantized matmuls of
+  # encoder, decoder and cross-attention, and reaches 2%; a wrong scale
+  # axis or a kernel left unscaled moves logits by their own size.)
+  assert np.abs(qlogits - logits).max() < 0.03 * np.abs(logits).max()
 
 
 def test_bert_classifier_logits_close():
