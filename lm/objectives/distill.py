@@ -276,6 +276,9 @@ class Distill(Objective):
       self.__dict__["_teacher_built"] = (t.objective.build_model(cfg), cfg)
     return self.__dict__["_teacher_built"]
 
+  def _layer_map(self) -> str:
+    return str(self.config.distill.get("layer_map", "") or "")
+
   def _weights(self) -> tuple[float, float]:
     s = self.config.distill
     return (float(s.get("hidden_weight", 0.0)),
@@ -300,7 +303,7 @@ class Distill(Objective):
                         hidden_weight=hidden, attention_weight=attention,
                         projection=None if extra is None
                         else extra["hidden_projection"],
-                        layer_map=str(s.get("layer_map", "") or ""))
+                        layer_map=self._layer_map())
 
   def extra_params(self, model_cfg, rng):
     """TinyBERT's projection `[D_student, D_teacher]` when
@@ -368,7 +371,7 @@ class Distill(Objective):
                         f"Transformer blocks, but the {who} is "
                         f"arch={cfg.arch!r}; set both to 0.")
       layer_pairs(model_cfg.num_layers, t.model_cfg.num_layers,
-                  str(self.config.distill.get("layer_map", "") or ""))
+                  self._layer_map())
     width = int(self.config.distill.get("teacher_width", 0) or 0)
     if hidden > 0 and width != t.model_cfg.d_model:
       raise LmError(f"config.distill.teacher_width={width} but the teacher "
