@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,3 +166,25 @@ def _abstract_lstm_count(cfg):
 def test_lstm_parameter_counts(size, non_embedding):
   cfg = make_model_config(size, vocab_size=1000)
   assert _abstract_lstm_count(cfg) == non_embedding + 1000 * cfg.d_model
+
+
+def test_t5_sizes_start_from_t5s_fan_in_initialisation():
+  cfg = make_model_config("t5_mini", vocab_size=512)
+  assert cfg.init == "t5"
+  params = nn.unbox(build_model(cfg).init(
+      jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))["params"]
+  d, h, n, f = cfg.d_model, cfg.head_size, cfg.num_heads, cfg.mlp_size
+  enc = params["encoder"]["layers"]
+  for got, want in (
+      (params["token_embed"]["embedding"], 1.0),
+      (enc["attention"]["query"]["kernel"], (d * h) ** -0.5),
+      (enc["attention"]["key"]["kernel"], d ** -0.5),
+      (enc["attention"]["out"]["kernel"], (n * h) ** -0.5),
+      (enc["mlp"]["wi_gate"]["kernel"], d ** -0.5),
+      (enc["mlp"]["wo"]["kernel"], f ** -0.5),
+      (params["unembed"]["kernel"], d ** -0.5)):
+    assert abs(float(jnp.std(got)) / want - 1) < 0.05, (got.shape, want)
+  # GPT-2's initialisation elsewhere; "t5" is refused outside encoder-decoders
+  assert make_model_config("tiny", vocab_size=64).init == "normal"
+  with pytest.raises(LmError, match="model.init='t5' is an encoder-decoder"):
+    make_model_config("tiny", vocab_size=64, init="t5")
