@@ -181,10 +181,22 @@ def jit_forward(fn, param_shardings, mesh, rules, n_batch_args: int = 1):
 
 
 def run_in_mesh(fn, mesh, rules):
-  """Calls `fn` with the mesh and logical rules active (for Flax constraints)."""
+  """Calls `fn` with the mesh and logical rules active (for Flax constraints).
+
+  On a CPU mesh of several (simulated) devices each call also waits for its
+  outputs. XLA:CPU runs every device's share of a program on one shared
+  worker pool; with several multi-device steps queued (the host runs ahead
+  of the devices), the workers can all be blocked in one step's all-reduce
+  while another device's share of that step waits for a free worker, and
+  XLA aborts the process when the rendezvous times out (40 s). One step in
+  flight at a time cannot starve the pool; accelerators are unaffected.
+  """
+  serial = mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
   @functools.wraps(fn)
   def wrapped(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return fn(*args)
+      out = fn(*args)
+    return jax.block_until_ready(out) if serial else out
   wrapped.jitted = fn
   return wrapped
