@@ -3,7 +3,8 @@ span-corruption quickstart against the same T5 from scratch and a TF-IDF
 nearest-neighbour baseline.
 
   python benchmarks/code_summarize.py [--pretrained runs/t5_quickstart]
-      [--steps 1000] [--size t5_tiny] [--keep DIR]
+      [--steps 1000] [--size t5_tiny] [--keep DIR] [--beam_size 4]
+      [--no_repeat_ngram 3]
 
 The task: each documented function of `pystdlib` (its source with the
 docstring removed, as `lm.data.pairs` extracts it for code search) -> the
@@ -26,7 +27,9 @@ Rows:
   from scratch      the same model, tokenizer, data and steps from random
                     weights
 
-Each fine-tuned model decodes greedily (at most `target_len` tokens); BLEU is
+Each fine-tuned model decodes greedily, or with `--beam_size` beams, never
+repeating an n-gram of its output with `--no_repeat_ngram n` (at most
+`target_len` tokens; the same decoding picks the checkpoint on dev); BLEU is
 sacrebleu's corpus BLEU and ROUGE the mean rouge-score F-measure (stemmed),
 both 0-100 (`lm.objectives.seq2seq.text_scores`). Everything runs through
 the training loop and `launch.predict`'s decoding path.
@@ -105,6 +108,11 @@ def fine_tune_config(data_dir: str, init_from: str | None, args, model: dict,
   c.seq2seq.input_field, c.seq2seq.target_field = "code", "summary"
   c.seq2seq.target_len = args.target_len
   c.seq2seq.generate_examples = args.dev_examples
+  c.seq2seq.beam_size = args.beam_size
+  c.seq2seq.no_repeat_ngram = args.no_repeat_ngram
+  if args.lr:
+    c.optimizer.lr = args.lr
+  c.model.dropout = args.dropout
   c.seq_len, c.batch_size, c.steps = args.seq_len, args.batch_size, args.steps
   c.eval_every = c.checkpoint_every = max(args.steps // 4, 1)
   c.optimizer.warmup_steps = max(args.steps // 20, 1)
@@ -141,6 +149,17 @@ def main():
   p.add_argument("--dev_examples", type=int, default=128,
                  help="dev pairs decoded at each evaluation (ROUGE-L picks "
                       "the checkpoint)")
+  p.add_argument("--lr", type=float, default=None,
+                 help="fine-tuning peak learning rate (default: the config's, "
+                      "1e-3)")
+  p.add_argument("--dropout", type=float, default=0.0,
+                 help="dropout while fine-tuning (T5 fine-tunes with 0.1)")
+  p.add_argument("--beam_size", type=int, default=1,
+                 help="beams of the fine-tuned models' decoding (1: greedy), "
+                      "in the dev evaluations and on the held-out pairs")
+  p.add_argument("--no_repeat_ngram", type=int, default=0,
+                 help="the decoding never repeats an n-gram of its output "
+                      "(0: off)")
   p.add_argument("--keep", default=None,
                  help="keep the runs in this directory (default: a temporary "
                       "one, removed at the end)")
@@ -196,7 +215,8 @@ def main():
           f"pystdlib:validation; fine-tuning {args.steps} steps of "
           f"{args.batch_size} x {args.seq_len} code tokens -> "
           f"{args.target_len} summary tokens; model {model.get('size')}"
-          f" with {layers[0]} + {layers[1]} layers")
+          f" with {layers[0]} + {layers[1]} layers; decoding: beam "
+          f"{args.beam_size}, no_repeat_ngram {args.no_repeat_ngram}")
     # a model that writes one generic sentence for everything can pass the
     # nearest neighbour on ROUGE-1/L; the distinct count shows it
     samples["TF-IDF nearest training docstring"] = nearest

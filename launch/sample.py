@@ -46,6 +46,10 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable; \\n escapes ok).")
 _BEAM = flags.DEFINE_integer("beam_size", 0, "Beam search with this many beams (0 = sample).")
 _ALPHA = flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
+_NO_REPEAT = flags.DEFINE_integer(
+    "no_repeat_ngram", None, "Never repeat an n-gram of the generated text "
+    "(e.g. 3; 0 = off; default: the run's seq2seq.no_repeat_ngram for an "
+    "encoder-decoder run, off otherwise).")
 _SHOW_IDS = flags.DEFINE_bool("show_ids", False, "Also print the generated token ids.")
 _BOS = flags.DEFINE_enum("bos", "auto", ["auto", "yes", "no"],
                          "Start prompts with the bos token: auto follows the "
@@ -76,6 +80,9 @@ def _check_args():
                   "drop --system).")
   if _BEAM.value < 0:
     raise LmError(f"--beam_size={_BEAM.value} is negative; use 0 to sample or >= 1 beams.")
+  if _NO_REPEAT.value is not None and _NO_REPEAT.value < 0:
+    raise LmError(f"--no_repeat_ngram={_NO_REPEAT.value} is negative; use 0 "
+                  "to allow repeats or an n-gram length such as 3.")
 
 
 def _prompts() -> list[str]:
@@ -127,7 +134,8 @@ def _transduce(objective, texts: list[str]) -> None:
   outputs = objective.transduce(
       trained, rows, max_new_tokens=_MAX_NEW.value,
       temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
-      beam_size=_BEAM.value, seed=_SEED.value)
+      beam_size=_BEAM.value, seed=_SEED.value,
+      no_repeat_ngram=_NO_REPEAT.value, length_penalty=_ALPHA.value)
   for i, (text, out) in enumerate(zip(rows, outputs)):
     print(f"=== sample {i} ===\ninput: {text}\noutput: {out}", flush=True)
 
@@ -165,7 +173,8 @@ def main(argv):
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
         max_new_tokens=_MAX_NEW.value, seed=_SEED.value,
         stops=[codecs.decode(s, "unicode_escape") for s in _STOP.value],
-        beam_size=_BEAM.value, length_penalty=_ALPHA.value, add_bos=add_bos)
+        beam_size=_BEAM.value, length_penalty=_ALPHA.value, add_bos=add_bos,
+        no_repeat_ngram=_NO_REPEAT.value or 0)
   per_prompt = len(outputs) // len(shown)
   for i, sample in enumerate(outputs):
     head = f"=== sample {i} ({sample.finish_reason}, {len(sample.ids)} tokens) ==="

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lm.generation.sampling import ban_repeated_ngrams
+
 
 def length_penalty(length, alpha: float):
   """GNMT: ((5 + length) / 6) ** alpha; alpha 0 ranks by total log-prob."""
@@ -19,13 +21,15 @@ def length_penalty(length, alpha: float):
 
 def beam_search(step_fn, cache, first_logits, *, beam_size: int,
                 max_new_tokens: int, eos_id: int, reorder_fn,
-                alpha: float = 0.6, pad_id: int = 0):
+                alpha: float = 0.6, pad_id: int = 0,
+                no_repeat_ngram: int = 0):
   """Returns (tokens [B, K, N], scores [B, K]), best beam first.
 
   `first_logits` [B*K, V] are the next-token logits after the prompt (each
   prompt repeated K times). A beam that emits `eos_id` is finished: it keeps
   its score and is extended only by `pad_id`. Scores are total log-probs
   divided by `length_penalty(length, alpha)`, length counting the EOS.
+  `no_repeat_ngram` n > 0: no beam repeats an n-gram of its own tokens.
   """
   bk, vocab = first_logits.shape
   k = beam_size
@@ -44,7 +48,9 @@ def beam_search(step_fn, cache, first_logits, *, beam_size: int,
 
   def body(carry):
     i, cache, logits, scores, finished, lengths, seqs = carry
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(b, k, vocab)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    logp = ban_repeated_ngrams(logp, seqs.reshape(bk, -1), i, no_repeat_ngram,
+                               neg).reshape(b, k, vocab)
     logp = jnp.where(finished[..., None], only_pad, logp)
     cand = (scores[..., None] + logp).reshape(b, k * vocab)
     scores, flat = jax.lax.top_k(cand, k)                            # [B, K]

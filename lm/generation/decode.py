@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.generation.beam import beam_search
-from lm.generation.sampling import sample_logits
+from lm.generation.sampling import ban_repeated_ngrams, sample_logits
 
 
 def unrolled(model):
@@ -131,7 +131,8 @@ class Decoder:
   """
 
   def __init__(self, model, *, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, chunk: int = 32, min_cache: int = 64):
+               top_p: float = 1.0, chunk: int = 32, min_cache: int = 64,
+               no_repeat_ngram: int = 0):
     model, per_layer = unrolled(model)
     self.model = model
     self.chunk = chunk
@@ -157,6 +158,8 @@ class Decoder:
 
       def body(carry):
         i, cache, logits, pos, done, out = carry
+        logits = ban_repeated_ngrams(logits, out, i, no_repeat_ngram,
+                                     jnp.finfo(logits.dtype).min)
         tok = sample(logits, jax.random.fold_in(rng, i)).astype(jnp.int32)
         tok = jnp.where(done, 0, tok)
         out = out.at[:, i].set(tok)
@@ -252,7 +255,7 @@ def cut_eos(row, eos_id) -> list[int]:
 
 def beam_generate(model, params, prompts: Sequence[Sequence[int]], *,
                   beam_size: int, max_new_tokens: int, max_len: int,
-                  eos_id: int, alpha: float = 0.6):
+                  eos_id: int, alpha: float = 0.6, no_repeat_ngram: int = 0):
   """Beam search for each prompt: (ids per prompt, best first; scores).
 
   Returns `(beams, scores)`: `beams[b][j]` is beam j of prompt b (EOS and
@@ -280,7 +283,8 @@ def beam_generate(model, params, prompts: Sequence[Sequence[int]], *,
 
     return beam_search(step_fn, cache, logits[:, -1], beam_size=k,
                        max_new_tokens=max_new_tokens, eos_id=eos_id,
-                       reorder_fn=model.reorder_cache, alpha=alpha)
+                       reorder_fn=model.reorder_cache, alpha=alpha,
+                       no_repeat_ngram=no_repeat_ngram)
 
   cache = init_cache(model, bk, p + max_new_tokens)
   seqs, scores = run(params, cache, jnp.asarray(tokens), jnp.asarray(positions),

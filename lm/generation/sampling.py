@@ -12,6 +12,48 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def repeated_ngram_mask(seqs, length, n: int):
+  """Which tokens each row may not emit next without repeating an n-gram.
+
+  `seqs` [R, N] holds each row's tokens, the first `length` of them
+  generated so far. Returns `(banned, tokens)`, both [R, N - n + 1]: row r
+  may not emit `tokens[r, j]` where `banned[r, j]`, because the n-gram
+  starting at j is complete (j + n - 1 < length) and its first n - 1 tokens
+  equal the row's last n - 1. Nothing is banned before n - 1 tokens exist.
+  """
+  r, total = seqs.shape
+  starts = total - n + 1
+  if starts <= 0:
+    empty = jnp.zeros((r, 0), bool)
+    return empty, empty.astype(seqs.dtype)
+  j = jnp.arange(starts)
+  match = (j <= length - n)[None].repeat(r, 0) & (length >= n - 1)
+  for k in range(n - 1):
+    last = jax.lax.dynamic_index_in_dim(
+        seqs, jnp.maximum(length - n + 1 + k, 0), axis=1, keepdims=True)
+    match &= seqs[:, k:k + starts] == last
+  return match, seqs[:, n - 1:]
+
+
+def ban_repeated_ngrams(scores, seqs, length, n: int, value):
+  """`scores` [R, V] with `value` wherever the next token would complete an
+  n-gram that the row's first `length` tokens of `seqs` [R, N] already hold
+  (`no_repeat_ngram_size` of Hugging Face's `generate`; the standard cure for
+  greedy and beam decoders that loop). n <= 0 leaves `scores` as they are.
+
+  >>> s = ban_repeated_ngrams(jnp.zeros((1, 5)), jnp.array([[3, 4, 3, 0]]),
+  ...                         3, 2, -1.0)
+  >>> s.tolist()   # "3 4" was seen, the row ends in 3: 4 is banned
+  [[0.0, 0.0, 0.0, 0.0, -1.0]]
+  """
+  if n <= 0:
+    return scores
+  banned, tokens = repeated_ngram_mask(seqs, length, n)
+  rows = jnp.arange(scores.shape[0])[:, None]
+  mask = jnp.zeros(scores.shape, bool).at[rows, tokens].max(banned)
+  return jnp.where(mask, jnp.asarray(value, scores.dtype), scores)
+
+
 def sample_logits(logits, rng, *, temperature: float = 0.0, top_k: int = 0,
                   top_p: float = 1.0):
   """Picks one token per row of `logits` [B, V].

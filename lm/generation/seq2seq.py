@@ -30,7 +30,7 @@ import numpy as np
 
 from lm.generation.beam import beam_search
 from lm.generation.decode import Generation, cut_eos
-from lm.generation.sampling import sample_logits
+from lm.generation.sampling import ban_repeated_ngrams, sample_logits
 
 
 def text_bos(tokenizer) -> int | None:
@@ -111,7 +111,7 @@ class Seq2SeqDecoder:
   batch, input width and `max_new_tokens`)."""
 
   def __init__(self, model, *, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0):
+               top_p: float = 1.0, no_repeat_ngram: int = 0):
     self.model = model
     self._shapes = {}   # (batch, input length, output length) -> shapes
     dm = decoding_model(model)
@@ -127,6 +127,8 @@ class Seq2SeqDecoder:
 
       def body(carry):
         i, cache, logits, done, out = carry
+        logits = ban_repeated_ngrams(logits, out, i, no_repeat_ngram,
+                                     jnp.finfo(logits.dtype).min)
         tok = sample_logits(logits, jax.random.fold_in(rng, i),
                             temperature=temperature, top_k=top_k,
                             top_p=top_p).astype(jnp.int32)
@@ -165,7 +167,7 @@ class Seq2SeqDecoder:
 
 def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
                   beam_size: int, max_new_tokens: int, start_id: int,
-                  eos_id: int, alpha: float = 0.6):
+                  eos_id: int, alpha: float = 0.6, no_repeat_ngram: int = 0):
   """Beam search per input: `(beams, scores)`, best first, as
   `lm.generation.decode.beam_generate`."""
   k = beam_size
@@ -181,7 +183,8 @@ def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
 
     return beam_search(step_fn, cache, logits, beam_size=k,
                        max_new_tokens=max_new_tokens, eos_id=eos_id,
-                       reorder_fn=dm.reorder_cache, alpha=alpha)
+                       reorder_fn=dm.reorder_cache, alpha=alpha,
+                       no_repeat_ngram=no_repeat_ngram)
 
   cache = init_cache(model, *tokens.shape, max_new_tokens + 1)
   seqs, scores = run(params, cache, jnp.asarray(tokens), jnp.asarray(seg))
@@ -196,14 +199,15 @@ def generate_texts(model, params, texts: Sequence[str], *, encode, decode,
                    eos_id: int, beam_size: int = 0, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                    batch_size: int = 16, decoder: Seq2SeqDecoder | None = None,
-                   bos_id: int | None = None) -> list[str]:
+                   bos_id: int | None = None, no_repeat_ngram: int = 0,
+                   length_penalty: float = 0.6) -> list[str]:
   """Output text per input text: `encode(text) -> ids` (after `bos_id` when
   given, cut to fit `max_input` with EOS, then EOS), beam search when
   `beam_size` > 1, else `decoder` (or a new `Seq2SeqDecoder` with the
-  sampler), `decode(ids)`."""
+  sampler and `no_repeat_ngram`), `decode(ids)`."""
   if beam_size <= 1 and decoder is None:
     decoder = Seq2SeqDecoder(model, temperature=temperature, top_k=top_k,
-                             top_p=top_p)
+                             top_p=top_p, no_repeat_ngram=no_repeat_ngram)
   out = []
   for s in range(0, len(texts), batch_size):
     head = [] if bos_id is None else [bos_id]
@@ -212,7 +216,9 @@ def generate_texts(model, params, texts: Sequence[str], *, encode, decode,
     if beam_size > 1:
       beams, _ = beam_generate(model, params, ids, beam_size=beam_size,
                                max_new_tokens=max_new_tokens,
-                               start_id=start_id, eos_id=eos_id)
+                               start_id=start_id, eos_id=eos_id,
+                               alpha=length_penalty,
+                               no_repeat_ngram=no_repeat_ngram)
       rows = [b[0] for b in beams]
     else:
       rows = decoder.generate(params, ids, max_new_tokens=max_new_tokens,

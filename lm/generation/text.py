@@ -44,7 +44,7 @@ def generate_text(model, params, tokenizer, mesh, prompts: list[str], *,
                   temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
                   max_new_tokens: int = 128, seed: int = 0, stops=(),
                   beam_size: int = 0, length_penalty: float = 0.6,
-                  add_bos: bool | None = None):
+                  add_bos: bool | None = None, no_repeat_ngram: int = 0):
   """A `Sample` per row: `num_samples` per prompt, in prompt order.
 
   A prompt starts with the bos token when `add_bos`, or by default when the
@@ -53,6 +53,8 @@ def generate_text(model, params, tokenizer, mesh, prompts: list[str], *,
   generate from; an empty prompt always starts with bos.
 
   With `beam_size` > 0 the completions are the best `num_samples` beams.
+  `no_repeat_ngram` n > 0: no completion repeats an n-gram of its own
+  generated tokens (the prompt's are not counted).
   A prompt that does not leave room for `max_new_tokens` in the model's
   context is refused with one sentence.
   """
@@ -78,14 +80,15 @@ def generate_text(model, params, tokenizer, mesh, prompts: list[str], *,
                       f"{beam_size}; ask for at most as many samples as beams.")
       beams, _ = beam_generate(model, params, encoded,
                                beam_size=beam_size, max_new_tokens=max_new_tokens,
-                               max_len=ctx, eos_id=eos, alpha=length_penalty)
+                               max_len=ctx, eos_id=eos, alpha=length_penalty,
+                               no_repeat_ngram=no_repeat_ngram)
       rows = [(p, b[j]) for p, b in zip(prompts, beams) for j in range(num_samples)]
       reasons = ["beam"] * len(rows)
     else:
       batch = [ids for ids in encoded for _ in range(num_samples)]
       labels = [p for p in prompts for _ in range(num_samples)]
       decoder = Decoder(model, temperature=temperature, top_k=top_k,
-                        top_p=top_p)
+                        top_p=top_p, no_repeat_ngram=no_repeat_ngram)
       check = (lambda ids: cut_at_stop(tok.decode(ids), stops)[1]) if stops else None
       gen = decoder.generate(params, batch, max_new_tokens=max_new_tokens,
                              max_len=ctx, seed=seed, eos_id=eos, stop_check=check)

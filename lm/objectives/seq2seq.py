@@ -55,6 +55,8 @@ def config_section() -> ml_collections.ConfigDict:
                                # rougeL | accuracy
   s.generate_examples = 64     # eval examples decoded for BLEU / ROUGE
   s.beam_size = 1              # 1: greedy
+  s.no_repeat_ngram = 0        # n > 0: outputs never repeat an n-gram
+                               # (greedy and beam; 3 is common for summaries)
   return s
 
 
@@ -162,6 +164,10 @@ class Seq2Seq(Objective):
       if not (isinstance(s[key], int) and s[key] > 0):
         raise LmError(f"config.seq2seq.{key}={s[key]!r} must be a positive "
                       "integer.")
+    n = s.get("no_repeat_ngram", 0)     # runs stored before it existed: 0
+    if not (isinstance(n, int) and n >= 0):
+      raise LmError(f"config.seq2seq.no_repeat_ngram={n!r} "
+                    "must be 0 (off) or an n-gram length such as 3.")
     if not (isinstance(s.generate_examples, int) and s.generate_examples >= 0):
       raise LmError("config.seq2seq.generate_examples="
                     f"{s.generate_examples!r} must be 0 (no BLEU/ROUGE) or a "
@@ -268,18 +274,25 @@ class Seq2Seq(Objective):
     if self._eval is None:
       model = self.build_model(
           resolve_model_config(c, tokenizer.vocab_size))
-      self._eval = model, seq2seq_gen.Seq2SeqDecoder(model)
+      self._eval = model, seq2seq_gen.Seq2SeqDecoder(
+          model, no_repeat_ngram=c.seq2seq.get("no_repeat_ngram", 0))
     model, decoder = self._eval
     return seq2seq_gen.generate_texts(
         model, params, texts, encode=tokenizer.encode, decode=tokenizer.decode,
         max_input=c.seq_len, max_new_tokens=c.seq2seq.target_len,
         start_id=model.config.decoder_start(tokenizer.pad_id),
         eos_id=tokenizer.eos_id, bos_id=seq2seq_gen.text_bos(tokenizer),
-        beam_size=c.seq2seq.beam_size, decoder=decoder)
+        beam_size=c.seq2seq.beam_size, decoder=decoder,
+        no_repeat_ngram=c.seq2seq.get("no_repeat_ngram", 0))
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
-                top_k=0, top_p=1.0, beam_size=0, seed=0, batch_size=16):
+                top_k=0, top_p=1.0, beam_size=0, seed=0, batch_size=16,
+                no_repeat_ngram=None, length_penalty=0.6):
+    """Output text per input text; `no_repeat_ngram` None: the run's
+    `seq2seq.no_repeat_ngram`."""
     tok = trained.tokenizer
+    if no_repeat_ngram is None:
+      no_repeat_ngram = self.config.seq2seq.get("no_repeat_ngram", 0)
     return seq2seq_gen.generate_texts(
         trained.model, trained.params, texts, encode=tok.encode,
         decode=tok.decode, max_input=self.config.seq_len,
@@ -287,7 +300,8 @@ class Seq2Seq(Objective):
         start_id=trained.model_cfg.decoder_start(tok.pad_id),
         eos_id=tok.eos_id, bos_id=seq2seq_gen.text_bos(tok),
         beam_size=beam_size, temperature=temperature,
-        top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size)
+        top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size,
+        no_repeat_ngram=no_repeat_ngram, length_penalty=length_penalty)
 
   # --- prediction inputs (launch.predict; lm.tasks.predict) ----------------
 
@@ -312,7 +326,8 @@ class Seq2Seq(Objective):
   def predict_texts(self, trained, texts: list[str], *,
                     batch_size: int) -> list[dict]:
     """{"output": text} per input text, decoded as the run's evaluation
-    decodes (greedy or `seq2seq.beam_size`, at most `target_len` tokens)."""
+    decodes (greedy or `seq2seq.beam_size`, `seq2seq.no_repeat_ngram`, at
+    most `target_len` tokens)."""
     s = self.config.seq2seq
     outputs = self.transduce(trained, texts, max_new_tokens=s.target_len,
                              beam_size=s.beam_size, batch_size=batch_size)

@@ -272,7 +272,8 @@ class SpanCorruption(Objective):
   transduces = True
 
   def transduce(self, trained, texts, *, max_new_tokens, temperature=0.0,
-                top_k=0, top_p=1.0, beam_size=0, seed=0, batch_size=16):
+                top_k=0, top_p=1.0, beam_size=0, seed=0, batch_size=16,
+                no_repeat_ngram=None, length_penalty=0.6):
     """Fills in the spans marked `<extra_id_N>` in each text: the output
     lists each sentinel and what the model writes for it, e.g.
     "def f(<extra_id_0>):" -> "<extra_id_0>x".)"""
@@ -307,7 +308,8 @@ class SpanCorruption(Objective):
         start_id=trained.model_cfg.decoder_start(tok.pad_id),
         eos_id=tok.eos_id, beam_size=beam_size,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        batch_size=batch_size)
+        batch_size=batch_size, no_repeat_ngram=no_repeat_ngram or 0,
+        length_penalty=length_penalty)
 
   def _rows(self, tokenizer) -> SpanCorruptionRows:
     s = self.config.span_corruption

@@ -177,11 +177,14 @@ class Objective(abc.ABC):
 
   def transduce(self, trained, texts, *, max_new_tokens: int,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                beam_size: int = 0, seed: int = 0,
-                batch_size: int = 16) -> list[str]:
+                beam_size: int = 0, seed: int = 0, batch_size: int = 16,
+                no_repeat_ngram: int | None = None,
+                length_penalty: float = 0.6) -> list[str]:
     """The output text for each input text of a trained run
     (`lm.training.workdir.Trained`), `batch_size` inputs per decode; only
-    objectives with `transduces`."""
+    objectives with `transduces`. `no_repeat_ngram` n > 0 bans repeated
+    n-grams (None: the objective's default); `length_penalty` is beam
+    search's alpha."""
     raise NotImplementedError(f"objective {self.name!r} maps no text to text")
 
   def embed(self, trained, texts, *, batch_size: int = 64):

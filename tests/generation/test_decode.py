@@ -196,3 +196,56 @@ def test_decoder_with_fake_model_counts_up():
   beams, scores = decode.beam_generate(fake, {}, [[7]], beam_size=3, max_new_tokens=4,
                                        max_len=16, eos_id=49)
   assert beams[0][0] == [8, 9, 10, 11] and scores[0][0] >= scores[0][1]
+
+
+class CyclingFake(CountingFake):
+  """Always predicts `10 + (last + 1) % 3`: greedy loops 11 10 12 11 ..."""
+
+  @nn.compact
+  def __call__(self, tokens, *, positions=None, segment_ids=None,
+               deterministic=True, decode=False, valid=None):
+    if decode:
+      self.variable("cache", "seen", jnp.zeros, (tokens.shape[0],), jnp.int32)
+    logits = jax.nn.one_hot(10 + (tokens + 1) % 3, self.vocab) * 30.0
+    return logits, {}
+
+
+def _greedy_without_repeats(prompt_last, steps, n, vocab=50):
+  """Numpy reference: CyclingFake's greedy choice among the tokens that do
+  not repeat an n-gram of the generated ones (ties -> lowest id)."""
+  out, last = [], prompt_last
+  for _ in range(steps):
+    scores = np.zeros(vocab)
+    scores[10 + (last + 1) % 3] = 30.0
+    if len(out) >= n - 1:
+      tail = out[len(out) - n + 1:] if n > 1 else []
+      for j in range(len(out) - n + 1):
+        if out[j:j + n - 1] == tail:
+          scores[out[j + n - 1]] = -np.inf
+    last = int(np.argmax(scores))
+    out.append(last)
+  return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_no_repeat_ngram_blocks_the_loop_as_the_reference(n):
+  fake = CyclingFake()
+  looped = decode.Decoder(fake, chunk=4).generate(
+      {}, [[12]], max_new_tokens=9, max_len=16).tokens[0]
+  assert looped == [11, 10, 12] * 3
+  gen = decode.Decoder(fake, chunk=4, no_repeat_ngram=n).generate(
+      {}, [[12], [12]], max_new_tokens=9, max_len=16).tokens
+  want = _greedy_without_repeats(12, 9, n)
+  assert gen == [want, want]
+  grams = [tuple(want[i:i + n]) for i in range(len(want) - n + 1)]
+  assert len(set(grams)) == len(grams)
+  beams, _ = decode.beam_generate(fake, {}, [[12]], beam_size=1,
+                                  max_new_tokens=9, max_len=16, eos_id=49,
+                                  alpha=0.0, no_repeat_ngram=n)
+  assert beams[0][0] == want
+  wide, _ = decode.beam_generate(fake, {}, [[12]], beam_size=3,
+                                 max_new_tokens=9, max_len=16, eos_id=49,
+                                 no_repeat_ngram=n)
+  for beam in wide[0]:
+    grams = [tuple(beam[i:i + n]) for i in range(len(beam) - n + 1)]
+    assert len(set(grams)) == len(grams), beam

@@ -3,7 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.generation.sampling import generate_uncached, sample_logits
+from lm.generation.sampling import (ban_repeated_ngrams, generate_uncached,
+                                    sample_logits)
 
 
 class PlusOne(nn.Module):
@@ -57,3 +58,30 @@ def test_generate_with_fake_model_counts_up_and_stops_at_eos():
   # longer than the window: the context slides
   out = generate_uncached(model, {}, [0], max_new_tokens=12, window=4)
   assert out == [(i + 1) % 16 for i in range(12)]
+
+
+def _banned_reference(row, length, n):
+  """Tokens whose emission would repeat an n-gram of row[:length]."""
+  seq = list(row[:length])
+  if n <= 0 or length < n - 1:
+    return set()
+  tail = seq[length - n + 1:] if n > 1 else []
+  return {seq[j + n - 1] for j in range(length - n + 1)
+          if seq[j:j + n - 1] == tail}
+
+
+def test_ban_repeated_ngrams_matches_a_brute_force_reference():
+  rng = np.random.default_rng(0)
+  seqs = rng.integers(0, 4, size=(16, 12)).astype(np.int32)  # many repeats
+  for n in (1, 2, 3, 4):
+    for length in (0, 1, 2, 5, 9, 12):
+      got = np.asarray(ban_repeated_ngrams(
+          jnp.zeros((16, 6)), jnp.asarray(seqs), jnp.asarray(length), n, -1.0))
+      for r in range(16):
+        assert set(np.flatnonzero(got[r] < 0)) == _banned_reference(
+            seqs[r], length, n), (n, length, r)
+  # n = 0 is off; a longer n-gram than the buffer bans nothing
+  s = jnp.ones((2, 6))
+  assert ban_repeated_ngrams(s, jnp.asarray(seqs[:2]), 12, 0, -1.0) is s
+  assert not np.any(np.asarray(ban_repeated_ngrams(
+      s, jnp.asarray(seqs[:2]), 12, 13, -1.0)) < 0)

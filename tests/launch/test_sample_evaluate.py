@@ -144,6 +144,7 @@ def test_sample_cli_prints_samples(workdir):
 
 @pytest.mark.parametrize("args,needle", [
     (["--top_p=1.5"], "--top_p"),
+    (["--no_repeat_ngram=-2"], "--no_repeat_ngram=-2 is negative"),
     (["--step=3"], "step 3 does not exist"),
     (["--max_new_tokens=1000"], "context"),
     (["--prompt_file=/no/such/file.txt"], "/no/such/file.txt"),

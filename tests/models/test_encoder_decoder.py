@@ -165,3 +165,28 @@ def test_t5_options_outside_encoder_decoder_are_refused():
     make_model_config("tiny", vocab_size=10, position="relative")
   with pytest.raises(LmError, match="rope"):
     make_model_config("t5_tiny", vocab_size=10, position="rope")
+
+
+def test_no_repeat_ngram_greedy_and_beam_follow_the_reference():
+  model, params = tiny(T5)
+  inputs, n, steps = [[5, 6, 7, 8, 9], [10, 11]], 2, 8
+  gen = seq2seq.Seq2SeqDecoder(model, no_repeat_ngram=n).generate(
+      params, inputs, max_new_tokens=steps, start_id=0)
+  for x, got in zip(inputs, gen.tokens):   # full forwards, banned in numpy
+    y = [0]
+    for _ in range(steps):
+      logits = np.array(model.apply({"params": params}, jnp.asarray([x]),
+                                    jnp.asarray([y]))[0][0, -1])
+      out = y[1:]
+      for j in range(len(out) - n + 1):
+        if out[j:j + n - 1] == out[len(out) - n + 1:]:
+          logits[out[j + n - 1]] = -np.inf
+      y.append(int(np.argmax(logits)))
+    assert got == y[1:]
+    grams = [tuple(got[i:i + n]) for i in range(len(got) - n + 1)]
+    assert len(set(grams)) == len(grams)
+  beams, _ = seq2seq.beam_generate(model, params, inputs, beam_size=1,
+                                   max_new_tokens=steps, start_id=0, eos_id=60,
+                                   alpha=0.0, no_repeat_ngram=n)
+  assert [b[0] for b in beams] == [
+      g[:g.index(60)] if 60 in g else g for g in gen.tokens]

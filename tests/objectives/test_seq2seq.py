@@ -48,6 +48,10 @@ def test_bad_settings_and_sources_are_one_sentence():
   with pytest.raises(LmError, match="metric='meteor' is not one of"):
     make_objective(c)
   c.seq2seq.metric = "bleu"
+  c.seq2seq.no_repeat_ngram = -1
+  with pytest.raises(LmError, match="no_repeat_ngram=-1 must be 0"):
+    make_objective(c)
+  c.seq2seq.no_repeat_ngram = 3
   objective = make_objective(c)
   causal = base_config()
   with pytest.raises(LmError, match="is a 'causal' run, whose model is not"):
@@ -88,11 +92,15 @@ def test_translation_run_warm_started_from_span_corruption(tmp_path):
     assert all(np.isfinite(r[key]) for r in evals)
   assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
 
-  # launch.sample serves both runs: text in, text out
-  for workdir, prompt in ((tuned, "the cat sat"), (pre, "def f(<extra_id_0>):")):
+  # launch.sample serves both runs: text in, text out (and beam search
+  # without repeated bigrams)
+  for workdir, prompt, more in (
+      (tuned, "the cat sat", []), (pre, "def f(<extra_id_0>):", []),
+      (tuned, "the dog ran", ["--beam_size=2", "--no_repeat_ngram=2"])):
     r = subprocess.run([sys.executable, "-m", "launch.sample",
                         f"--workdir={workdir}", f"--prompt={prompt}",
-                        "--temperature=0", "--max_new_tokens=5"], cwd=ROOT,
+                        "--temperature=0", "--max_new_tokens=5", *more],
+                       cwd=ROOT,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
