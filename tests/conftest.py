@@ -48,6 +48,8 @@ _LONG_FILES = (
     "tests/training/test_stream_runs.py",
     "tests/tasks/test_finetune_e2e.py",
     "tests/objectives/test_contrastive.py",
+    "tests/objectives/test_distill.py",
+    "tests/models/test_encoder_decoder.py",
     "tests/interop/test_hf_workdir.py",
     "tests/reliability/test_checkpoints.py",
     "tests/objectives/test_contrastive_loss.py",

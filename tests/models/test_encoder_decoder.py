@@ -20,6 +20,20 @@ VASWANI = dict(position="sinusoidal", norm="layernorm", norm_position="post",
                scale_attention=True, num_decoder_layers=3)
 
 
+def next_logits(model, params, length):
+  """`(x, y) -> logits` of the token after decoder prefix `y`, from a full
+  (teacher-forced) forward over `y` padded to `length`: the decoder is
+  causal, so the padding after `y` changes nothing before it. One compile
+  per input length instead of one eager forward per token."""
+  fwd = jax.jit(lambda x, y: model.apply({"params": params}, x, y)[0][0])
+
+  def logits(x, y):
+    padded = np.zeros((1, length), np.int32)
+    padded[0, :len(y)] = y
+    return np.array(fwd(jnp.asarray([x]), jnp.asarray(padded))[len(y) - 1])
+  return logits
+
+
 def tiny(kw, **more):
   cfg = make_model_config("t5_tiny", vocab_size=61, **kw, **more)
   model = build_model(cfg)
@@ -124,10 +138,12 @@ def test_cached_decoding_equals_teacher_forcing(kw):
                                 input_segment_ids=seg)[0])
   dm = seq2seq.decoding_model(model)
   cache = seq2seq.init_cache(model, 2, tokens.shape[1], 6)
-  logits, cache = seq2seq._prefill(model, dm, params, cache, tokens, seg, 0)
+  prefill = jax.jit(lambda p, c, t, s: seq2seq._prefill(model, dm, p, c, t, s, 0))
+  step = jax.jit(lambda p, c, tok, i: seq2seq._step(dm, p, c, tok, i))
+  logits, cache = prefill(params, cache, tokens, seg)
   got = [np.asarray(logits)]
   for i in range(1, 6):
-    logits, cache = seq2seq._step(dm, params, cache, jnp.asarray(out[:, i]), i)
+    logits, cache = step(params, cache, jnp.asarray(out[:, i]), jnp.asarray(i))
     got.append(np.asarray(logits))
   np.testing.assert_allclose(np.stack(got, 1), want, rtol=1e-5, atol=1e-5)
 
@@ -137,12 +153,11 @@ def test_greedy_and_beam_decoding():
   inputs = [[5, 6, 7, 8, 9], [10, 11]]
   gen = seq2seq.Seq2SeqDecoder(model).generate(
       params, inputs, max_new_tokens=7, start_id=0)
+  logits = next_logits(model, params, 8)
   for x, got in zip(inputs, gen.tokens):       # argmax over full forwards
     y = [0]
     for _ in range(7):
-      logits = model.apply({"params": params}, jnp.asarray([x]),
-                           jnp.asarray([y]))[0]
-      y.append(int(jnp.argmax(logits[0, -1])))
+      y.append(int(np.argmax(logits(x, y))))
     assert got == y[1:]
   beams, scores = seq2seq.beam_generate(model, params, inputs, beam_size=1,
                                         max_new_tokens=7, start_id=0,
@@ -172,11 +187,11 @@ def test_no_repeat_ngram_greedy_and_beam_follow_the_reference():
   inputs, n, steps = [[5, 6, 7, 8, 9], [10, 11]], 2, 8
   gen = seq2seq.Seq2SeqDecoder(model, no_repeat_ngram=n).generate(
       params, inputs, max_new_tokens=steps, start_id=0)
+  forward = next_logits(model, params, steps + 1)
   for x, got in zip(inputs, gen.tokens):   # full forwards, banned in numpy
     y = [0]
     for _ in range(steps):
-      logits = np.array(model.apply({"params": params}, jnp.asarray([x]),
-                                    jnp.asarray([y]))[0][0, -1])
+      logits = forward(x, y)
       out = y[1:]
       for j in range(len(out) - n + 1):
         if out[j:j + n - 1] == out[len(out) - n + 1:]:
