@@ -27,7 +27,7 @@ def repeated_ngram_mask(seqs, length, n: int):
     empty = jnp.zeros((r, 0), bool)
     return empty, empty.astype(seqs.dtype)
   j = jnp.arange(starts)
-  match = (j <= length - n)[None].repeat(r, 0) & (length >= n - 1)
+  match = jnp.broadcast_to(j <= length - n, (r, starts))   # complete n-grams
   for k in range(n - 1):
     last = jax.lax.dynamic_index_in_dim(
         seqs, jnp.maximum(length - n + 1 + k, 0), axis=1, keepdims=True)
