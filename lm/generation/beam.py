@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lm.generation.sampling import ban_repeated_ngrams
+from lm.generation.sampling import ban_repeated_ngrams, force_tokens
 
 
 def length_penalty(length, alpha: float):
@@ -22,7 +22,8 @@ def length_penalty(length, alpha: float):
 def beam_search(step_fn, cache, first_logits, *, beam_size: int,
                 max_new_tokens: int, eos_id: int, reorder_fn,
                 alpha: float = 0.6, pad_id: int = 0,
-                no_repeat_ngram: int = 0):
+                no_repeat_ngram: int = 0, forced_bos: int | None = None,
+                forced_eos: int | None = None):
   """Returns (tokens [B, K, N], scores [B, K]), best beam first.
 
   `first_logits` [B*K, V] are the next-token logits after the prompt (each
@@ -30,6 +31,8 @@ def beam_search(step_fn, cache, first_logits, *, beam_size: int,
   its score and is extended only by `pad_id`. Scores are total log-probs
   divided by `length_penalty(length, alpha)`, length counting the EOS.
   `no_repeat_ngram` n > 0: no beam repeats an n-gram of its own tokens.
+  `forced_bos` / `forced_eos`: every beam's first token, and the last one
+  `max_new_tokens` allows, is that id (`sampling.force_tokens`).
   """
   bk, vocab = first_logits.shape
   k = beam_size
@@ -50,7 +53,9 @@ def beam_search(step_fn, cache, first_logits, *, beam_size: int,
     i, cache, logits, scores, finished, lengths, seqs = carry
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     logp = ban_repeated_ngrams(logp, seqs.reshape(bk, -1), i, no_repeat_ngram,
-                               neg).reshape(b, k, vocab)
+                               neg)
+    logp = force_tokens(logp, i, max_new_tokens - 1, forced_bos, forced_eos,
+                        neg).reshape(b, k, vocab)
     logp = jnp.where(finished[..., None], only_pad, logp)
     cand = (scores[..., None] + logp).reshape(b, k * vocab)
     scores, flat = jax.lax.top_k(cand, k)                            # [B, K]

@@ -54,6 +54,26 @@ def ban_repeated_ngrams(scores, seqs, length, n: int, value):
   return jnp.where(mask, jnp.asarray(value, scores.dtype), scores)
 
 
+def force_tokens(scores, index, last, forced_bos: int | None,
+                 forced_eos: int | None, value):
+  """`scores` [R, V] of the token at generated position `index` (0-based;
+  `last` is the final position decoding allows) with every entry but the
+  forced one set to `value` and the forced one to 0: `forced_bos` at
+  position 0, `forced_eos` at `last` (Hugging Face's `forced_bos_token_id`
+  and `forced_eos_token_id`, which score a forced token 0 as here). None
+  forces nothing.
+
+  >>> force_tokens(jnp.ones((1, 3)), 0, 4, 2, None, -9.0).tolist()
+  [[-9.0, -9.0, 0.0]]
+  """
+  for token, at in ((forced_bos, 0), (forced_eos, last)):
+    if token is not None:
+      only = jnp.where(jnp.arange(scores.shape[-1]) == token, 0.0,
+                       value).astype(scores.dtype)
+      scores = jnp.where(index == at, only, scores)
+  return scores
+
+
 def sample_logits(logits, rng, *, temperature: float = 0.0, top_k: int = 0,
                   top_p: float = 1.0):
   """Picks one token per row of `logits` [B, V].

@@ -13,7 +13,9 @@ temperature 0) inside one jitted `lax.while_loop`; `beam_generate` runs
 model with the contract of `EncoderDecoderLM`: `method="encode"`, and a
 `decode=True` variant with `decode_step(tokens, positions, encoded,
 encoder_valid)` and `reorder_cache`. Decoding starts from the model's
-start id (`ModelConfig.decoder_start`: T5's pad, BART's EOS).
+start id (`ModelConfig.decoder_start`: T5's pad, BART's EOS) and forces
+the tokens its config names (`forced_bos_id` first, `forced_eos_id` at the
+length limit), as `transformers`' `generate` does for a BART.
 
 Texts (`generate_texts`) are framed as the model's tokenizer frames them:
 `x </s>` (T5, and `lm`'s own tokenizers), or `<s> x </s>` when a Hugging
@@ -30,7 +32,8 @@ import numpy as np
 
 from lm.generation.beam import beam_search
 from lm.generation.decode import Generation, cut_eos
-from lm.generation.sampling import ban_repeated_ngrams, sample_logits
+from lm.generation.sampling import (ban_repeated_ngrams, force_tokens,
+                                    sample_logits)
 
 
 def text_bos(tokenizer) -> int | None:
@@ -84,6 +87,14 @@ def init_cache(model, batch: int, input_length: int, output_length: int,
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def forced_ids(model) -> tuple[int | None, int | None]:
+  """`(forced_bos_id, forced_eos_id)` of the model's config (None, None for
+  a model whose config has no such fields)."""
+  cfg = getattr(model, "config", None)
+  return (getattr(cfg, "forced_bos_id", None),
+          getattr(cfg, "forced_eos_id", None))
+
+
 def _prefill(model, dm, params, cache, tokens, seg, start_id):
   """Encodes and runs the start token: `(logits [B, V], cache)`."""
   encoded = model.apply({"params": params}, tokens, segment_ids=seg,
@@ -115,6 +126,7 @@ class Seq2SeqDecoder:
     self.model = model
     self._shapes = {}   # (batch, input length, output length) -> shapes
     dm = decoding_model(model)
+    forced_bos, forced_eos = forced_ids(model)
 
     def run(params, cache, tokens, seg, rng, start_id, eos_id, new):
       logits, cache = _prefill(model, dm, params, cache, tokens, seg, start_id)
@@ -127,8 +139,10 @@ class Seq2SeqDecoder:
 
       def body(carry):
         i, cache, logits, done, out = carry
-        logits = ban_repeated_ngrams(logits, out, i, no_repeat_ngram,
-                                     jnp.finfo(logits.dtype).min)
+        floor = jnp.finfo(logits.dtype).min
+        logits = ban_repeated_ngrams(logits, out, i, no_repeat_ngram, floor)
+        logits = force_tokens(logits, i, new - 1, forced_bos, forced_eos,
+                              floor)
         tok = sample_logits(logits, jax.random.fold_in(rng, i),
                             temperature=temperature, top_k=top_k,
                             top_p=top_p).astype(jnp.int32)
@@ -172,6 +186,7 @@ def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
   `lm.generation.decode.beam_generate`."""
   k = beam_size
   dm = decoding_model(model)
+  forced_bos, forced_eos = forced_ids(model)
   tokens, seg = right_pad([x for x in inputs for _ in range(k)])
 
   @jax.jit
@@ -184,7 +199,8 @@ def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
     return beam_search(step_fn, cache, logits, beam_size=k,
                        max_new_tokens=max_new_tokens, eos_id=eos_id,
                        reorder_fn=dm.reorder_cache, alpha=alpha,
-                       no_repeat_ngram=no_repeat_ngram)
+                       no_repeat_ngram=no_repeat_ngram, forced_bos=forced_bos,
+                       forced_eos=forced_eos)
 
   cache = init_cache(model, *tokens.shape, max_new_tokens + 1)
   seqs, scores = run(params, cache, jnp.asarray(tokens), jnp.asarray(seg))

@@ -112,8 +112,11 @@ def _parts(cross: bool) -> list[tuple[str, str, str]]:
   return parts + [("mlp", "", "final_layer_norm")]
 
 
-def model_config(hf: dict) -> ModelConfig:
-  """Our `ModelConfig` for a BART `config.json`.
+def model_config(hf: dict, generation: dict | None = None) -> ModelConfig:
+  """Our `ModelConfig` for a BART `config.json` (and the directory's
+  `generation_config.json`, `generation`, which `transformers` reads the
+  forced tokens from when it has them: `forced_bos_id`, `forced_eos_id`;
+  BART's defaults are none and its EOS, 2).
 
   Raises LmError naming the field when the checkpoint uses something our
   encoder-decoder has no equivalent for.
@@ -143,6 +146,18 @@ def model_config(hf: dict) -> ModelConfig:
                   f"does not divide d_model={hf['d_model']}; the weights "
                   "cannot be split into heads.")
   start = hf.get("decoder_start_token_id")
+  forced = {}
+  for key, default in (("forced_bos_token_id", None),
+                       ("forced_eos_token_id", _SPECIAL["eos_token_id"])):
+    source = generation if generation and key in generation else hf
+    value = source.get(key, default)
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, int)):
+      where = ("generation_config.json" if source is generation
+               else "config.json")
+      raise LmError(f"{where} has {key}={value!r}; only one forced token id "
+                    "(an integer, or null) imports.")
+    forced[key] = value
   return make_model_config(
       CUSTOM, arch="encoder_decoder", vocab_size=hf["vocab_size"],
       d_model=hf["d_model"], num_layers=layers,
@@ -156,6 +171,8 @@ def model_config(hf: dict) -> ModelConfig:
       scale_tied_head=False, logits_bias=True,
       scale_embeddings=bool(hf.get("scale_embedding", False)),
       decoder_start_id=2 if start is None else int(start),
+      forced_bos_id=forced["forced_bos_token_id"],
+      forced_eos_id=forced["forced_eos_token_id"],
       dropout=float(hf.get("dropout") or 0.0),
       attention_dropout=float(hf.get("attention_dropout") or 0.0),
       init_std=float(hf.get("init_std") or 0.02))
@@ -264,7 +281,9 @@ def hf_config(cfg: ModelConfig) -> dict:
 
   Special ids are BART's (bos 0, pad 1, eos 2, which also starts the
   decoder unless `cfg.decoder_start_id` says otherwise); `write_hf_dir`'s
-  `extra` replaces them with the run's tokenizer's.
+  `extra` replaces them with the run's tokenizer's. The forced tokens are
+  the model's (`forced_bos_id`, `forced_eos_id`), so `generate` forces
+  what `lm`'s decoding forces.
   """
   act = ("relu" if cfg.mlp == "relu"
          else "gelu_new" if cfg.gelu_approximate else "gelu")
@@ -283,7 +302,10 @@ def hf_config(cfg: ModelConfig) -> dict:
           "scale_embedding": cfg.scale_embeddings,
           "tie_word_embeddings": cfg.tie_embeddings, **_SPECIAL,
           "decoder_start_token_id": cfg.decoder_start(_SPECIAL["eos_token_id"]),
-          "forced_eos_token_id": _SPECIAL["eos_token_id"]}
+          # null, not absent: BART's config reads a missing one as 2
+          "forced_eos_token_id": cfg.forced_eos_id,
+          **({} if cfg.forced_bos_id is None
+             else {"forced_bos_token_id": cfg.forced_bos_id})}
 
 
 def export_state(params: dict, cfg: ModelConfig) -> dict[str, np.ndarray]:

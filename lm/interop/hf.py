@@ -128,7 +128,10 @@ def read_hf_dir(path: str) -> HfModel:
         raise LmError(f"{path} holds a {arch}; BART imports as "
                       f"{' or '.join(bart.ARCHITECTURES)} (the encoder, "
                       "decoder and tied LM head).")
-      cfg = bart.model_config(hf)
+      generation = os.path.join(path, "generation_config.json")
+      cfg = bart.model_config(hf, read_json(
+          generation, "fix it or remove it") if os.path.isfile(generation)
+                              else None)
       state = read_state(path)
       params = bart.import_params(
           Tensors(state, path, kind=bart.KIND, prefix=bart.prefix(state)), cfg)
@@ -211,7 +214,7 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
   both with `labels`; "span" -> BertForQuestionAnswering; "seq2seq" (a
   T5- or BART-shaped encoder-decoder) -> T5ForConditionalGeneration or
   BartForConditionalGeneration. `extra` adds config.json fields (special
-  token ids; a BART's `forced_eos_token_id` follows its eos id).
+  token ids).
   """
   params = _numpy(params)
   kind = export_kind(cfg)
@@ -258,8 +261,6 @@ def write_hf_dir(path: str, cfg: ModelConfig, params, *,
                   "export next-token, masked-LM, sentence-encoder, "
                   "classification, tagging or QA runs.")
   config.update(extra or {})
-  if kind == "bart":      # BART's generate ends at max length with its EOS
-    config["forced_eos_token_id"] = config["eos_token_id"]
   config["torch_dtype"] = "float32"
   written = [write_state(path, state), os.path.join(path, "config.json")]
   write_json_atomic(written[1], config)

@@ -123,6 +123,13 @@ class ModelConfig:
     decoder_start_id: encoder-decoder only: the token the decoder starts
       from, in training's shifted decoder inputs and in decoding; None is
       the tokenizer's pad id (T5's convention; BART starts from its EOS, 2).
+    forced_bos_id: encoder-decoder only: decoding's first generated token is
+      always this id (BART's `forced_bos_token_id`: 0 for bart-large-cnn,
+      whose targets start with BOS); None forces nothing.
+    forced_eos_id: encoder-decoder only: a decoding that reaches its last
+      allowed token (`max_new_tokens`) emits this id there (BART's
+      `forced_eos_token_id`, 2 unless its config says otherwise); None
+      forces nothing.
   """
 
   vocab_size: int = 0
@@ -164,6 +171,8 @@ class ModelConfig:
   scale_tied_head: bool = True
   logits_bias: bool = False
   decoder_start_id: int | None = None
+  forced_bos_id: int | None = None
+  forced_eos_id: int | None = None
 
   # Resolved sizes.
 
@@ -261,13 +270,16 @@ class ModelConfig:
         raise LmError(
             f"model.position_offset={self.position_offset} must be 0, or "
             "positive with model.position='learned' (the table it shifts).")
-      start = self.decoder_start_id
-      if start is not None and (
-          isinstance(start, bool) or not isinstance(start, numbers.Integral)
-          or start < 0 or 0 < self.vocab_size <= start):
-        raise LmError(
-            f"model.decoder_start_id={start!r} must be a token id below "
-            f"model.vocab_size={self.vocab_size}, or None (the pad id).")
+      for name, unset in (("decoder_start_id", "the pad id"),
+                          ("forced_bos_id", "nothing forced"),
+                          ("forced_eos_id", "nothing forced")):
+        value = getattr(self, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or value < 0 or 0 < self.vocab_size <= value):
+          raise LmError(
+              f"model.{name}={value!r} must be a token id below "
+              f"model.vocab_size={self.vocab_size}, or None ({unset}).")
     else:
       if self.position == "relative" or not self.scale_attention:
         raise LmError(
@@ -310,7 +322,7 @@ class ModelConfig:
 # their defaults.
 _ENCODER_DECODER_ONLY = ("position_offset", "embed_norm", "scale_embeddings",
                          "scale_tied_head", "logits_bias", "decoder_start_id",
-                         "init")
+                         "forced_bos_id", "forced_eos_id", "init")
 
 
 def recorded_model(model: dict) -> dict:
@@ -358,7 +370,8 @@ CUSTOM = "custom"
 # Fields that a run sets for itself, not part of a named size's shape.
 _RUN_FIELDS = ("vocab_size", "max_len", "dropout", "attention_dropout",
                "init_std", "dtype", "param_dtype", "scan_layers", "scan_unroll",
-               "remat", "attention_impl", "decoder_start_id")
+               "remat", "attention_impl", "decoder_start_id", "forced_bos_id",
+               "forced_eos_id")
 
 SIZES: dict[str, dict[str, Any]] = {
     # Unit tests.

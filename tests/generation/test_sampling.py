@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.generation.sampling import (ban_repeated_ngrams, generate_uncached,
-                                    sample_logits)
+from lm.generation.sampling import (ban_repeated_ngrams, force_tokens,
+                                    generate_uncached, sample_logits)
 
 
 class PlusOne(nn.Module):
@@ -85,3 +85,22 @@ def test_ban_repeated_ngrams_matches_a_brute_force_reference():
   assert ban_repeated_ngrams(s, jnp.asarray(seqs[:2]), 12, 0, -1.0) is s
   assert not np.any(np.asarray(ban_repeated_ngrams(
       s, jnp.asarray(seqs[:2]), 12, 13, -1.0)) < 0)
+
+
+def test_forced_tokens_win_under_every_sampler_and_only_where_forced():
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(4, 12)) * 5, jnp.float32)
+  floor = jnp.finfo(jnp.float32).min
+  step = jax.jit(lambda x, i: force_tokens(x, i, 5, 3, 9, floor))
+  np.testing.assert_array_equal(step(logits, 2), logits)     # nothing forced
+  for index, token in ((0, 3), (5, 9)):
+    forced = step(logits, index)
+    want = np.full((4, 12), np.finfo(np.float32).min, np.float32)
+    want[:, token] = 0.0
+    np.testing.assert_array_equal(forced, want)
+    for kwargs in (dict(), dict(temperature=0.7), dict(temperature=1.0,
+                                                       top_k=4, top_p=0.9)):
+      picks = sample_logits(forced, jax.random.key(index), **kwargs)
+      assert np.asarray(picks).tolist() == [token] * 4, kwargs
+  unforced = force_tokens(logits, 0, 5, None, None, floor)
+  np.testing.assert_array_equal(unforced, logits)

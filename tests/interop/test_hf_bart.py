@@ -134,8 +134,17 @@ def test_logits_match_transformers_with_padding(saved):
   assert np.abs(np.asarray(got)[valid] - want[valid]).max() <= 1e-4
 
 
-def test_greedy_generation_matches_transformers_generate(saved):
+# forced (bos, eos) ids of each greedy comparison: the saved config's
+# (BART's default forced EOS, 2), bart-large-cnn's (BOS 0 first too), none
+FORCED = {"as saved": (None, 2), "bos and eos": (0, 2), "none": (None, None)}
+
+
+@pytest.mark.parametrize("forced", sorted(FORCED))
+def test_greedy_generation_matches_transformers_generate(saved, forced):
   _, ref, cfg, params = saved
+  bos, eos = FORCED[forced]
+  assert (cfg.forced_bos_id, cfg.forced_eos_id) == FORCED["as saved"]
+  cfg = dataclasses.replace(cfg, forced_bos_id=bos, forced_eos_id=eos)
   inputs = [[0, 5, 17, 42, 8, 9, 30, 2], [0, 11, 12, 2]]
   start = cfg.decoder_start(PAD)
   assert start == START
@@ -143,21 +152,38 @@ def test_greedy_generation_matches_transformers_generate(saved):
       params, inputs, max_new_tokens=12, start_id=start)
   distinct = set()
   for x, ours in zip(inputs, got.tokens):
-    # A fixed length without EOS, and none of BART's forced tokens
-    # (forced_eos_token_id is 2 in its config, forced_bos_token_id is set
-    # by bart-large-cnn), which lm's decoding does not add. use_cache=False:
-    # transformers sizes its cache by the encoder's depth, which fails for
-    # the 3-block decoder of the variant.
+    # A fixed length: no EOS ends it early, but a forced one is the last
+    # token. use_cache=False: transformers sizes its cache by the encoder's
+    # depth, which fails for the 3-block decoder of the variant.
     with torch.no_grad():
       want = ref.generate(torch.tensor([x]), max_new_tokens=12,
                           min_new_tokens=12, do_sample=False, num_beams=1,
                           decoder_start_token_id=START, eos_token_id=None,
-                          forced_bos_token_id=None, forced_eos_token_id=None,
+                          forced_bos_token_id=bos, forced_eos_token_id=eos,
                           pad_token_id=PAD, use_cache=False)[0].tolist()
     assert want[0] == START
     assert ours == want[1:]
+    assert (ours[0] == 0) == (bos == 0) or bos is None
+    assert (ours[-1] == 2) or eos is None
     distinct.update(ours)
   assert len(distinct) > 3           # not one token repeated everywhere
+
+
+def test_beam_search_forces_the_first_and_the_last_token(saved):
+  _, _, cfg, params = saved
+  cfg = dataclasses.replace(cfg, forced_bos_id=7, forced_eos_id=2)
+  inputs = [[0, 5, 17, 42, 8, 9, 30, 2], [0, 11, 12, 2]]
+  from lm.generation.seq2seq import beam_generate  # pylint: disable=g-import-not-at-top
+  beams, scores = beam_generate(build_model(cfg), params, inputs, beam_size=3,
+                                max_new_tokens=6, start_id=START, eos_id=2)
+  lengths = set()
+  for row, row_scores in zip(beams, scores):
+    assert all(np.isfinite(row_scores))
+    for beam in row:
+      # 7 first; EOS (cut off) at the sixth token at the latest
+      assert beam[0] == 7 and 2 not in beam and len(beam) <= 5, beam
+      lengths.add(len(beam))
+  assert 5 in lengths         # some beam ran to the forced EOS
 
 
 def test_export_round_trips_through_transformers(saved, tmp_path):
@@ -169,6 +195,8 @@ def test_export_round_trips_through_transformers(saved, tmp_path):
   for key in ("activation_function", "scale_embedding", "tie_word_embeddings",
               "decoder_start_token_id", "decoder_layers"):
     assert getattr(back.config, key) == getattr(ref.config, key), key
+  assert (back.generation_config.forced_bos_token_id,
+          back.generation_config.forced_eos_token_id) == (None, 2)
   want, got = ref.state_dict(), back.state_dict()
   assert sorted(got) == sorted(want)
   for name, tensor in want.items():
@@ -176,6 +204,30 @@ def test_export_round_trips_through_transformers(saved, tmp_path):
   with open(tmp_path / "config.json") as f:
     again = bart.model_config(json.load(f))
   assert again == dataclasses.replace(cfg, scan_layers=True)
+
+
+def test_forced_tokens_read_generation_config_first_and_export_as_set(
+    saved, tmp_path):
+  path, _, cfg, params = saved
+  with open(path / "config.json") as f:
+    hf = json.load(f)
+  assert bart.model_config({k: v for k, v in hf.items() if "forced" not in k}
+                           ).forced_eos_id == 2        # BART's default
+  got = bart.model_config({**hf, "forced_bos_token_id": 5},
+                          {"forced_eos_token_id": None})
+  assert (got.forced_bos_id, got.forced_eos_id) == (5, None)
+  with pytest.raises(LmError, match=r"generation_config.json has "
+                     r"forced_eos_token_id=\[2, 3\]; only one forced token"):
+    bart.model_config(hf, {"forced_eos_token_id": [2, 3]})
+  # what lm forces is what transformers forces after the export
+  for bos, eos in ((0, 2), (None, None)):
+    out = tmp_path / f"{bos}_{eos}"
+    write_hf_dir(str(out), dataclasses.replace(
+        cfg, forced_bos_id=bos, forced_eos_id=eos), params, head="seq2seq")
+    back = transformers.BartForConditionalGeneration.from_pretrained(str(out))
+    assert (back.generation_config.forced_bos_token_id,
+            back.generation_config.forced_eos_token_id) == (bos, eos)
+    assert read_hf_dir(str(out)).config.forced_eos_id == eos
 
 
 def test_a_bare_bart_model_imports_with_its_tied_head(tmp_path):
@@ -263,6 +315,12 @@ def test_decoder_start_id_starts_training_rows_and_is_checked():
   with pytest.raises(LmError, match="decoder_start_id=10 must be a token id "
                      "below model.vocab_size=10"):
     make_model_config("t5_tiny", vocab_size=10, decoder_start_id=10)
+  with pytest.raises(LmError, match="model.forced_bos_id=-1 must be a token "
+                     "id below model.vocab_size=10, or None"):
+    make_model_config("t5_tiny", vocab_size=10, forced_bos_id=-1)
+  with pytest.raises(LmError, match="model.forced_eos_id=2 is an "
+                     "encoder-decoder option"):
+    make_model_config("tiny", vocab_size=10, forced_eos_id=2)
   with pytest.raises(LmError, match="model.logits_bias=True is an "
                      "encoder-decoder option that model.arch='transformer'"):
     make_model_config("tiny", vocab_size=10, logits_bias=True)
@@ -278,7 +336,7 @@ def test_runs_recorded_before_the_bart_fields_still_resume_and_warm_start():
   new = dataclasses.asdict(cfg)
   old = {k: v for k, v in new.items() if k not in (
       "position_offset", "embed_norm", "scale_embeddings", "scale_tied_head",
-      "logits_bias", "decoder_start_id")}
+      "logits_bias", "decoder_start_id", "forced_bos_id", "forced_eos_id")}
   resolved = {"tokenizer": {"sha256": "x"}, "model": new, "batch": {},
               "config": {"data": {"tokenizer": {"path": "t.json"}}}}
   resume.check_resume({**resolved, "model": old}, resolved, "runs/old")
@@ -333,13 +391,12 @@ def bart_dir(tmp_path_factory):
 
 
 def hf_generate(model, ids):
-  """transformers' greedy ids after the start id, cut at </s> (none of
-  BART's forced tokens, which lm's decoding does not add)."""
+  """transformers' greedy ids after the start id, cut at </s> (with the
+  forced tokens of the model's config: BART's forced EOS at the limit)."""
   with torch.no_grad():
     out = model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS,
-                         do_sample=False, num_beams=1, use_cache=False,
-                         forced_bos_token_id=None,
-                         forced_eos_token_id=None)[0].tolist()
+                         do_sample=False, num_beams=1,
+                         use_cache=False)[0].tolist()
   assert out[0] == START
   out = out[1:]
   return out[:out.index(2)] if 2 in out else out
@@ -372,8 +429,8 @@ def test_workdir_decodes_texts_as_transformers_generate(bart_dir, bart_run):
     want = hf_generate(ref, ref_tok(text).input_ids)    # <s> text </s>
     assert ours == want, text
     assert out == ref_tok.decode(want, skip_special_tokens=True), text
-    ended += len(want) < NEW_TOKENS
-  assert ended      # at least one output ends at </s>
+    ended += len(want) < NEW_TOKENS - 1
+  assert ended      # at least one output ends at </s> before the forced one
   p = cli("launch.sample", "--workdir", bart_run, "--prompt", TEXTS[0],
           "--temperature", "0", "--max_new_tokens", str(NEW_TOKENS))
   assert p.returncode == 0, p.stderr
