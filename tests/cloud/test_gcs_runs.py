@@ -6,8 +6,9 @@ an empty directory with its own TMPDIR, and given only
 trained there, killed with -9 after its first checkpoint and resumed (to a
 final checkpoint bitwise equal to an uninterrupted run's on a local disk),
 then sampled, evaluated, exported to a Hugging Face directory in the bucket
-and imported back, and a second run warm-starts from it with
-`init_from=gs://…`. Afterwards the working directory is still empty: the
+and imported back, a second run warm-starts from it with
+`init_from=gs://…`, and a third distils it into a student (the teacher
+read from the bucket, TinyBERT's hidden-state term on). Afterwards the working directory is still empty: the
 runs wrote nothing on the local disk but temporary files.
 """
 
@@ -128,10 +129,20 @@ def test_train_kill_resume_sample_evaluate_export_import_on_gs(
                   imported, cwd=cwd, env=env),
            _start("launch.train", *BASE, *_data(f"{bucket}/corpus"),
                   "--config.steps=3", f"--config.init_from={run}",
-                  "--workdir", f"{bucket}/runs/warm", cwd=cwd, env=env)]
+                  "--workdir", f"{bucket}/runs/warm", cwd=cwd, env=env),
+           _start("launch.train", "--config", os.path.join(
+               ROOT, "configs", "distill_causal.py") + f":{run},runlocal,"
+                  "hidden=1", *BASE[2:], *_data(f"{bucket}/corpus"),
+                  "--config.steps=3", "--workdir", f"{bucket}/runs/student",
+                  cwd=cwd, env=env)]
   _finish(procs[0])
   warm = _finish(procs[1])
   assert f"warm start: the backbone comes from {run}" in warm, warm[-2000:]
+  _finish(procs[2])
+  record = json.loads(files.read_text(f"{bucket}/runs/student/config.json"))
+  assert record["batch"]["distill"]["teacher"] == run, record["batch"]
+  assert record["batch"]["distill"]["teacher_step"] == STEPS
+  assert files.exists(f"{bucket}/runs/student/checkpoints/3")
   again = _finish(_start("launch.sample", "--workdir", imported, *sample,
                          cwd=cwd, env=env))
   text = lambda out: [l for l in out.splitlines() if not l.startswith("step")]
