@@ -135,10 +135,13 @@ def main():
   p.add_argument("--seeds", default="0",
                  help="comma-separated config.seed values of the students")
   args = p.parse_args()
+  try:
+    seeds = [int(x) for x in args.seeds.split(",")]
+  except ValueError:
+    sys.exit(f"error: --seeds {args.seeds!r} must be comma-separated integers.")
   data, root = os.path.abspath(args.data), os.path.abspath(args.workdir)
   os.makedirs(root, exist_ok=True)
   rows, seconds = {}, {}
-  seeds = [int(x) for x in args.seeds.split(",")]
   per_seed = {}      # student label -> its rows over the seeds
 
   base = sst2_bench.run_baseline(data, [1e-7, 1e-6, 1e-5, 1e-4])

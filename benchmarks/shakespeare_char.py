@@ -101,10 +101,10 @@ def score_lm(workdir: str, text: str) -> dict:
   return score(lambda x, y: losses(trained.params, x, y), val)
 
 
-def score_nanogpt(repo: str, out_dir: str, text: str) -> dict:
+def score_nanogpt(repo: str, out_dir: str, full: str) -> dict:
   """`score` of nanoGPT's `ckpt.pt` in `out_dir` with the `model.py` of its
-  clone `repo`, on the validation text (nanoGPT's character ids: the
-  sorted characters of the whole file)."""
+  clone `repo`, on the validation split of the file's text `full` (nanoGPT's
+  character ids: the sorted characters of the whole file)."""
   import torch  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.abspath(repo))
   model_py = importlib.import_module("model")
@@ -113,10 +113,8 @@ def score_nanogpt(repo: str, out_dir: str, text: str) -> dict:
   model.load_state_dict({k.removeprefix("_orig_mod."): v
                          for k, v in ckpt["model"].items()})
   model.eval()
-  full = open(os.path.join(repo, "data", "shakespeare_char", "input.txt"),
-              encoding="utf-8").read()
   ids = {ch: i for i, ch in enumerate(sorted(set(full)))}
-  val = np.array([ids[ch] for ch in text], np.int64)
+  val = np.array([ids[ch] for ch in validation_text(full)], np.int64)
 
   def losses(x, y):
     with torch.no_grad():
@@ -128,8 +126,10 @@ def score_nanogpt(repo: str, out_dir: str, text: str) -> dict:
 
 
 def run_one(name: str, data: str, steps: int, workdir: str,
-            seed: int = 0) -> dict:
-  """Trains one model in `workdir`; returns its table row as a dict."""
+            seed: int = 0, full: str = "") -> dict:
+  """Trains one model in `workdir`; returns its table row as a dict (a
+  Transformer's with `score_lm` on the validation split of `full`, the
+  file's text)."""
   module, label, expected = MODELS[name]
   c = module.get_config(f"path={os.path.abspath(data)}")
   c.steps = steps
@@ -150,16 +150,14 @@ def run_one(name: str, data: str, steps: int, workdir: str,
   row = dict(label=label + (f", seed {seed}" if seed else ""), params=params,
              steps=steps, loss=summary["eval_loss"], wall=wall)
   if name == "transformer":
-    row["scores"] = score_lm(workdir, validation_text(data))
+    row["scores"] = score_lm(workdir, validation_text(full))
   return row
 
 
-def validation_text(data: str) -> str:
-  """The last 10% of the file, as the config's `[90%:]` split and
+def validation_text(full: str) -> str:
+  """The last 10% of the text, as the config's `[90%:]` split and
   nanoGPT's `prepare.py` cut it."""
-  with open(data, encoding="utf-8") as f:
-    text = f.read()
-  return text[int(len(text) * 0.9):]
+  return full[int(len(full) * 0.9):]
 
 
 def main():
@@ -191,6 +189,8 @@ def main():
     seeds = [int(x) for x in args.seeds.split(",")]
   except ValueError:
     sys.exit(f"error: --seeds {args.seeds!r} must be comma-separated integers.")
+  with open(args.data, encoding="utf-8") as f:
+    full = f.read()
   names = list(MODELS) if args.model == "both" else [args.model]
   rows = []
   for name in names:
@@ -199,7 +199,8 @@ def main():
       workdir = (os.path.join(args.workdir, sub) if args.workdir
                  else tempfile.mkdtemp(prefix=f"shakespeare_char_{sub}_"))
       try:
-        rows.append(run_one(name, args.data, args.steps, workdir, seed))
+        rows.append(run_one(name, args.data, args.steps, workdir, seed,
+                            full))
       finally:
         if args.workdir is None:
           shutil.rmtree(workdir, ignore_errors=True)
@@ -210,8 +211,7 @@ def main():
           f"{r['loss']:.4f} | {r['wall']:.0f} |")
   print("nanoGPT reports val loss 1.88 for the transformer recipe.")
   scored = [(r["label"], r["scores"]) for r in rows if "scores" in r]
-  text = validation_text(args.data)
-  scored += [(f"nanoGPT {out}", score_nanogpt(args.nanogpt_repo, out, text))
+  scored += [(f"nanoGPT {out}", score_nanogpt(args.nanogpt_repo, out, full))
              for out in outs]
   if scored:
     print("\n| run | whole validation split | nanoGPT's estimate: mean (sd) "
