@@ -192,11 +192,15 @@ class ShuffledItems:
     self.seed = int(seed)
     self._perms = EpochPermutations(self.seed, self.n_items)
 
+  def global_items(self, step: int) -> np.ndarray:
+    """Every process's item indices at `step`, in process order."""
+    g = step * self.global_batch_size + np.arange(self.global_batch_size,
+                                                  dtype=np.int64)
+    return self._perms.take(g)
+
   def items(self, step: int) -> np.ndarray:
     """This process's item indices at `step`."""
-    g = step * self.global_batch_size + np.arange(
-        self.lo, self.lo + self.local, dtype=np.int64)
-    return self._perms.take(g)
+    return self.global_items(step)[self.lo:self.lo + self.local]
 
   def epoch(self, step: int) -> float:
     return step * self.global_batch_size / self.n_items
@@ -207,6 +211,40 @@ class ShuffledItems:
             "global_batch_size": int(self.global_batch_size)}
 
 
+def row_lengths(mask: np.ndarray) -> np.ndarray:
+  """Each row's length: one past its last position with a nonzero `mask`
+  (0 for an empty row). Rows are right-padded, so everything from there on
+  is padding.
+
+  Example: mask [[1, 1, 0, 0], [1, 0, 1, 0]] -> [2, 3].
+  """
+  mask = np.asarray(mask) != 0
+  width = mask.shape[1]
+  last = width - np.argmax(mask[:, ::-1], axis=1)
+  return np.where(mask.any(axis=1), last, 0).astype(np.int64)
+
+
+def trimmed_width(lengths: np.ndarray, multiple: int, width: int) -> int:
+  """The width a batch of rows with `lengths` is cut to: its longest row
+  rounded up to a multiple of `multiple`, at most `width` (the rows' own).
+
+  Example: lengths [5, 17], multiple 16, width 64 -> 32.
+  """
+  longest = int(np.max(lengths)) if len(lengths) else 0
+  return min(width, max(1, -(-longest // multiple)) * multiple)
+
+
+def trim_rows(batch: dict[str, np.ndarray], width: int,
+              full: int) -> dict[str, np.ndarray]:
+  """`batch` with every `[rows, full, ...]` array cut to `[rows, width,
+  ...]` (per-token arrays); other arrays (labels, span indices, weights) as
+  they are."""
+  if width >= full:
+    return batch
+  return {k: v[:, :width] if np.ndim(v) >= 2 and np.shape(v)[1] == full
+          else v for k, v in batch.items()}
+
+
 class RowBatches(ShuffledItems):
   """Batches of fixed example arrays (fine-tuning: one tokenized example per
   row), shuffled per epoch as `ShuffledItems`.
@@ -214,42 +252,99 @@ class RowBatches(ShuffledItems):
   `arrays` maps names to arrays with one row per example (`[N, ...]`); each
   batch holds this process's rows of every array plus `weights` float32
   `[L]` (all 1).
+
+  Short examples (a sentence classifier reading 13 tokens in rows of 128)
+  need not pay for their padding:
+    * `trim` > 0 cuts each batch's per-token arrays (those `[N, T, ...]`,
+      T the rows' width) to the global batch's longest row (`lengths`),
+      rounded up to a multiple of `trim`: the same loss (padding is masked),
+      one compiled step per width, every host cutting to the same width.
+    * `group` > 0 also draws each step's rows from a pool of `group`
+      batches of the shuffled order, sorted by length (the pool's batches
+      taken in a seeded random order), so a batch's rows have similar
+      lengths and the cut removes most of the padding (the length grouping
+      of BERT-style fine-tuning recipes). A pool's steps hold exactly the
+      examples the plain order gives those steps; which of them share a
+      batch, and the order of the batches within the pool, change.
   """
 
   def __init__(self, arrays: dict[str, np.ndarray], *, global_batch_size: int,
-               seed: int, process_index: int = 0, process_count: int = 1):
+               seed: int, process_index: int = 0, process_count: int = 1,
+               lengths: np.ndarray | None = None, trim: int = 0,
+               group: int = 0):
     super().__init__(len(next(iter(arrays.values()))),
                      global_batch_size=global_batch_size, seed=seed,
                      process_index=process_index, process_count=process_count)
     self.arrays = arrays
+    if (trim or group) and lengths is None:
+      raise ValueError("trim and group need the rows' lengths")
+    if group and not trim:
+      raise ValueError("group needs trim")
+    self.lengths = None if lengths is None else np.asarray(lengths, np.int64)
+    self.trim, self.group = int(trim), int(group)
+    self.width = int(np.shape(arrays.get("tokens", next(iter(
+        arrays.values()))))[1]) if trim else 0
+    self._pool: tuple[int, np.ndarray] | None = None   # (pool, its rows)
+
+  def global_items(self, step: int) -> np.ndarray:
+    if not self.group:
+      return super().global_items(step)
+    g = self.global_batch_size
+    pool = step // self.group
+    if self._pool is None or self._pool[0] != pool:
+      span = self.group * g
+      items = self._perms.take(np.arange(pool * span, (pool + 1) * span,
+                                         dtype=np.int64))
+      items = items[np.argsort(self.lengths[items], kind="stable")]
+      order = np.random.default_rng([self.seed, pool, 1]).permutation(
+          self.group)
+      self._pool = (pool, items.reshape(self.group, g)[order])
+    return self._pool[1][step % self.group]
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    index = self.items(step)
+    every = self.global_items(step)
+    index = every[self.lo:self.lo + self.local]
     batch = {k: np.asarray(v[index]) for k, v in self.arrays.items()}
     batch["weights"] = np.ones((len(index),), np.float32)
+    if self.trim:
+      width = trimmed_width(self.lengths[every], self.trim, self.width)
+      batch = trim_rows(batch, width, self.width)
     return batch
 
 
 def row_eval_batches(arrays: dict[str, np.ndarray], *, batch_size: int,
-                     limit: int | None = None) -> Iterator[dict]:
-  """Rows 0 .. limit-1 of `arrays` in order, `batch_size` at a time, with
-  `weights` (1) and `index` (the row number); the last batch is filled with
-  copies of its first row, of weight 0 and index -1.
+                     limit: int | None = None, lengths: np.ndarray | None = None,
+                     trim: int = 0) -> Iterator[dict]:
+  """Rows 0 .. limit-1 of `arrays`, `batch_size` at a time, with `weights`
+  (1) and `index` (the row number); the last batch is filled with copies of
+  its first row, of weight 0 and index -1.
+
+  In row order, unless `trim` > 0: then the rows come shortest first (by
+  `lengths`; `index` still names each one) and each batch's per-token
+  arrays are cut to its longest row rounded up to a multiple of `trim`
+  (`RowBatches`), which changes no output a row's padding does not touch.
 
   Example: 5 rows, batch_size 4 -> two batches, the second with weights
   [1, 0, 0, 0] and index [4, -1, -1, -1].
   """
   if batch_size < 1:
     raise LmError(f"Eval batch size must be positive, got {batch_size}.")
-  n = len(next(iter(arrays.values())))
+  first = next(iter(arrays.values()))
+  n, width = len(first), np.shape(arrays.get("tokens", first))[1:2]
   limit = n if limit is None else min(limit, n)
+  order = np.arange(limit)
+  if trim:
+    order = order[np.argsort(np.asarray(lengths)[:limit], kind="stable")]
   for s in range(0, limit, batch_size):
-    index = np.arange(s, s + batch_size)
-    real = index < limit
-    rows = np.where(real, index, s)
+    slot = np.arange(s, s + batch_size)
+    real = slot < limit
+    rows = order[np.where(real, slot, s)]
     batch = {k: np.asarray(v[rows]) for k, v in arrays.items()}
     batch["weights"] = real.astype(np.float32)
-    batch["index"] = np.where(real, index, -1).astype(np.int32)
+    batch["index"] = np.where(real, rows, -1).astype(np.int32)
+    if trim and width:
+      batch = trim_rows(batch, trimmed_width(np.asarray(lengths)[rows], trim,
+                                             width[0]), width[0])
     yield batch
 
 

@@ -54,6 +54,12 @@ def config_section() -> ml_collections.ConfigDict:
   s.doc_stride = 128           # qa: tokens between window starts
   s.max_question_len = 64      # qa: question tokens kept
   s.max_answer_len = 30        # qa: longest predicted span, in tokens
+  s.trim_batches = 0           # >0: cut each batch to its longest row,
+                               # rounded up to a multiple of this (one
+                               # compile per width; 0 = rows keep seq_len)
+  s.group_by_length = 0        # >0: draw batches from pools of this many
+                               # batches sorted by length (needs
+                               # trim_batches; 0 = plain shuffle)
   return s
 
 
@@ -74,6 +80,36 @@ class TaskData:
 
   def __len__(self) -> int:
     return len(self.arrays["tokens"])
+
+
+def padding_settings(task_config) -> tuple[int, int]:
+  """`(trim_batches, group_by_length)` of a `task` config section, checked;
+  0 where a stored run's config predates them."""
+  trim = task_config.get("trim_batches", 0)
+  group = task_config.get("group_by_length", 0)
+  for name, value in (("trim_batches", trim), ("group_by_length", group)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise LmError(f"config.task.{name}={value!r} must be a non-negative "
+                    "integer (0 turns it off).")
+  if group and not trim:
+    raise LmError(f"config.task.group_by_length={group} groups rows by length "
+                  "only to cut their padding; set config.task.trim_batches "
+                  "(for example 16) as well, or group_by_length=0.")
+  return trim, group
+
+
+def _pad_width(kept: np.ndarray, width: int, batch: dict) -> np.ndarray:
+  """A kept per-token output of a trimmed eval batch padded back to the
+  rows' `width` (-1 for integers, the dtype's lowest value for floats), so
+  outputs of batches cut to different widths line up."""
+  cut = batch.get("mask", batch.get("tokens"))
+  if kept.ndim < 2 or cut is None or kept.shape[1] != np.shape(cut)[1] \
+      or kept.shape[1] >= width:
+    return kept
+  fill = (np.finfo(kept.dtype).min if np.issubdtype(kept.dtype, np.floating)
+          else -1)
+  pad = [(0, 0), (0, width - kept.shape[1])] + [(0, 0)] * (kept.ndim - 2)
+  return np.pad(kept, pad, constant_values=fill)
 
 
 def frame_ids(tokenizer, arch: str) -> tuple[int, int, int]:
@@ -181,6 +217,7 @@ class Task(Objective):
       raise LmError(f"config.task.metric={metric!r} is not a {self.name} "
                     f"metric; use one of {', '.join(self.metrics)}.")
     self.best_metric = (f"eval_{metric}", "max")
+    self.trim, self.group = padding_settings(config.task)
     if config.data.get("pipeline", "packed") == "stream" and stored is None:
       raise LmError(f"config.objective={self.name!r} reads its labelled "
                     "examples into memory, and data.pipeline='stream' is for "
@@ -289,20 +326,32 @@ class Task(Objective):
     return pipeline.RowBatches(
         {k: data.arrays[k] for k in self.train_keys},
         global_batch_size=c.batch_size, seed=c.seed,
-        process_index=process_index, process_count=process_count)
+        process_index=process_index, process_count=process_count,
+        lengths=self._lengths(data), trim=self.trim, group=self.group)
+
+  def _lengths(self, data: TaskData) -> np.ndarray | None:
+    """Each row's length (`pipeline.row_lengths` of its mask) when batches
+    are trimmed."""
+    return pipeline.row_lengths(data.arrays["mask"]) if self.trim else None
 
   def eval_batches(self, data: TaskData, batch_size: int,
                    max_batches: int | None):
     limit = None if max_batches is None else max_batches * batch_size
     return pipeline.row_eval_batches(
         {k: data.arrays[k] for k in self.train_keys}, batch_size=batch_size,
-        limit=limit)
+        limit=limit, lengths=self._lengths(data), trim=self.trim)
 
   def data_settings(self) -> dict:
     c = self.config
-    return {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
-            "task": self.name, "labels": list(self.labels or []),
-            **self.settings()}
+    out = {"batch_size": c.batch_size, "seq_len": c.seq_len, "seed": c.seed,
+           "task": self.name, "labels": list(self.labels or []),
+           **self.settings()}
+    # recorded only when set, so runs from before these settings resume
+    if self.trim:
+      out["trim_batches"] = self.trim
+    if self.group:
+      out["group_by_length"] = self.group
+    return out
 
   def flops_per_token(self, model_cfg, n_params: int) -> float:
     """6·N + attention per row token; N leaves out the lookup tables and
@@ -317,9 +366,25 @@ class Task(Objective):
     """Sums of the eval step's outputs over the eval batches, and the
     per-row outputs named in `keep` (real rows only, in row order) with the
     row `index`."""
-    totals, kept = eval_totals(eval_fn, params, mesh,
-                               self.eval_batches(data, batch_size, max_batches),
-                               keep=(*keep, "index"))
+    if self.trim:     # rows come shortest first, cut per batch
+      kept_parts = {k: [] for k in (*keep, "index")}
+      totals = None
+      for batch in self.eval_batches(data, batch_size, max_batches):
+        part, got = eval_totals(eval_fn, params, mesh, [batch],
+                                keep=(*keep, "index"))
+        totals = part if totals is None else {
+            k: totals[k] + part[k] for k in part}
+        for k, v in got.items():
+          kept_parts[k].append(_pad_width(v, self.config.seq_len, batch))
+      kept = {k: np.concatenate(v) for k, v in kept_parts.items() if v}
+      if kept:
+        order = np.argsort(kept["index"], kind="stable")
+        kept = {k: v[order] for k, v in kept.items()}
+    else:
+      totals, kept = eval_totals(
+          eval_fn, params, mesh,
+          self.eval_batches(data, batch_size, max_batches),
+          keep=(*keep, "index"))
     if totals is None:
       raise LmError("the evaluation data yields no rows; use a larger split.")
     return totals, kept

@@ -428,6 +428,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
   pending = []     # (step, device metrics) since the last log
   last = {}
   tokens_per_step = c.batch_size * c.seq_len
+  timed_tokens = 0   # positions the timed steps ran (trimmed batches: fewer)
   clock, clock_step, paused = None, start, 0.0   # paused: eval and saves
   bar_step = start
   saving = None    # the step whose save may still be in flight
@@ -476,6 +477,11 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
       if clock is None:       # exclude the first step's compile from timings
         jax.block_until_ready(m)
         clock, clock_step = time.perf_counter(), done
+      else:
+        tokens = batch.get("tokens")   # fine-tuning rows, maybe trimmed
+        timed_tokens += (c.batch_size * min(tokens.shape[1], c.seq_len)
+                         if tokens is not None and tokens.ndim == 2
+                         else tokens_per_step)
       stop_now = preempted.reached(ckpt, done)
       log_now = done % c.log_every == 0 or done == c.steps or stop_now
       eval_now = done % c.eval_every == 0 or done == c.steps
@@ -487,7 +493,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
         now = time.perf_counter()
         steps_timed = done - clock_step
         busy = now - clock - paused
-        tps = tokens_per_step * steps_timed / busy if steps_timed else 0.0
+        tps = timed_tokens / busy if steps_timed else 0.0
         last = {k: float(np.mean([v[k] for v in vals])) for k in vals[-1]}
         last["learning_rate"] = float(vals[-1]["learning_rate"])
         last.update(tokens_per_second=tps, epoch=batches.epoch(done))
@@ -499,6 +505,7 @@ def _train(config, workdir: str, make_objective, preempted, lock) -> dict:
         bar.update(done, done - bar_step, last)
         bar_step = done
         clock, clock_step, paused = now, done, 0.0
+        timed_tokens = 0
       if log_now or save_now:
         pending = []
       eval_metrics = {}

@@ -4,7 +4,8 @@ padded eval batches."""
 import numpy as np
 import pytest
 
-from lm.data.pipeline import EpochPermutations, RowBatches, row_eval_batches
+from lm.data.pipeline import (EpochPermutations, RowBatches, row_eval_batches,
+                              row_lengths, trimmed_width)
 from lm.errors import LmError
 
 
@@ -145,3 +146,107 @@ def test_eval_batches_exact_fit_limit_and_errors():
   assert list(row_eval_batches(_arrays(6), batch_size=4, limit=0)) == []
   with pytest.raises(LmError, match="positive"):
     list(row_eval_batches(_arrays(6), batch_size=0))
+
+
+# --- trimmed and length-grouped batches ----------------------------------------
+
+
+def _ragged(n, width=8, seed=0):
+  """Right-padded rows of random lengths 1..width, mostly short (as
+  sentences are); row i's tokens are i + 1 and its label i."""
+  lengths = np.minimum(np.random.default_rng(seed).geometric(0.3, size=n),
+                       width)
+  mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int32)
+  tokens = (np.arange(n, dtype=np.int32)[:, None] + 1) * mask
+  return {"tokens": tokens, "mask": mask,
+          "label": np.arange(n, dtype=np.int32)}, lengths
+
+
+def test_row_lengths_and_trimmed_width():
+  mask = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+  assert row_lengths(mask).tolist() == [2, 3, 0, 4]
+  assert trimmed_width(np.array([5, 17]), 16, 64) == 32
+  assert trimmed_width(np.array([16]), 16, 64) == 16
+  assert trimmed_width(np.array([0]), 16, 64) == 16
+  assert trimmed_width(np.array([60]), 16, 50) == 50   # never wider than rows
+
+
+def test_trimmed_batches_cut_only_padding_and_agree_across_processes():
+  arrays, lengths = _ragged(40)
+  full = RowBatches(arrays, global_batch_size=8, seed=2)
+  cut = RowBatches(arrays, global_batch_size=8, seed=2, lengths=lengths,
+                   trim=2)
+  halves = [RowBatches(arrays, global_batch_size=8, seed=2, lengths=lengths,
+                       trim=2, process_index=p, process_count=2)
+            for p in range(2)]
+  widths = set()
+  for s in range(12):
+    a, b = full.batch(s), cut.batch(s)
+    assert b["label"].tolist() == a["label"].tolist()   # same rows
+    w = b["tokens"].shape[1]
+    widths.add(w)
+    assert w % 2 == 0 and w >= lengths[a["label"]].max()
+    assert w <= lengths[a["label"]].max() + 1
+    np.testing.assert_array_equal(b["tokens"], a["tokens"][:, :w])
+    np.testing.assert_array_equal(b["mask"], a["mask"][:, :w])
+    assert not a["mask"][:, w:].any()                  # only padding cut
+    assert b["label"].shape == (8,) and b["weights"].shape == (8,)
+    # Each process cuts its half to the global batch's width.
+    parts = [h.batch(s) for h in halves]
+    assert [p["tokens"].shape[1] for p in parts] == [w, w]
+    assert np.concatenate([p["label"] for p in parts]).tolist() == \
+        b["label"].tolist()
+  assert len(widths) > 1
+
+
+def test_length_grouped_batches():
+  arrays, lengths = _ragged(100, width=16, seed=1)
+  plain = RowBatches(arrays, global_batch_size=5, seed=3)
+  grouped = RowBatches(arrays, global_batch_size=5, seed=3, lengths=lengths,
+                       trim=1, group=4)
+  fresh = RowBatches(arrays, global_batch_size=5, seed=3, lengths=lengths,
+                     trim=1, group=4)
+  spread_plain, spread_grouped = [], []
+  for pool in range(6):
+    steps = range(pool * 4, pool * 4 + 4)
+    a = [plain.batch(s)["label"] for s in steps]
+    b = [grouped.batch(s)["label"] for s in steps]
+    # A pool's steps hold the same examples as the plain order's steps.
+    assert sorted(np.concatenate(a).tolist()) == \
+        sorted(np.concatenate(b).tolist())
+    spread_plain += [np.ptp(lengths[x]) for x in a]
+    spread_grouped += [np.ptp(lengths[x]) for x in b]
+    # Each batch is cut to its own longest row.
+    for s, x in zip(steps, b):
+      assert grouped.batch(s)["tokens"].shape[1] == lengths[x].max()
+  assert np.mean(spread_grouped) < 0.5 * np.mean(spread_plain)
+  # A pure function of the step: any order, a fresh object.
+  assert [fresh.batch(s)["label"].tolist() for s in reversed(range(24))] == [
+      grouped.batch(s)["label"].tolist() for s in reversed(range(24))]
+  # The batches of a pool come in a seeded order, not shortest first.
+  firsts = [lengths[grouped.batch(s)["label"]].max() for s in range(24)]
+  assert firsts != sorted(firsts)
+  other = RowBatches(arrays, global_batch_size=5, seed=4, lengths=lengths,
+                     trim=1, group=4)
+  assert other.batch(0)["label"].tolist() != grouped.batch(0)["label"].tolist()
+
+
+def test_trimmed_eval_batches_shortest_first():
+  arrays, lengths = _ragged(11, width=8, seed=4)
+  batches = list(row_eval_batches(arrays, batch_size=4, lengths=lengths,
+                                  trim=2))
+  index = np.concatenate([b["index"] for b in batches])
+  real = index[index >= 0]
+  assert sorted(real.tolist()) == list(range(11))
+  assert lengths[real].tolist() == sorted(lengths.tolist())
+  for b in batches:
+    rows = np.where(b["index"] >= 0, b["index"], b["index"].max())
+    w = b["tokens"].shape[1]
+    assert w == min(8, -(-lengths[rows].max() // 2) * 2)
+    np.testing.assert_array_equal(b["tokens"], arrays["tokens"][rows][:, :w])
+  assert batches[-1]["weights"].tolist() == [1, 1, 1, 0]
+  # A limit keeps the first rows, then sorts them.
+  limited = list(row_eval_batches(arrays, batch_size=4, limit=5,
+                                  lengths=lengths, trim=2))
+  got = np.concatenate([b["index"] for b in limited])
+  assert sorted(got[got >= 0].tolist()) == [0, 1, 2, 3, 4]
