@@ -6,6 +6,7 @@ BERTs on SST-2, and a causal row (the quickstart GPT into 2 layers).
       [--workdir runs/distill_bench] [--teacher_steps 400]
       [--student_steps 600] [--sizes bert_tiny,bert_mini]
       [--causal_teacher runs/quickstart] [--seeds 0,1,2]
+      [--trim_batches 16] [--group_by_length 50] [--hidden_weight 0]
 
 Classification (`../shared/data/sst2`: train.tsv phrases, dev.tsv picks each
 run's best checkpoint, test.tsv is GLUE's 872 dev sentences):
@@ -19,10 +20,15 @@ run's best checkpoint, test.tsv is GLUE's 872 dev sentences):
                        the teacher's tokenizer, same steps and settings
   <size> distilled     the same run with `objective="distill"`: alpha 0.5,
                        temperature 2, the teacher in the train step
-  ... + hidden states  the same with TinyBERT's hidden-state term
-                       (`distill.hidden_weight`, default 1: every student
-                       layer's output through a learned projection against
-                       the teacher layer the uniform map gives)
+  ... + hidden states  with --hidden_weight W > 0, the same with
+                       TinyBERT's hidden-state term at weight W: every
+                       student layer's output through a learned projection
+                       against the teacher layer the uniform map gives
+
+Every classification run cuts its batches to their longest row rounded up
+to 16 and draws them from length-sorted pools of 50 batches
+(`task.trim_batches`, `task.group_by_length`; SST-2's phrases average 13
+pieces in rows of 64): --trim_batches 0 --group_by_length 0 runs full rows.
 
 Causal: the quickstart GPT (`configs/quickstart.py`, trained here unless
 --causal_teacher names a finished run) as teacher; a 2-layer student of its
@@ -77,10 +83,11 @@ def minilm_dir(out: str) -> str:
 
 def fine_tune(data: str, *, size: str, steps: int, lr: float, seq_len: int,
               batch: int, evals: int, init_from: str | None = None,
-              tokenizer: str | None = None):
+              tokenizer: str | None = None, trim: int = 0, group: int = 0):
   """`benchmarks/sst2.py`'s classification config (mean pooling, dropout
   0.1, AdamW with linear decay), keeping the best of `evals` evaluations
-  on the whole dev split."""
+  on the whole dev split; `trim`/`group` set `task.trim_batches` and
+  `task.group_by_length`."""
   ns = types.SimpleNamespace(
       size=size, dropout=0.1, seq_len=seq_len, ft_batch=batch, ft_steps=steps,
       ft_eval_every=max(steps // evals, 1), vocab_size=8000, pooling="mean",
@@ -88,6 +95,7 @@ def fine_tune(data: str, *, size: str, steps: int, lr: float, seq_len: int,
   c = sst2_bench.finetune_config(ns, data, init_from)
   if tokenizer:
     c.data.tokenizer.path = tokenizer
+  c.task.trim_batches, c.task.group_by_length = trim, group
   return c
 
 
@@ -105,9 +113,12 @@ def scores(workdir: str, data: str) -> dict:
 
 
 def timed(config, workdir: str) -> float:
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):
-    return float("nan")           # reused from an earlier run of the script
-  return sst2_bench.train_timed(config, workdir)
+  """Trains `config` in `workdir` and returns the wall time. A run an
+  earlier invocation finished is reused (NaN seconds) after the training
+  entry point checked that its recorded settings are these."""
+  reused = os.path.isdir(os.path.join(workdir, "checkpoints"))
+  seconds = sst2_bench.train_timed(config, workdir)
+  return float("nan") if reused else seconds
 
 
 def main():
@@ -125,7 +136,12 @@ def main():
   p.add_argument("--sizes", default="bert_tiny,bert_mini")
   p.add_argument("--alpha", type=float, default=0.5)
   p.add_argument("--temperature", type=float, default=2.0)
-  p.add_argument("--hidden_weight", type=float, default=1.0,
+  p.add_argument("--trim_batches", type=int, default=16,
+                 help="config.task.trim_batches of every run (0: rows of "
+                 "--seq_len)")
+  p.add_argument("--group_by_length", type=int, default=50,
+                 help="config.task.group_by_length of every run (0: off)")
+  p.add_argument("--hidden_weight", type=float, default=0.0,
                  help="adds a row per student distilled with TinyBERT's "
                  "hidden-state term at this weight as well (0: no such row)")
   p.add_argument("--causal_teacher", default=None,
@@ -139,6 +155,7 @@ def main():
     seeds = [int(x) for x in args.seeds.split(",")]
   except ValueError:
     sys.exit(f"error: --seeds {args.seeds!r} must be comma-separated integers.")
+  padding = {"trim": args.trim_batches, "group": args.group_by_length}
   data, root = os.path.abspath(args.data), os.path.abspath(args.workdir)
   os.makedirs(root, exist_ok=True)
   rows, seconds = {}, {}
@@ -156,7 +173,8 @@ def main():
   name = "all-MiniLM-L6-v2 fine-tuned (teacher)"
   seconds[name] = timed(fine_tune(
       data, size="bert_mini", steps=args.teacher_steps, lr=args.teacher_lr,
-      seq_len=args.seq_len, batch=args.batch, evals=1, init_from=imported),
+      seq_len=args.seq_len, batch=args.batch, evals=1, init_from=imported,
+      **padding),
       teacher)
   rows[name] = scores(teacher, data)
   print(f"teacher: {rows[name]}", flush=True)
@@ -165,10 +183,12 @@ def main():
   for size in args.sizes.split(","):
     alone = fine_tune(data, size=size, steps=args.student_steps,
                       lr=args.student_lr, seq_len=args.seq_len,
-                      batch=args.batch, evals=5, tokenizer=tokenizer)
+                      batch=args.batch, evals=5, tokenizer=tokenizer,
+                      **padding)
     distilled = fine_tune(data, size=size, steps=args.student_steps,
                           lr=args.student_lr, seq_len=args.seq_len,
-                          batch=args.batch, evals=5, tokenizer=tokenizer)
+                          batch=args.batch, evals=5, tokenizer=tokenizer,
+                          **padding)
     distilled.objective = "distill"
     distilled.distill.teacher = teacher
     distilled.distill.alpha = args.alpha
