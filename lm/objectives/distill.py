@@ -416,6 +416,10 @@ class Distill(Objective):
   def eval_batches(self, data, batch_size: int, max_batches: int | None):
     return self.student.eval_batches(data, batch_size, max_batches)
 
+  @property
+  def data_derived(self) -> tuple[str, ...]:
+    return self.student.data_derived
+
   def data_settings(self) -> dict:
     """The student's, plus the teacher's workdir, step and fingerprint."""
     t = self.teacher().record

@@ -200,6 +200,7 @@ class Task(Objective):
   main_metric = ""
   metrics: tuple[str, ...] = ()
   train_keys: tuple[str, ...] = ()
+  data_derived = ("labels", "label_counts")
   head = "sequence"           # the TaskModel head (lm.models.task_model.HEADS)
   backbone_path = ("backbone",)
   distillable = True          # each task's loss(..., return_logits=True)

@@ -164,7 +164,7 @@ def prepare(config, workdir: str, make_objective,
       warm_start.check_model(source_run["model"], model_cfg, config.init_from)
     if prior is not None:
       check_resume(prior, _resolved(config, model_cfg, tok, objective, None),
-                    workdir)
+                   workdir, skip=objective.data_derived)
   # -- from here on the workdir is written --------------------------------
   try:
     files.makedirs(workdir)

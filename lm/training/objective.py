@@ -75,6 +75,10 @@ class Objective(abc.ABC):
   count_key: str = "tokens"
   labels: list[str] | None = None
   stored: dict | None = None   # a trained run's stored data settings (tasks)
+  # `data_settings()` keys known only once the training data is read (a
+  # task's label vocabulary): the resume check before the data is opened
+  # leaves them to the one after
+  data_derived: tuple[str, ...] = ()
   config_sections: dict[str, Callable[[], Any]] = {}
   head: str = ""
   # What the entry points may ask of a trained run of this objective:

@@ -17,11 +17,13 @@ from lm.models.config import recorded_model
 from lm.training.checkpoint import Checkpointer, DamagedCheckpoint
 
 
-def check_resume(stored: dict, resolved: dict, workdir: str) -> None:
+def check_resume(stored: dict, resolved: dict, workdir: str,
+                 skip: tuple[str, ...] = ()) -> None:
   """LmError when the checkpoint config `stored` is not this run's.
 
   `resolved` may lack the objective's data record (the `batch.train_*`
-  keys of `Objective.data_record`, checked once the data is read)."""
+  keys of `Objective.data_record`, checked once the data is read); `skip`
+  names batch settings left out for the same reason (`data_derived`)."""
   if stored.get("tokenizer", {}).get("sha256") != resolved["tokenizer"]["sha256"]:
     raise LmError(f"{workdir} holds a checkpoint trained with a different "
                   "tokenizer; use a new --workdir or drop data.tokenizer.path.")
@@ -50,6 +52,9 @@ def check_resume(stored: dict, resolved: dict, workdir: str) -> None:
   for key in list(old_batch):
     if key.startswith("train_") and key not in new_batch:
       old_batch.pop(key)
+  for key in skip:
+    old_batch.pop(key, None)
+    new_batch.pop(key, None)
   if old_batch != new_batch:
     raise LmError(f"{workdir} holds a checkpoint with batch/data settings "
                   f"{old_batch} but the config now gives "

@@ -3,6 +3,7 @@
 sentence for bad settings."""
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -120,3 +121,30 @@ def test_bad_padding_settings_are_one_sentence(tmp_path, overrides, match):
   with pytest.raises(LmError, match=match):
     experiments.train(c, str(workdir))
   assert not workdir.exists()
+
+
+def test_grouped_fine_tuning_resumes_exactly(tmp_path):
+  """A classification run stopped after a checkpoint resumes into the same
+  parameters as the run that was never stopped (the length-grouped order
+  is a function of the step), and a finished run re-run is left as it is."""
+  train = data.write_pairs_tsv(tmp_path / "train.tsv", 64, seed=0)
+  c = set_keys(finetune_sst2.get_config("runlocal"), {
+      "data.train": f"tsv:{train}", "data.eval": "",
+      "task.text_field": "premise", "task.text_b_field": "review",
+      "data.tokenizer.vocab_size": 300, "steps": 6, "eval_every": 3,
+      "checkpoint_every": 3, "keep_checkpoints": 3, "batch_size": 8,
+      "log_every": 3, "task.trim_batches": 4, "task.group_by_length": 3})
+  straight = str(tmp_path / "straight")
+  experiments.train(c, straight)
+  stopped = str(tmp_path / "stopped")
+  shutil.copytree(straight, stopped)
+  shutil.rmtree(os.path.join(stopped, "checkpoints", "6"))
+  assert experiments.train(c, stopped)["step"] == 6
+  for a, b in zip(_leaves(load_trained(straight).params),
+                  _leaves(load_trained(stopped).params)):
+    np.testing.assert_array_equal(a, b)
+  again = experiments.train(c, straight)      # nothing left to do
+  assert again["step"] == 6
+  # Other padding settings would not see the same batches.
+  with pytest.raises(LmError, match="batch/data settings"):
+    experiments.train(set_keys(c, {"task.group_by_length": 2}), stopped)
