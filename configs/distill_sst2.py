@@ -31,6 +31,7 @@ def get_config(arg=None):
   c.batch_size = 32
   c.steps = args["steps"]
   common.sst2_data(c, args["data"])
+  c.task.trim_batches = 16    # short sentences: each batch cut to its longest
   c.model.size = args["size"]
   c.eval_every = c.checkpoint_every = max(c.steps // 6, 1)
   c.eval_steps = 0

@@ -32,6 +32,7 @@ def get_config(arg=None):
   c.steps = 6000              # ~3 epochs of 67k sentences
   common.sst2_data(c, args["data"])
   common.fine_tune(c, args, lr=2e-5, warmup_steps=600, eval_every=500)
+  c.task.trim_batches = 16    # short sentences: each batch cut to its longest
   if args["runlocal"]:
     c.seq_len = 32
   return c
