@@ -13,8 +13,9 @@ the whole dev split at the end. The settings run in turn, `--rounds` times
 median wall time of the whole run (data, compiles, steps, the dev
 evaluation), the speed-up over full rows, the mean padded width of its
 training batches and its dev accuracy. Trimming alone changes no
-arithmetic that touches a real token, so its accuracy equals full rows'
-(to float rounding); grouping changes which phrases share a batch.
+arithmetic that touches a real token, but dropout (0.1 here) draws its
+masks for the cut shape, so the accuracies differ as two draws of the same
+training do; grouping also changes which phrases share a batch.
 """
 
 from __future__ import annotations

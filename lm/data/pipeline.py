@@ -257,8 +257,9 @@ class RowBatches(ShuffledItems):
   need not pay for their padding:
     * `trim` > 0 cuts each batch's per-token arrays (those `[N, T, ...]`,
       T the rows' width) to the global batch's longest row (`lengths`),
-      rounded up to a multiple of `trim`: the same loss (padding is masked),
-      one compiled step per width, every host cutting to the same width.
+      rounded up to a multiple of `trim`: the same loss (padding is masked;
+      dropout masks are drawn for the cut shape), one compiled step per
+      width, every host cutting to the same width.
     * `group` > 0 also draws each step's rows from a pool of `group`
       batches of the shuffled order, sorted by length (the pool's batches
       taken in a seeded random order), so a batch's rows have similar
