@@ -107,12 +107,14 @@ def test_tagging_and_qa_with_grouped_batches(tmp_path):
 
 @pytest.mark.parametrize("overrides,match", [
     ({"task.trim_batches": -1}, "trim_batches=-1 must be a non-negative"),
-    ({"task.group_by_length": 4}, "set config.task.trim_batches"),
+    ({"task.trim_batches": 0, "task.group_by_length": 4},
+     "set config.task.trim_batches"),
 ])
 def test_bad_padding_settings_are_one_sentence(tmp_path, overrides, match):
   train = data.write_pairs_tsv(tmp_path / "train.tsv", 40, seed=0)
   c = set_keys(finetune_sst2.get_config("runlocal"), {
-      "data.train": f"tsv:{train}", "task.text_field": "premise"})
+      "data.train": f"tsv:{train}", "data.eval": "",
+      "task.text_field": "premise"})
   with c.unlocked():
     for key, value in overrides.items():
       section, name = key.split(".")
