@@ -98,20 +98,6 @@ def padding_settings(task_config) -> tuple[int, int]:
   return trim, group
 
 
-def _pad_width(kept: np.ndarray, width: int, batch: dict) -> np.ndarray:
-  """A kept per-token output of a trimmed eval batch padded back to the
-  rows' `width` (-1 for integers, the dtype's lowest value for floats), so
-  outputs of batches cut to different widths line up."""
-  cut = batch.get("mask", batch.get("tokens"))
-  if kept.ndim < 2 or cut is None or kept.shape[1] != np.shape(cut)[1] \
-      or kept.shape[1] >= width:
-    return kept
-  fill = (np.finfo(kept.dtype).min if np.issubdtype(kept.dtype, np.floating)
-          else -1)
-  pad = [(0, 0), (0, width - kept.shape[1])] + [(0, 0)] * (kept.ndim - 2)
-  return np.pad(kept, pad, constant_values=fill)
-
-
 def frame_ids(tokenizer, arch: str) -> tuple[int, int, int]:
   """`(first, separator, pad)` ids around a row's texts: [CLS], [SEP] for
   BERT; bos, eos for the others (which have no separator of their own)."""
@@ -367,25 +353,14 @@ class Task(Objective):
     """Sums of the eval step's outputs over the eval batches, and the
     per-row outputs named in `keep` (real rows only, in row order) with the
     row `index`."""
-    if self.trim:     # rows come shortest first, cut per batch
-      kept_parts = {k: [] for k in (*keep, "index")}
-      totals = None
-      for batch in self.eval_batches(data, batch_size, max_batches):
-        part, got = eval_totals(eval_fn, params, mesh, [batch],
-                                keep=(*keep, "index"))
-        totals = part if totals is None else {
-            k: totals[k] + part[k] for k in part}
-        for k, v in got.items():
-          kept_parts[k].append(_pad_width(v, self.config.seq_len, batch))
-      kept = {k: np.concatenate(v) for k, v in kept_parts.items() if v}
-      if kept:
-        order = np.argsort(kept["index"], kind="stable")
-        kept = {k: v[order] for k, v in kept.items()}
-    else:
-      totals, kept = eval_totals(
-          eval_fn, params, mesh,
-          self.eval_batches(data, batch_size, max_batches),
-          keep=(*keep, "index"))
+    totals, kept = eval_totals(
+        eval_fn, params, mesh,
+        self.eval_batches(data, batch_size, max_batches),
+        keep=(*keep, "index"),
+        width=self.config.seq_len if self.trim else None)
+    if kept and self.trim:    # trimmed rows come shortest first
+      order = np.argsort(kept["index"], kind="stable")
+      kept = {k: v[order] for k, v in kept.items()}
     if totals is None:
       raise LmError("the evaluation data yields no rows; use a larger split.")
     return totals, kept

@@ -147,26 +147,46 @@ def eval_outputs(eval_fn, params, mesh, batches):
     yield batch, jax.device_get(eval_fn(params, to_global(rows, bsharding)))
 
 
-def eval_totals(eval_fn, params, mesh, batches, keep=()):
+def eval_totals(eval_fn, params, mesh, batches, keep=(), width=None):
   """The one eval runner: `eval_fn` over `batches` (`eval_outputs`), its
   outputs summed in float64 over the batches, in batch order.
 
   `keep` names per-row arrays to collect instead of summing -- outputs of
   the step (embeddings, logits) or fields of the batch (`index`) -- for
-  the real rows only (`weights` > 0), concatenated in row order. Returns
-  `(totals, kept)`; `totals` is None when `batches` is empty. Example:
-  eval_totals(fn, params, mesh, batches) -> ({"loss_sum": 812.5,
-  "tokens": 256.0}, {}).
+  the real rows only (`weights` > 0), concatenated in row order. With
+  `width`, batches cut to different widths (`task.trim_batches`) have
+  their kept per-token outputs padded back to `width` first (see
+  `pad_width`). Returns `(totals, kept)`; `totals` is None when `batches`
+  is empty. Example: eval_totals(fn, params, mesh, batches) ->
+  ({"loss_sum": 812.5, "tokens": 256.0}, {}).
   """
   totals, kept = None, {k: [] for k in keep}
   for batch, out in eval_outputs(eval_fn, params, mesh, batches):
     if keep:
       real = np.asarray(batch["weights"]) > 0
       for k in keep:
-        kept[k].append(np.asarray(out.pop(k) if k in out else batch[k])[real])
+        v = np.asarray(out.pop(k) if k in out else batch[k])
+        if width is not None:
+          v = pad_width(v, width, batch)
+        kept[k].append(v[real])
     sums = {k: np.asarray(v, np.float64) for k, v in out.items()}
     totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
   return totals, {k: np.concatenate(v) for k, v in kept.items() if v}
+
+
+def pad_width(kept: np.ndarray, width: int, batch: dict) -> np.ndarray:
+  """A per-token array of a batch cut short (its axis 1 as wide as the
+  batch's `mask` or `tokens`) padded back to `width`: -1 for integers, the
+  dtype's lowest value for floats. Other arrays come back unchanged.
+  Example: logits [8, 16] of a batch cut to 16, width 64 -> [8, 64]."""
+  cut = batch.get("mask", batch.get("tokens"))
+  if kept.ndim < 2 or cut is None or kept.shape[1] != np.shape(cut)[1] \
+      or kept.shape[1] >= width:
+    return kept
+  fill = (np.finfo(kept.dtype).min if np.issubdtype(kept.dtype, np.floating)
+          else -1)
+  pad = [(0, 0), (0, width - kept.shape[1])] + [(0, 0)] * (kept.ndim - 2)
+  return np.pad(kept, pad, constant_values=fill)
 
 
 def jit_forward(fn, param_shardings, mesh, rules, n_batch_args: int = 1):
