@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -85,19 +86,48 @@ def _quiet_abandoned_reads() -> None:
   # The same abandoned reads, when their task is collected before it is
   # awaited, reach asyncio's exception handler, which logs "Task exception
   # was never retrieved" with the TensorStore error: dropped likewise.
+  # A read coroutine that never started is reported as never awaited.
+  warnings.filterwarnings("ignore", category=RuntimeWarning,
+                          message=r"coroutine '_read\w*' was never awaited")
   asyncio_logger = logging.getLogger("asyncio")
   if not any(isinstance(f, _WithoutAbandonedReads)
              for f in asyncio_logger.filters):
     asyncio_logger.addFilter(_WithoutAbandonedReads())
 
 
+# Directories of checkpoints already reported as damaged in this process.
+_DAMAGED_DIRS: set[str] = set()
+
+
 class _WithoutAbandonedReads(logging.Filter):
-  """Drops asyncio's records of unretrieved TensorStore read errors."""
+  """Drops asyncio's records of unretrieved read errors of a damaged
+  checkpoint ("Task exception was never retrieved", "_GatheringFuture ...",
+  "Future ..."): the exception was raised inside an Orbax module, or it is
+  TensorStore's own error (with its spec, or naming a checkpoint already
+  reported damaged)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
+    if "exception was never retrieved" not in str(record.msg):
+      return True
     exc = record.exc_info[1] if record.exc_info else None
-    return not (str(record.msg).startswith("Task exception was never retrieved")
-                and exc is not None and "tensorstore_spec=" in str(exc))
+    if exc is None:
+      return True
+    text = str(exc)
+    return not (_raised_in_orbax(exc) or "tensorstore_spec=" in text
+                or any(d in text for d in _DAMAGED_DIRS))
+
+
+def _raised_in_orbax(exc: BaseException | None) -> bool:
+  marker = f"{os.sep}orbax{os.sep}"
+  seen = 0
+  while exc is not None and seen < 8:
+    tb = exc.__traceback__
+    while tb is not None:
+      if marker in tb.tb_frame.f_code.co_filename:
+        return True
+      tb = tb.tb_next
+    exc, seen = exc.__cause__ or exc.__context__, seen + 1
+  return False
 
 
 class _WithoutOrbaxRecords(logging.Filter):
@@ -317,6 +347,7 @@ class Checkpointer:
       # metadata is damage; only the metadata check tells them apart, so it
       # runs when the restore fails, not on every restore.
       self._check_tree(step, abstract_state)
+      _DAMAGED_DIRS.add(files.join(self.directory, str(step)) + "/")
       raise DamagedCheckpoint(step, f"cannot read its arrays ({_first_line(e)})"
                               ) from None
     state = out["state"]

@@ -120,3 +120,43 @@ def test_unretrieved_tensorstore_read_errors_are_not_logged(caplog):
     log.error("Task exception was never retrieved\nfuture: <Task>",
               exc_info=(ValueError, ValueError("something else"), None))
     assert len(caplog.records) == 1
+
+
+def test_abandoned_reads_of_a_truncated_checkpoint_are_not_logged(tmp_path, caplog):
+  """TensorStore's bare errors for the other reads of a checkpoint whose
+  restore failed (asyncio: "Future exception was never retrieved") are
+  dropped once that checkpoint is known damaged; the same error for a path
+  never reported damaged is still logged."""
+  import glob, logging, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  import pytest  # pylint: disable=g-import-not-at-top
+  from lm.training.checkpoint import DamagedCheckpoint  # pylint: disable=g-import-not-at-top
+  tree = {"w": jnp.arange(4096.0).reshape(64, 64)}
+  ckpt = Checkpointer(str(tmp_path), keep=2, async_save=False)
+  ckpt.save(1, tree, {"step": 1}, {})
+  ckpt.close()
+  step_dir = str(tmp_path / "checkpoints" / "1")
+  files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"),
+                                recursive=True) if os.path.isfile(f)]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  reader = Checkpointer(str(tmp_path), read_only=True)
+  with pytest.raises(DamagedCheckpoint, match="cannot read its arrays"):
+    reader.restore(1, abstract, {"w": device})
+  reader.close()
+  log = logging.getLogger("asyncio")
+  def error_reading(directory):
+    return ValueError(f'OUT_OF_RANGE: Error reading "w/0.0" in OCDBT database '
+                      f'at local file "{directory}/state/": Requested byte '
+                      'range [0, 9) is not valid for value of size 4')
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    err = error_reading(step_dir)
+    log.error("Future exception was never retrieved\nfuture: <Future>",
+              exc_info=(ValueError, err, None))
+    assert not caplog.records
+    err = error_reading(str(tmp_path / "elsewhere" / "1"))
+    log.error("Future exception was never retrieved\nfuture: <Future>",
+              exc_info=(ValueError, err, None))
+    assert len(caplog.records) == 1
