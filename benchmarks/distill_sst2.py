@@ -7,6 +7,7 @@ BERTs on SST-2, and a causal row (the quickstart GPT into 2 layers).
       [--student_steps 600] [--sizes bert_tiny,bert_mini]
       [--causal_teacher runs/quickstart] [--seeds 0,1,2]
       [--trim_batches 16] [--group_by_length 50] [--hidden_weight 0]
+      [--augment_prob 0] [--augment_weight 1]
 
 Classification (`../shared/data/sst2`: train.tsv phrases, dev.tsv picks each
 run's best checkpoint, test.tsv is GLUE's 872 dev sentences):
@@ -24,6 +25,11 @@ run's best checkpoint, test.tsv is GLUE's 872 dev sentences):
                        TinyBERT's hidden-state term at weight W: every
                        student layer's output through a learned projection
                        against the teacher layer the uniform map gives
+  ... + augmented      with --augment_prob P > 0, the distilled run with
+                       input augmentation: each step teacher and student
+                       also read a copy of the batch with every word piece
+                       replaced by [MASK] with probability P, the KL there
+                       weighted --augment_weight
 
 Every classification run cuts its batches to their longest row rounded up
 to 16 and draws them from length-sorted pools of 50 batches
@@ -144,6 +150,9 @@ def main():
   p.add_argument("--hidden_weight", type=float, default=0.0,
                  help="adds a row per student distilled with TinyBERT's "
                  "hidden-state term at this weight as well (0: no such row)")
+  p.add_argument("--augment_prob", type=float, default=0.0,
+                 help="> 0 adds a distilled run with input augmentation")
+  p.add_argument("--augment_weight", type=float, default=1.0)
   p.add_argument("--causal_teacher", default=None,
                  help="a finished configs/quickstart.py run (default: train "
                       "one); --causal_steps 0 skips the causal row")
@@ -198,6 +207,13 @@ def main():
       hidden = ml_collections.ConfigDict(distilled.to_dict())
       hidden.distill.hidden_weight = args.hidden_weight
       variants.append((f"{size} distilled + hidden states", hidden))
+    if args.augment_prob > 0:
+      augmented = ml_collections.ConfigDict(distilled.to_dict())
+      augmented.distill.augment_prob = args.augment_prob
+      augmented.distill.augment_weight = args.augment_weight
+      label = f"{size} distilled + augmented p{args.augment_prob:g}" + (
+          f" w{args.augment_weight:g}" if args.augment_weight != 1 else "")
+      variants.append((label, augmented))
     for seed in seeds:
       for label, c in variants:
         c = ml_collections.ConfigDict(c.to_dict())

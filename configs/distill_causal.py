@@ -13,6 +13,10 @@ temperature 2 (`lm.objectives.distill`), on the teacher's tokenizer.
 initialisation); `alpha=0` trains the same student without the teacher
 (the baseline of `benchmarks/distill_sst2.py`). `hidden=1,attention=1` add
 TinyBERT's block-output and attention-logit matching with those weights.
+`augment=0.1` adds input augmentation: the teacher and the student also
+read a copy of each batch with every token replaced by a random one with
+that probability (its tokenizer has no [MASK]), the student matching the
+teacher there.
 `:runlocal` is the tiny variant the tests use (its teacher: a
 `configs/quickstart.py:runlocal` run).
 """
@@ -25,7 +29,7 @@ from lm.errors import LmError
 def get_config(arg=None):
   args = common.parse_arg(arg, "teacher", teacher="", alpha=0.5,
                           temperature=2.0, init="", layers=0, hidden=0.0,
-                          attention=0.0, runlocal=False)
+                          attention=0.0, augment=0.0, runlocal=False)
   c = quickstart.get_config("runlocal" if args["runlocal"] else None)
   c.objective = "distill"
   c.distill.teacher = args["teacher"]
@@ -33,6 +37,8 @@ def get_config(arg=None):
   c.distill.temperature = args["temperature"]
   c.distill.hidden_weight = args["hidden"]        # TinyBERT's terms
   c.distill.attention_weight = args["attention"]
+  c.distill.augment_prob = args["augment"]
+  c.distill.augment_replace = "random"
   if args["init"] not in ("", "teacher"):
     raise LmError(f"config argument init={args['init']!r} is not "
                          "known; use init=teacher or leave it out.")

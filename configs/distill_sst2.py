@@ -12,7 +12,10 @@ and `dev.tsv`, header `sentence<TAB>label`, or TFDS `glue/sst2`) with the
 teacher's tokenizer and label order, on 0.5 * T^2 * KL(teacher || student) +
 0.5 * cross-entropy at temperature 2 (`lm.objectives.distill`); the best
 checkpoint by dev accuracy is kept. `alpha=0` is the same student without
-the teacher. `:runlocal` is the tiny variant the tests use.
+the teacher. `augment=0.1` adds input augmentation: each step the teacher
+and the student also read a copy of the batch with every word piece
+replaced by [MASK] with that probability, and the student matches the
+teacher there too. `:runlocal` is the tiny variant the tests use.
 """
 
 from configs import common
@@ -21,12 +24,13 @@ from configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, "teacher", teacher="", data="",
                           size="bert_tiny", alpha=0.5, temperature=2.0,
-                          steps=3000, lr=5e-4, runlocal=False)
+                          steps=3000, lr=5e-4, augment=0.0, runlocal=False)
   c = common.base_config()
   c.objective = "distill"
   c.distill.teacher = args["teacher"]
   c.distill.alpha = args["alpha"]
   c.distill.temperature = args["temperature"]
+  c.distill.augment_prob = args["augment"]
   c.seq_len = 64
   c.batch_size = 32
   c.steps = args["steps"]

@@ -65,6 +65,7 @@ class CausalLM(Objective):
   generates_text = True
   bert_specials = False
   distillable = True
+  token_field = "inputs"
 
   def __init__(self, config):
     self.config = config

@@ -44,6 +44,21 @@ the matching reads what the blocks `sow` into the "intermediates"
 collection, at the cost of one extra q k^T per layer for the attention
 term. The embedding layer is not matched.
 
+Input augmentation (Tang et al. 2019, "Distilling task-specific knowledge
+from BERT into simple neural networks"; TinyBERT's augmented transfer set):
+with `distill.augment_prob` p > 0 every train step also builds a copy of
+its batch in which each input token outside the tokenizer's special ids is
+replaced with probability p, by [MASK] (`distill.augment_replace="mask"`,
+the default; the tokenizer must have one) or by a token drawn uniformly
+from the vocabulary ("random"). Teacher and student both read the copy,
+and the loss gains `alpha * T^2 * augment_weight * KL` on it, over the same
+rows and weights and with the same normaliser as the clean KL; the
+student's own loss stays on the clean batch (a replaced word can change
+the label, the teacher's probabilities say by how much). The draws are a
+function of the step's random key, so a resumed run sees the same copies.
+It costs one more forward of the teacher and one more forward and
+backward of the student per step.
+
 `distill.init_from_teacher_layers` starts the student from the teacher
 (DistilBERT's initialisation): every parameter outside the layer stacks
 copied, and student layer i from teacher layer i * L_teacher // L_student
@@ -88,7 +103,48 @@ def config_section() -> ml_collections.ConfigDict:
   s.attention_weight = 0.0       # TinyBERT: attention logits (same heads)
   s.layer_map = ""               # teacher layer per student layer ("" uniform)
   s.teacher_width = 0            # set from the teacher (the projection's)
+  s.augment_prob = 0.0           # input augmentation: P(a token is replaced)
+  s.augment_replace = "mask"     # mask | random (what replaces it)
+  s.augment_weight = 1.0         # weight of the KL on the augmented copy
   return s
+
+
+AUGMENT_REPLACE = ("mask", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Input augmentation settings (module docstring): which batch field,
+  with what probability, replaced by `mask_id` (None: uniform draws over
+  `vocab_size`), never touching `protected` ids; `weight` of its KL."""
+  field: str
+  prob: float
+  protected: tuple[int, ...]
+  mask_id: int | None
+  vocab_size: int
+  weight: float
+
+
+def augment_tokens(ids, rng, augment: Augment):
+  """`ids` with each token outside `augment.protected` replaced with
+  probability `augment.prob` by `augment.mask_id`, or (None) by a uniform
+  draw over the vocabulary; a draw that lands on a protected id leaves the
+  token as it was.
+
+  >>> a = Augment("inputs", 1.0, (0,), 9, 10, 1.0)
+  >>> augment_tokens(jnp.array([[0, 4, 5]]), jax.random.key(0), a).tolist()
+  [[0, 9, 9]]
+  """
+  pick, draw = jax.random.split(rng)
+  protected = jnp.asarray(augment.protected, ids.dtype)
+  hit = (~jnp.isin(ids, protected)
+         & jax.random.bernoulli(pick, augment.prob, ids.shape))
+  if augment.mask_id is not None:
+    new = jnp.full_like(ids, augment.mask_id)
+  else:
+    new = jax.random.randint(draw, ids.shape, 0, augment.vocab_size, ids.dtype)
+    hit = hit & ~jnp.isin(new, protected)
+  return jnp.where(hit, new, ids)
 
 
 def kl_sum(student_logits, teacher_logits, weights, temperature: float):
@@ -112,16 +168,19 @@ def distill_loss(params, batch, rng, model, *, student_loss, teacher_loss,
                  teacher_model, alpha: float, temperature: float,
                  deterministic: bool = False, frozen=None,
                  hidden_weight: float = 0.0, attention_weight: float = 0.0,
-                 projection=None, layer_map: str = ""):
+                 projection=None, layer_map: str = "",
+                 augment: Augment | None = None):
   """Objective contract: with the teacher's parameters (`frozen`), the
   distillation loss (module docstring) and sums `loss_sum` (that loss),
   `student_loss_sum` (the student's own), `kl_sum`, with the TinyBERT terms
   `hidden_sum` and `attention_sum` (each mean squared error summed over the
-  mapped layers, times `tokens`), and the student's other sums; without
-  them (evaluation), the student's own loss and sums. `projection`:
-  `[D_student, D_teacher]`, for `hidden_weight`."""
+  mapped layers, times `tokens`), with `augment` `augment_kl_sum` (the KL
+  on the augmented copy of the batch), and the student's other sums;
+  without them (evaluation), the student's own loss and sums.
+  `projection`: `[D_student, D_teacher]`, for `hidden_weight`."""
   if frozen is None:
     return student_loss(params, batch, rng, model, deterministic=deterministic)
+  plain_model, plain_teacher = model, teacher_model
   matching = hidden_weight > 0 or attention_weight > 0
   if matching:
     model, teacher_model = Capture(model), Capture(teacher_model)
@@ -138,6 +197,19 @@ def distill_loss(params, batch, rng, model, *, student_loss, teacher_loss,
   sums["kl_sum"] = kl
   sums["loss_sum"] = (alpha * temperature ** 2 * kl
                       + (1.0 - alpha) * sums["student_loss_sum"])
+  if augment is not None and augment.prob > 0:
+    copy = dict(batch)
+    copy[augment.field] = augment_tokens(
+        batch[augment.field], jax.random.fold_in(rng, 0x617567), augment)
+    _, _, s_aug = student_loss(params, copy, jax.random.fold_in(rng, 1),
+                               plain_model, deterministic=deterministic,
+                               return_logits=True)
+    _, _, t_aug = teacher_loss(frozen, copy, rng, plain_teacher,
+                               deterministic=True, return_logits=True)
+    sums["augment_kl_sum"] = sum(kl_sum(s, t, w, temperature)
+                                 for (s, w), (t, _) in zip(s_aug, t_aug))
+    sums["loss_sum"] = (sums["loss_sum"] + alpha * temperature ** 2
+                        * augment.weight * sums["augment_kl_sum"])
   if matching:
     found_s, found_t = model.found, teacher_model.found
     for name, weight, key in (("hidden", hidden_weight, "hidden_sum"),
@@ -160,11 +232,15 @@ def distill_loss(params, batch, rng, model, *, student_loss, teacher_loss,
 
 @dataclasses.dataclass
 class _Teacher:
-  """The loaded teacher: its objective, model, host params and record."""
+  """The loaded teacher: its objective, model, host params and record, and
+  its tokenizer's special ids, [MASK] id and vocabulary size."""
   objective: Objective
   model_cfg: object
   params: object
   record: dict
+  special_ids: tuple[int, ...] = ()
+  mask_id: int | None = None
+  vocab_size: int = 0
 
 
 class Distill(Objective):
@@ -203,6 +279,19 @@ class Distill(Objective):
       if not (isinstance(value, (int, float)) and value >= 0):
         raise LmError(f"config.distill.{name}={value!r} must be a number >= 0 "
                       "(0 = off).")
+    prob = s.get("augment_prob", 0.0)
+    if not (isinstance(prob, (int, float)) and 0.0 <= prob < 1.0):
+      raise LmError(f"config.distill.augment_prob={prob!r} must be a number "
+                    "in [0, 1) (the chance that an input token is replaced; "
+                    "0 = off).")
+    if s.get("augment_replace", "mask") not in AUGMENT_REPLACE:
+      raise LmError(f"config.distill.augment_replace="
+                    f"{s.get('augment_replace')!r} is not one of "
+                    f"{', '.join(AUGMENT_REPLACE)}.")
+    weight = s.get("augment_weight", 1.0)
+    if not (isinstance(weight, (int, float)) and weight >= 0):
+      raise LmError(f"config.distill.augment_weight={weight!r} must be a "
+                    "number >= 0.")
     if s.teacher_dtype not in ("float32", "bfloat16"):
       raise LmError(f"config.distill.teacher_dtype={s.teacher_dtype!r} is "
                     "not float32 or bfloat16.")
@@ -261,7 +350,9 @@ class Distill(Objective):
           trained.objective, trained.model_cfg, params,
           {"teacher": self.config.distill.teacher, "teacher_step": trained.step,
            "teacher_sha256": fingerprint,
-           "teacher_tokenizer": record["tokenizer"]["sha256"]})
+           "teacher_tokenizer": record["tokenizer"]["sha256"]},
+          tuple(int(i) for i in trained.tokenizer.special_ids),
+          trained.tokenizer.mask_id, int(trained.tokenizer.vocab_size))
       del trained
     return self._teacher
 
@@ -284,6 +375,18 @@ class Distill(Objective):
     return (float(s.get("hidden_weight", 0.0)),
             float(s.get("attention_weight", 0.0)))
 
+  def _augment(self) -> Augment | None:
+    """The input augmentation settings, None when it is off."""
+    s = self.config.distill
+    if float(s.get("augment_prob", 0.0)) <= 0:
+      return None
+    t = self.teacher()
+    return Augment(self.student.token_field, float(s.augment_prob),
+                   t.special_ids,
+                   t.mask_id if s.get("augment_replace", "mask") == "mask"
+                   else None, t.vocab_size,
+                   float(s.get("augment_weight", 1.0)))
+
   def _loss(self, params, batch, rng, model, *, deterministic=False,
             frozen=None):
     extra = params.get(EXTRA_KEY) if isinstance(params, dict) else None
@@ -303,7 +406,7 @@ class Distill(Objective):
                         hidden_weight=hidden, attention_weight=attention,
                         projection=None if extra is None
                         else extra["hidden_projection"],
-                        layer_map=self._layer_map())
+                        layer_map=self._layer_map(), augment=self._augment())
 
   def extra_params(self, model_cfg, rng):
     """TinyBERT's projection `[D_student, D_teacher]` when
@@ -332,6 +435,8 @@ class Distill(Objective):
     n = jnp.maximum(sums["tokens"], 1e-9)
     out["distill_loss"] = sums["loss_sum"] / n
     out["kl"] = sums["kl_sum"] / n
+    if "augment_kl_sum" in sums:
+      out["augment_kl"] = sums["augment_kl_sum"] / n
     for key, name in (("hidden_sum", "hidden_mse"),
                       ("attention_sum", "attention_mse")):
       if key in sums:
@@ -378,6 +483,15 @@ class Distill(Objective):
                     f"{self.config.distill.teacher} is {t.model_cfg.d_model} "
                     "wide; leave teacher_width at 0 (it is set from the "
                     "teacher).")
+    s = self.config.distill
+    if float(s.get("augment_prob", 0.0)) > 0:
+      if not self.student.token_field:
+        raise LmError(f"distill.augment_prob replaces input tokens, but a "
+                      f"{self.student.name!r} batch has none; set it to 0.")
+      if s.get("augment_replace", "mask") == "mask" and t.mask_id is None:
+        raise LmError(f"distill.augment_replace='mask' needs a [MASK] token, "
+                      f"but the tokenizer of the teacher {s.teacher} has "
+                      "none; set distill.augment_replace='random'.")
     if attention > 0 and model_cfg.num_heads != t.model_cfg.num_heads:
       raise LmError(f"distill.attention_weight matches attention maps head by "
                     f"head, but the student has {model_cfg.num_heads} heads "

@@ -135,6 +135,7 @@ class MaskedLM(Objective):
   config_sections = {"mlm": config_section}
   bert_specials = True
   distillable = True
+  token_field = "inputs"
 
   def __init__(self, config):
     self.config = config

@@ -190,6 +190,7 @@ class Task(Objective):
   head = "sequence"           # the TaskModel head (lm.models.task_model.HEADS)
   backbone_path = ("backbone",)
   distillable = True          # each task's loss(..., return_logits=True)
+  token_field = "tokens"
 
   def __init__(self, config, stored: dict | None = None):
     self.config = config

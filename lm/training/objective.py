@@ -62,6 +62,9 @@ class Objective(abc.ABC):
       `lm.objectives.distill`): `(loss, sums, outputs)`, `outputs` a tuple
       of `(logits [..., C], weights [...])`, float32 weights saying how much
       each row of logits counts in the loss's `tokens` normaliser.
+    token_field: the batch field holding the model's input token ids
+      ("inputs", "tokens"), where distillation's input augmentation
+      replaces tokens; "" when there is none.
   """
 
   name: str = ""
@@ -89,6 +92,7 @@ class Objective(abc.ABC):
   transduces: bool = False       # launch.sample: input text -> output text
                                  # (`transduce`, encoder-decoders)
   distillable: bool = False      # loss(..., return_logits=True)
+  token_field: str = ""          # the batch's input token ids
 
   @abc.abstractmethod
   def check_model(self, model_cfg) -> None:

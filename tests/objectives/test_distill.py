@@ -288,6 +288,17 @@ def test_classifier_distilled_into_a_smaller_bert(tmp_path):
   result = cli("launch.predict", "--workdir", student, "--text", "good superb")
   assert result.returncode == 0, result.stderr[-2000:]
   assert any(label in result.stdout for label in ("yes", "no"))
+  # input augmentation with the BERT tokenizer's [MASK], on the task's rows
+  c = set_keys(distill_sst2.get_config(f"{teacher},runlocal,augment=0.15"),
+               {k: v for k, v in keys.items() if k != "data.tokenizer.vocab_size"})
+  c.model.num_layers = 1
+  assert c.distill.augment_replace == "mask"
+  augmented = str(tmp_path / "augmented")
+  out = experiments.train(c, augmented)
+  assert out["step"] == 6 and 0.0 <= out["eval_accuracy"] <= 1.0
+  rows = [r for r in _rows(augmented) if "augment_kl" in r]
+  assert rows and all(np.isfinite(r["augment_kl"]) and r["augment_kl"] >= 0
+                      for r in rows)
 
 
 def _captured(model, params, batch):
@@ -389,3 +400,110 @@ def test_tinybert_student_trains_resumes_and_serves_without_projection(
   trained = experiments.load_trained(straight)
   assert "objective" not in trained.params
   assert trained.params["token_embed"]["embedding"].shape[1] == 32
+
+
+def test_augmented_tokens_keep_special_ids_and_follow_the_probability():
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(0, 40, (64, 48)), jnp.int32)
+  protected = (0, 1, 2, 3, 6)
+  special = np.isin(np.asarray(ids), protected)
+  key = jax.random.key(3)
+  masked = distill.augment_tokens(
+      ids, key, distill.Augment("inputs", 0.3, protected, 6, 40, 1.0))
+  out, before = np.asarray(masked), np.asarray(ids)
+  changed = out != before
+  assert not changed[special].any()
+  assert set(np.unique(out[changed])) == {6}
+  assert abs(changed[~special].mean() - 0.3) < 0.02
+  # the same key draws the same copy, another key another
+  np.testing.assert_array_equal(out, np.asarray(distill.augment_tokens(
+      ids, key, distill.Augment("inputs", 0.3, protected, 6, 40, 1.0))))
+  assert (np.asarray(distill.augment_tokens(
+      ids, jax.random.key(4),
+      distill.Augment("inputs", 0.3, protected, 6, 40, 1.0))) != out).any()
+  # random replacements: ids of the vocabulary outside the protected ones
+  drawn = np.asarray(distill.augment_tokens(
+      ids, key, distill.Augment("inputs", 0.5, protected, None, 40, 1.0)))
+  new = drawn[drawn != before]
+  assert new.size and new.min() >= 0 and new.max() < 40
+  assert not np.isin(new, protected).any()
+  assert not (drawn != before)[special].any()
+  # probability 0 changes nothing
+  np.testing.assert_array_equal(np.asarray(distill.augment_tokens(
+      ids, key, distill.Augment("inputs", 0.0, protected, 6, 40, 1.0))), before)
+
+
+def test_augmented_kl_term_is_the_kl_on_the_augmented_copy():
+  cfg = make_model_config("tiny", vocab_size=50, max_len=16)
+  model = build_model(cfg)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(4, 50, (2, 17)),
+                       jnp.int32)
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+           "positions": jnp.broadcast_to(jnp.arange(16), (2, 16)),
+           "segment_ids": jnp.ones((2, 16), jnp.int32),
+           "loss_mask": jnp.ones((2, 16), jnp.float32)}
+  student = model.init(jax.random.key(0), batch["inputs"])["params"]
+  teacher = model.init(jax.random.key(1), batch["inputs"])["params"]
+  augment = distill.Augment("inputs", 0.25, (0, 1, 2, 3), None, 50, 0.7)
+  rng = jax.random.key(5)
+
+  def run(s, t, aug):
+    return distill.distill_loss(
+        s, batch, rng, model, student_loss=causal_lm_loss,
+        teacher_loss=causal_lm_loss, teacher_model=model, alpha=0.5,
+        temperature=2.0, deterministic=True, frozen=t, augment=aug)
+  _, plain = run(student, teacher, None)
+  _, sums = run(student, teacher, augment)
+  assert "augment_kl_sum" not in plain
+  # the copy the loss drew, scored by hand
+  copy = dict(batch, inputs=distill.augment_tokens(
+      batch["inputs"], jax.random.fold_in(rng, 0x617567), augment))
+  assert (np.asarray(copy["inputs"]) != np.asarray(batch["inputs"])).any()
+  _, _, (s_out,) = causal_lm_loss(student, copy, None, model,
+                                  deterministic=True, return_logits=True)
+  _, _, (t_out,) = causal_lm_loss(teacher, copy, None, model,
+                                  deterministic=True, return_logits=True)
+  want = _np_kl(np.asarray(s_out[0]), np.asarray(t_out[0]),
+                np.asarray(s_out[1]), 2.0)
+  np.testing.assert_allclose(float(sums["augment_kl_sum"]), want, rtol=1e-5)
+  np.testing.assert_allclose(
+      float(sums["loss_sum"]),
+      float(plain["loss_sum"]) + 0.5 * 4.0 * 0.7 * want, rtol=1e-5)
+  # the teacher still gets no gradient, the student one from the copy too
+  g_s, g_t = jax.grad(lambda s, t: run(s, t, augment)[0],
+                      argnums=(0, 1))(student, teacher)
+  assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_t))
+  g_plain = jax.grad(lambda s: run(s, teacher, None)[0])(student)
+  assert any(not np.allclose(a, b) for a, b in
+             zip(jax.tree.leaves(g_s), jax.tree.leaves(g_plain)))
+
+
+def test_augmented_student_trains_resumes_bitwise_and_refuses_a_missing_mask(
+    causal_teacher, tmp_path):
+  straight = str(tmp_path / "straight")
+  c = distill_causal.get_config(f"{causal_teacher},runlocal,augment=0.2")
+  assert c.distill.augment_replace == "random"
+  experiments.train(c, straight)
+  train = [r for r in _rows(straight) if "augment_kl" in r]
+  assert train and all(r["augment_kl"] > 0 for r in train)
+  resumed = str(tmp_path / "resumed")
+  experiments.train(set_keys(distill_causal.get_config(
+      f"{causal_teacher},runlocal,augment=0.2"), {"steps": 3}), resumed)
+  experiments.train(distill_causal.get_config(
+      f"{causal_teacher},runlocal,augment=0.2"), resumed)
+  assert _digest(resumed, 6) == _digest(straight, 6)
+  # the quickstart tokenizer has no [MASK]: refused before anything is written
+  workdir = tmp_path / "masked"
+  with pytest.raises(LmError, match="augment_replace='mask' needs a \\[MASK\\] "
+                     "token"):
+    experiments.train(set_keys(distill_causal.get_config(
+        f"{causal_teacher},runlocal,augment=0.2"),
+        {"distill.augment_replace": "mask"}), str(workdir))
+  assert not (workdir / "checkpoints").exists()
+  for keys, message in (({"distill.augment_prob": 1.0}, "augment_prob=1.0 "
+                         "must be a number in \\[0, 1\\)"),
+                        ({"distill.augment_replace": "drop"},
+                         "augment_replace='drop' is not one of mask, random")):
+    with pytest.raises(LmError, match=message):
+      experiments.make_objective(set_keys(distill_causal.get_config(
+          f"{causal_teacher},runlocal"), keys))
