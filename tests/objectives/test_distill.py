@@ -74,17 +74,22 @@ def test_kl_term_matches_numpy_with_temperature_and_padding():
   np.testing.assert_allclose(np.asarray(grad), want, atol=1e-6)
 
 
-def test_no_gradient_reaches_the_teacher():
-  cfg = make_model_config("tiny", vocab_size=50, max_len=16)
-  model = build_model(cfg)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 50, (2, 17)),
+def _tiny_pair(low: int = 0):
+  """A tiny causal model, a batch of 2 x 16 random ids in [low, 50), and two
+  initialisations of the model (student, teacher)."""
+  model = build_model(make_model_config("tiny", vocab_size=50, max_len=16))
+  tokens = jnp.asarray(np.random.default_rng(0).integers(low, 50, (2, 17)),
                        jnp.int32)
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
            "positions": jnp.broadcast_to(jnp.arange(16), (2, 16)),
            "segment_ids": jnp.ones((2, 16), jnp.int32),
            "loss_mask": jnp.ones((2, 16), jnp.float32)}
-  student = model.init(jax.random.key(0), batch["inputs"])["params"]
-  teacher = model.init(jax.random.key(1), batch["inputs"])["params"]
+  return (model, batch, model.init(jax.random.key(0), batch["inputs"])["params"],
+          model.init(jax.random.key(1), batch["inputs"])["params"])
+
+
+def test_no_gradient_reaches_the_teacher():
+  model, batch, student, teacher = _tiny_pair()
 
   def loss(s, t):
     return distill.distill_loss(
@@ -434,16 +439,7 @@ def test_augmented_tokens_keep_special_ids_and_follow_the_probability():
 
 
 def test_augmented_kl_term_is_the_kl_on_the_augmented_copy():
-  cfg = make_model_config("tiny", vocab_size=50, max_len=16)
-  model = build_model(cfg)
-  tokens = jnp.asarray(np.random.default_rng(0).integers(4, 50, (2, 17)),
-                       jnp.int32)
-  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-           "positions": jnp.broadcast_to(jnp.arange(16), (2, 16)),
-           "segment_ids": jnp.ones((2, 16), jnp.int32),
-           "loss_mask": jnp.ones((2, 16), jnp.float32)}
-  student = model.init(jax.random.key(0), batch["inputs"])["params"]
-  teacher = model.init(jax.random.key(1), batch["inputs"])["params"]
+  model, batch, student, teacher = _tiny_pair(low=4)
   augment = distill.Augment("inputs", 0.25, (0, 1, 2, 3), None, 50, 0.7)
   rng = jax.random.key(5)
 
