@@ -503,3 +503,21 @@ def test_augmented_student_trains_resumes_bitwise_and_refuses_a_missing_mask(
     with pytest.raises(LmError, match=message):
       experiments.make_objective(set_keys(distill_causal.get_config(
           f"{causal_teacher},runlocal"), keys))
+
+
+def test_augmented_copy_is_the_same_on_an_8_device_mesh():
+  """The draws depend on the key and the shape, not on how the batch is
+  sharded: a run's augmented copies are the same on any mesh."""
+  from lm.parallel import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from lm.parallel.mesh import make_mesh  # pylint: disable=g-import-not-at-top
+  ids = np.random.default_rng(1).integers(0, 60, (16, 24)).astype(np.int32)
+  augment = distill.Augment("tokens", 0.3, (0, 1, 2, 3), None, 60, 1.0)
+  key = jax.random.key(7)
+  one = np.asarray(jax.jit(distill.augment_tokens, static_argnums=2)(
+      jnp.asarray(ids), key, augment))
+  mesh = make_mesh({"data": 4, "fsdp": 2, "tensor": 1})
+  sharded = jax.device_put(ids, sharding_lib.batch_sharding(mesh))
+  many = np.asarray(jax.jit(distill.augment_tokens, static_argnums=2)(
+      sharded, key, augment))
+  np.testing.assert_array_equal(many, one)
+  assert (one != ids).any()
