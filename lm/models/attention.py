@@ -184,14 +184,16 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   return _softmax_attention_fwd(q, k, v, mask, scale)[0]
 
 
-def _grouped_softmax(q, k, v, mask, scale, kv: str):
+def _grouped_softmax(q, k, v, mask, scale, kv: str, k_layout: str = ""):
   """`(probs [B, K, G, T, S], out [B, T, N, H], grouped q, grouped mask)` of
-  softmax attention with keys and values laid out as `kv` ("BSKH", or
-  "BKSH" for the heads-first KV cache)."""
+  softmax attention with values laid out as `kv` ("BSKH", or "BKSH" for the
+  heads-first KV cache) and keys as `k_layout` (default: `kv`; the KV
+  cache's keys are "BKHS")."""
+  k_layout = k_layout or kv
   b, t, n, h = q.shape
-  kv_heads = k.shape[kv.index("K")]
+  kv_heads = k.shape[k_layout.index("K")]
   qg = q.reshape(b, t, kv_heads, n // kv_heads, h)             # [B, T, K, G, H]
-  logits = jnp.einsum(f"BTKGH,{kv}->BKGTS", qg, k,
+  logits = jnp.einsum(f"BTKGH,{k_layout}->BKGTS", qg, k,
                       preferred_element_type=jnp.float32) * scale
   if mask is not None:
     mask = jnp.asarray(mask, bool)
@@ -260,10 +262,10 @@ def attention_scores(q: jax.Array, k: jax.Array, mask: jax.Array | None,
 
 def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                      mask: jax.Array | None, scale: float) -> jax.Array:
-  """Attention of new queries `[B, T, N, H]` over a KV cache whose keys and
-  values are heads first, `[B, K, S, H]`; `mask` `[B, 1, T, S]` covers
+  """Attention of new queries `[B, T, N, H]` over a KV cache of keys
+  `[B, K, H, S]` and values `[B, K, S, H]`; `mask` `[B, 1, T, S]` covers
   causality and padding (forward only: decoding takes no gradient)."""
-  return _grouped_softmax(q, k, v, mask, scale, "BKSH")[1]
+  return _grouped_softmax(q, k, v, mask, scale, "BKSH", "BKHS")[1]
 
 
 class MultiHeadAttention(nn.Module):
@@ -279,7 +281,8 @@ class MultiHeadAttention(nn.Module):
   on the CPU backend uses `softmax_attention` (measured faster there).
 
   KV cache (`decode=True`): keys and values live in the 'cache' collection
-  as `cached_key`/`cached_value` `[B, K, S, H]` plus a `cache_index`; each
+  as `cached_key` `[B, K, H, S]` and `cached_value` `[B, K, S, H]` plus a
+  `cache_index`; each
   call writes its T new keys/values at `cache_index` and attends over all S
   slots, so the caller must pass a mask that covers causality and padding
   over the whole cache (`DecoderLM` builds it). The first call (from `init`)
@@ -307,10 +310,15 @@ class MultiHeadAttention(nn.Module):
 
   def _extend_cache(self, k: jax.Array, v: jax.Array):
     """Writes `k`, `v` `[B, T, K, H]` at the cache index; returns the full
-    cache, heads first: `[B, K, S, H]`, the layout the per-token attention
-    reads without transposing all S slots (`cached_attention`)."""
+    cache, heads first: keys `[B, K, H, S]` and values `[B, K, S, H]`, the
+    operands of q k^T and p v as the matmuls take them, so the per-token
+    attention transposes none of the S slots (`cached_attention`). (With
+    keys `[B, K, S, H]`, XLA fused a second copy of each key update into
+    the transposed read, and two updates of one buffer cost two copies of
+    the whole key cache per layer and token in the decode loop.)"""
     initialising = not self.has_variable("cache", "cached_key")
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)   # [B, K, T, H]
+    k = k.transpose(0, 2, 3, 1)                                # [B, K, H, T]
+    v = v.transpose(0, 2, 1, 3)                                # [B, K, T, H]
     cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
     index = self.variable("cache", "cache_index",
@@ -319,11 +327,11 @@ class MultiHeadAttention(nn.Module):
       return k, v
     i = index.value
     cached_k.value = jax.lax.dynamic_update_slice(
-        cached_k.value, k.astype(cached_k.value.dtype), (0, 0, i, 0))
+        cached_k.value, k.astype(cached_k.value.dtype), (0, 0, 0, i))
     cached_v.value = jax.lax.dynamic_update_slice(
         cached_v.value, v.astype(cached_v.value.dtype), (0, 0, i, 0))
-    index.value = i + k.shape[2]
-    return cached_k.value, cached_v.value  # [B, K, S, H]
+    index.value = i + v.shape[2]
+    return cached_k.value, cached_v.value  # [B, K, H, S], [B, K, S, H]
 
   @nn.compact
   def __call__(self, x: jax.Array, *, positions: jax.Array,

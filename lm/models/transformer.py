@@ -187,7 +187,9 @@ class DecoderLM(nn.Module):
 
     def pad(path, x):
       name = getattr(path[-1], "key", None)
-      if name in ("cached_key", "cached_value"):    # [..., S, H]
+      if name == "cached_key":                       # [..., H, S]
+        axis = x.ndim - 1
+      elif name == "cached_value":                   # [..., S, H]
         axis = x.ndim - 2
       elif name == "valid":                          # [B, S]
         axis = 1
