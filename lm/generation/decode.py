@@ -47,15 +47,17 @@ from lm.generation.sampling import ban_repeated_ngrams, sample_logits
 
 
 def unrolled(model):
-  """`(decoding model, params_fn)`: for a Transformer with scanned layers, the
-  same model with a Python loop over its blocks and the function that maps
-  its stacked parameters (`.../layers/...`, leading axis L) to that model's
-  (`.../layers_0/...` ...); otherwise `(model, identity)`."""
+  """`(decoding model, params_fn)`: for a Transformer or encoder-decoder with
+  scanned layers, the same model with a Python loop over its blocks and the
+  function that maps its stacked parameters (`.../layers/...`, leading axis
+  L) to that model's (`.../layers_0/...` ...); otherwise `(model,
+  identity)`. Decoding a scanned stack token by token slices and re-stacks
+  its whole `[L, ...]` cache at every token; the loop keeps one cache per
+  layer and slices the weights once per jitted call."""
   cfg = getattr(model, "config", None)
-  if (cfg is None or getattr(cfg, "arch", None) != "transformer"
-      or not cfg.scan_layers):
+  if (cfg is None or getattr(cfg, "arch", None) not in (
+      "transformer", "encoder_decoder") or not cfg.scan_layers):
     return model, lambda params: params
-  num_layers = cfg.num_layers
 
   def unstack(tree):
     if not hasattr(tree, "items"):   # a leaf
@@ -63,7 +65,8 @@ def unrolled(model):
     out = {}
     for key, value in tree.items():
       if key == "layers":
-        for i in range(num_layers):
+        depth = jax.tree.leaves(value)[0].shape[0]   # this stack's blocks
+        for i in range(depth):
           out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], value)
       else:
         out[key] = unstack(value)

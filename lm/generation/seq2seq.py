@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.generation.beam import beam_search
-from lm.generation.decode import Generation, cut_eos
+from lm.generation.decode import Generation, cut_eos, unrolled
 from lm.generation.sampling import (ban_repeated_ngrams, force_tokens,
                                     sample_logits)
 
@@ -123,12 +123,16 @@ class Seq2SeqDecoder:
 
   def __init__(self, model, *, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, no_repeat_ngram: int = 0):
+    # scanned stacks decode through the same model with a loop over its
+    # blocks (`unrolled`): one cache per layer, weights sliced once per call
+    model, per_layer = unrolled(model)
     self.model = model
     self._shapes = {}   # (batch, input length, output length) -> shapes
     dm = decoding_model(model)
     forced_bos, forced_eos = forced_ids(model)
 
     def run(params, cache, tokens, seg, rng, start_id, eos_id, new):
+      params = per_layer(params)
       logits, cache = _prefill(model, dm, params, cache, tokens, seg, start_id)
       b = tokens.shape[0]
       out = jnp.zeros((b, new), jnp.int32)
@@ -185,12 +189,14 @@ def beam_generate(model, params, inputs: Sequence[Sequence[int]], *,
   """Beam search per input: `(beams, scores)`, best first, as
   `lm.generation.decode.beam_generate`."""
   k = beam_size
+  model, per_layer = unrolled(model)
   dm = decoding_model(model)
   forced_bos, forced_eos = forced_ids(model)
   tokens, seg = right_pad([x for x in inputs for _ in range(k)])
 
   @jax.jit
   def run(params, cache, tokens, seg):
+    params = per_layer(params)
     logits, cache = _prefill(model, dm, params, cache, tokens, seg, start_id)
 
     def step_fn(cache, tok, i):
