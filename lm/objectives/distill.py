@@ -274,7 +274,7 @@ class Distill(Objective):
     if not (isinstance(s.temperature, (int, float)) and s.temperature > 0):
       raise LmError(f"config.distill.temperature={s.temperature!r} must be a "
                     "positive number.")
-    for name in ("hidden_weight", "attention_weight"):
+    for name in ("hidden_weight", "attention_weight", "augment_weight"):
       value = s.get(name, 0.0)
       if not (isinstance(value, (int, float)) and value >= 0):
         raise LmError(f"config.distill.{name}={value!r} must be a number >= 0 "
@@ -288,10 +288,6 @@ class Distill(Objective):
       raise LmError(f"config.distill.augment_replace="
                     f"{s.get('augment_replace')!r} is not one of "
                     f"{', '.join(AUGMENT_REPLACE)}.")
-    weight = s.get("augment_weight", 1.0)
-    if not (isinstance(weight, (int, float)) and weight >= 0):
-      raise LmError(f"config.distill.augment_weight={weight!r} must be a "
-                    "number >= 0.")
     if s.teacher_dtype not in ("float32", "bfloat16"):
       raise LmError(f"config.distill.teacher_dtype={s.teacher_dtype!r} is "
                     "not float32 or bfloat16.")
@@ -376,9 +372,11 @@ class Distill(Objective):
             float(s.get("attention_weight", 0.0)))
 
   def _augment(self) -> Augment | None:
-    """The input augmentation settings, None when it is off."""
+    """The input augmentation settings, None when it is off (no
+    replacement, or its KL weighted 0: no extra forward passes)."""
     s = self.config.distill
-    if float(s.get("augment_prob", 0.0)) <= 0:
+    if (float(s.get("augment_prob", 0.0)) <= 0
+        or float(s.get("augment_weight", 1.0)) <= 0):
       return None
     t = self.teacher()
     return Augment(self.student.token_field, float(s.augment_prob),

@@ -499,7 +499,9 @@ def test_augmented_student_trains_resumes_bitwise_and_refuses_a_missing_mask(
   for keys, message in (({"distill.augment_prob": 1.0}, "augment_prob=1.0 "
                          "must be a number in \\[0, 1\\)"),
                         ({"distill.augment_replace": "drop"},
-                         "augment_replace='drop' is not one of mask, random")):
+                         "augment_replace='drop' is not one of mask, random"),
+                        ({"distill.augment_weight": -1.0},
+                         "augment_weight=-1.0 must be a number >= 0")):
     with pytest.raises(LmError, match=message):
       experiments.make_objective(set_keys(distill_causal.get_config(
           f"{causal_teacher},runlocal"), keys))
