@@ -8,7 +8,7 @@ import pytest
 
 from lm.models.config import make_model_config
 from lm.models.layers import (Einsum, Embed, LayerNorm, Mlp, RMSNorm,
-                              make_norm)
+                              _matmul_split, make_norm, projection)
 from lm.parallel import axes
 
 
@@ -70,6 +70,40 @@ def test_einsum_without_bias_and_dtypes():
   assert _apply(module, variables, jnp.ones((1, 2, 4))).dtype == jnp.float32
   with pytest.raises(ValueError, match="rank"):
     _init(Einsum("BTD,DF->BTF", (4, 6), (axes.EMBED,)), jnp.ones((1, 2, 4)))
+
+
+def test_matmul_split_finds_matmuls_over_the_last_dims():
+  assert _matmul_split("BTD,DF->BTF") == (2, 1)
+  assert _matmul_split("BTD,DNH->BTNH") == (2, 1)
+  assert _matmul_split("BTNH,NHD->BTD") == (2, 2)
+  assert _matmul_split("BTD, DF -> BTF") == (2, 1)
+  # Not a matmul over x's trailing dims in order: left to einsum.
+  assert _matmul_split("BTD,DKH->BKTH") is None
+  assert _matmul_split("BTNH,HND->BTD") is None
+  assert _matmul_split("BTD,VD->BTV") is None
+  assert _matmul_split("BTKGH,BSKH->BKGTS") is None
+
+
+@pytest.mark.parametrize("equation,x_shape,k_shape", [
+    ("BTD,DF->BTF", (2, 3, 4), (4, 5)),
+    ("BTD,DNH->BTNH", (2, 3, 4), (4, 2, 3)),
+    ("BTNH,NHD->BTD", (2, 3, 2, 3), (2, 3, 4)),
+    ("BTD,DKH->BKTH", (2, 3, 4), (4, 2, 3)),
+])
+def test_projection_equals_einsum_with_gradients(equation, x_shape, k_shape):
+  x, k = _rand(x_shape, 1), _rand(k_shape, 2)
+  np.testing.assert_allclose(projection(equation, x, k),
+                             jnp.einsum(equation, x, k), rtol=1e-5, atol=1e-6)
+  c = _rand(jnp.einsum(equation, x, k).shape, 3)
+  grads = jax.grad(lambda x, k: jnp.sum(projection(equation, x, k) * c),
+                   argnums=(0, 1))(x, k)
+  want = jax.grad(lambda x, k: jnp.sum(jnp.einsum(equation, x, k) * c),
+                  argnums=(0, 1))(x, k)
+  for got, ref in zip(grads, want):
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  y = projection(equation, x.astype(jnp.bfloat16), k.astype(jnp.bfloat16),
+                 jnp.float32)
+  assert y.dtype == jnp.float32
 
 
 def _numpy_layernorm(x, scale, bias, eps):
