@@ -18,8 +18,9 @@ entity precision/recall/F1 (tagging), exact match and F1 (qa).
   python -m launch.evaluate --workdir runs/sst2 --data tsv:sst2/test.tsv --best
 
 Uses the run's eval split unless --data names another source, and the
-run's own eval setting: config.eval_steps batches of config.batch_size
-(every batch when the run evaluated its whole split), so on the run's split
+run's own eval setting: config.eval_steps batches of config.eval_batch_size
+(config.batch_size when it is 0; every batch when the run evaluated its
+whole split), so on the run's split
 the numbers are those its training log shows for that step. --full
 evaluates the whole split, --max_batches N the first N batches. Prints the
 metrics with what they covered (tokens or examples, and batches) and writes
@@ -45,7 +46,9 @@ _MAX_BATCHES = flags.DEFINE_integer("max_batches", None, "Batches to evaluate "
                                      "0 = all).")
 _FULL = flags.DEFINE_bool("full", False, "Evaluate the whole split (default: "
                           "the run's config.eval_steps batches).")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Rows per batch (0 = the run's batch_size).")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 0,
+    "Rows per batch (0 = the run's eval_batch_size, or its batch_size).")
 _BEST = flags.DEFINE_bool("best", False, "Use the best checkpoint by the run's "
                           "eval metric (default: the latest).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir for a tfds: "
@@ -116,7 +119,7 @@ def evaluate_workdir(workdir: str, data: str | None = None, step: int | None = N
   data = objective.open_data(source, trained.tokenizer,
                              files.join(workdir, "data"),
                              c.data.max_chars or None)
-  batch_size = batch_size or c.batch_size
+  batch_size = batch_size or loop.eval_batch_size(c)
   eval_fn = step_lib.jit_eval_step(trained.model, objective.loss, trained.mesh,
                                    trained.rules, trained.state_shardings.params)
   metrics = loop.evaluate_data(objective, data, eval_fn, trained.params,

@@ -31,6 +31,8 @@ def engine_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.eval_every = 200
   c.eval_steps = 20          # batches per periodic eval (0 = whole split)
+  c.eval_batch_size = 0      # rows per eval batch (0 = batch_size); eval
+                             # needs no gradients, so it can take more
   c.checkpoint_every = 500
   c.keep_checkpoints = 2     # latest N kept, plus the best by eval loss
   c.async_checkpoints = True
@@ -137,6 +139,9 @@ def validate(config: ml_collections.ConfigDict,
   if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
     raise LmError(f"config.grad_accum_steps={config.grad_accum_steps} must be "
                   f">= 1 and divide config.batch_size={config.batch_size}.")
+  if config.eval_batch_size < 0:
+    raise LmError(f"config.eval_batch_size={config.eval_batch_size} must be "
+                  ">= 0 (0 evaluates in batches of config.batch_size).")
   if config.eval_steps < 0:
     raise LmError("config.eval_steps must be >= 0 (0 evaluates the whole split).")
   if config.data.sampling not in ("shuffle", "random"):

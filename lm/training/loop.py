@@ -123,6 +123,11 @@ def prepare(config, workdir: str, make_objective,
   if config.batch_size % jax.process_count():
     raise LmError(f"config.batch_size={config.batch_size} is not divisible by "
                   f"the {jax.process_count()} processes.")
+  if config.eval_batch_size % shards or config.eval_batch_size % jax.process_count():
+    raise LmError(f"config.eval_batch_size={config.eval_batch_size} is not "
+                  f"divisible by the {shards} batch shards of the mesh (data x "
+                  f"fsdp) and the {jax.process_count()} processes; pick a "
+                  "multiple, or 0 to evaluate in batches of config.batch_size.")
   train_src = objective.open_source(config.data.train, train=True)
   eval_src = objective.open_source(config.data.eval, train=False)
   # Model errors before anything is written.
@@ -223,11 +228,19 @@ def count_key(objective) -> str:
 
 
 def evaluate(run: Run, eval_fn, params, max_batches: int | None) -> dict:
-  """The objective's metrics over `max_batches` eval batches, as `eval_*`."""
+  """The objective's metrics over `max_batches` eval batches (of
+  `config.eval_batch_size` rows, or `config.batch_size`), as `eval_*`."""
   if run.eval_data is None:
     return {}
   return evaluate_data(run.objective, run.eval_data, eval_fn, params, run.mesh,
-                       batch_size=run.config.batch_size, max_batches=max_batches)
+                       batch_size=eval_batch_size(run.config),
+                       max_batches=max_batches)
+
+
+def eval_batch_size(config) -> int:
+  """Rows per eval batch: `config.eval_batch_size`, or `config.batch_size`
+  when it is 0 (or absent, in configs stored before it existed)."""
+  return int(config.get("eval_batch_size", 0) or config.batch_size)
 
 
 def evaluate_data(objective, data, eval_fn, params, mesh, *, batch_size: int,

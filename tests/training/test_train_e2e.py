@@ -118,6 +118,37 @@ def test_missing_data_path_is_one_sentence(tmp_path):
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_eval_batch_size_evaluates_the_same_split_in_fewer_batches(tmp_path):
+  from launch.evaluate import evaluate_workdir  # pylint: disable=g-import-not-at-top
+  glob = write_corpus(tmp_path / "corpus", n_docs=20)
+  workdir = str(tmp_path / "run")
+  c = tiny_config(f"text:{glob}[:80%]", f"text:{glob}[80%:]", steps=2,
+                  log_every=2, eval_every=2, checkpoint_every=2, eval_steps=0)
+  c.eval_batch_size = 4 * c.batch_size
+  experiments.train(c, workdir)
+  logged = [r for r in read_metrics(workdir) if "eval_loss" in r][-1]
+  # launch.evaluate follows the run: the whole split in batches of 4x.
+  same = evaluate_workdir(workdir)
+  assert same["batches"] == logged["eval_batches"]
+  # Rows of config.batch_size: the same tokens and loss, in more batches.
+  small = evaluate_workdir(workdir, batch_size=c.batch_size)
+  assert small["tokens"] == logged["eval_tokens"] > 0
+  assert small["batches"] > 2 * logged["eval_batches"]
+  assert small["loss"] == pytest.approx(logged["eval_loss"], rel=1e-5)
+
+
+def test_bad_eval_batch_size_is_one_sentence(tmp_path):
+  glob = write_corpus(tmp_path / "corpus", n_docs=5)
+  for size, match in [(-8, r"eval_batch_size=-8 must be >= 0"),
+                      (12, r"eval_batch_size=12 is not divisible by the 8 "
+                           r"batch shards")]:
+    c = tiny_config(f"text:{glob}", "")
+    c.eval_batch_size = size
+    with pytest.raises(LmError, match=match):
+      experiments.train(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_batch_not_divisible_by_mesh_is_one_sentence(tmp_path):
   glob = write_corpus(tmp_path / "corpus", n_docs=5)
   c = tiny_config(f"text:{glob}", "", batch_size=12)
