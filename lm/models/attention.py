@@ -133,11 +133,15 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     `[B, T, N, H]` in `v.dtype`.
   """
   b, t, n, h = q.shape
-  kv_heads = k.shape[2]
+  kv_heads, s = k.shape[2], k.shape[1]
   g = n // kv_heads
-  q = q.reshape(b, t, kv_heads, g, h)  # [B, T, K, G, H]
-  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k,
-                      preferred_element_type=jnp.float32)
+  # Heads first, so both products are 4-d batched matmuls (see
+  # `_softmax_attention_fwd`); the probabilities keep their [B, K, G, T, S]
+  # shape, and with it the dropout mask drawn for them.
+  logits = jnp.einsum("BKTH,BKSH->BKTS", _heads_first(q, g),
+                      k.transpose(0, 2, 1, 3),
+                      preferred_element_type=jnp.float32
+                      ).reshape(b, kv_heads, g, t, s)
   logits = logits * (1.0 / math.sqrt(h))
   if causal:
     mask = causal_mask(t) if mask is None else mask & causal_mask(t)
@@ -153,8 +157,10 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(v.dtype), v)
-  return out.reshape(b, t, n, h)  # [B, T, N, H]
+  out = jnp.einsum("BKTS,BKSH->BKTH",
+                   probs.reshape(b, kv_heads, g * t, s).astype(v.dtype),
+                   v.transpose(0, 2, 1, 3))
+  return _heads_last(out, g)  # [B, T, N, H]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
