@@ -132,35 +132,23 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   Returns:
     `[B, T, N, H]` in `v.dtype`.
   """
-  b, t, n, h = q.shape
-  kv_heads, s = k.shape[2], k.shape[1]
-  g = n // kv_heads
+  t, h = q.shape[1], q.shape[3]
   # Heads first, so both products are 4-d batched matmuls (see
   # `_softmax_attention_fwd`); the probabilities keep their [B, K, G, T, S]
   # shape, and with it the dropout mask drawn for them.
-  logits = jnp.einsum("BKTH,BKSH->BKTS", _heads_first(q, g),
-                      k.transpose(0, 2, 1, 3),
-                      preferred_element_type=jnp.float32
-                      ).reshape(b, kv_heads, g, t, s)
+  _, _, logits = _heads_first_logits(q, k)                     # [B, K, G, T, S]
   logits = logits * (1.0 / math.sqrt(h))
   if causal:
     mask = causal_mask(t) if mask is None else mask & causal_mask(t)
   if mask is not None:
-    mask = jnp.asarray(mask, bool)
-    mb, mn = mask.shape[0], mask.shape[1]
-    if mn == 1:
-      mask = mask[:, :, None]  # [B, 1, 1, T, S]
-    else:
-      mask = mask.reshape(mb, kv_heads, g, *mask.shape[2:])  # [B, K, G, T, S]
+    mask = _group_mask(mask, *logits.shape[1:3])
     logits = jnp.where(mask, logits, _large_negative(logits.dtype))
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   if dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  out = jnp.einsum("BKTS,BKSH->BKTH",
-                   probs.reshape(b, kv_heads, g * t, s).astype(v.dtype),
-                   v.transpose(0, 2, 1, 3))
-  return _heads_last(out, g)  # [B, T, N, H]
+  out = _probs_times_values(probs, v.transpose(0, 2, 1, 3))    # [B, K, G·T, H]
+  return _heads_last(out, probs.shape[2])  # [B, T, N, H]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -190,38 +178,21 @@ def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   return _softmax_attention_fwd(q, k, v, mask, scale)[0]
 
 
-def _grouped_softmax(q, k, v, mask, scale, kv: str, k_layout: str = ""):
-  """`(probs [B, K, G, T, S], out [B, T, N, H], grouped q, grouped mask)` of
-  softmax attention with values laid out as `kv` ("BSKH", or "BKSH" for the
-  heads-first KV cache) and keys as `k_layout` (default: `kv`; the KV
-  cache's keys are "BKHS")."""
-  k_layout = k_layout or kv
-  b, t, n, h = q.shape
-  kv_heads = k.shape[k_layout.index("K")]
-  qg = q.reshape(b, t, kv_heads, n // kv_heads, h)             # [B, T, K, G, H]
-  logits = jnp.einsum(f"BTKGH,{k_layout}->BKGTS", qg, k,
-                      preferred_element_type=jnp.float32) * scale
-  if mask is not None:
-    mask = jnp.asarray(mask, bool)
-    if mask.shape[1] == 1:
-      mask = mask[:, :, None]                                  # [B, 1, 1, T, S]
-    else:
-      mask = mask.reshape(mask.shape[0], kv_heads, n // kv_heads,
-                          *mask.shape[2:])                     # [B, K, G, T, S]
-    logits = jnp.where(mask, logits, _large_negative(logits.dtype))
-  probs = jax.nn.softmax(logits, axis=-1)                      # [B, K, G, T, S]
-  out = jnp.einsum(f"BKGTS,{kv}->BTKGH", probs.astype(v.dtype), v)
-  return probs, out.reshape(b, t, n, h), qg, mask
+def _group_mask(mask: jax.Array, kv_heads: int, groups: int) -> jax.Array:
+  """A bool mask `[B, 1 | N, T, S]` as `[B, 1 | K, 1 | G, T, S]`, aligned
+  with grouped logits `[B, K, G, T, S]`."""
+  mask = jnp.asarray(mask, bool)
+  if mask.shape[1] == 1:
+    return mask[:, :, None]                                    # [B, 1, 1, T, S]
+  return mask.reshape(mask.shape[0], kv_heads, groups, *mask.shape[2:])
 
 
 def _heads_first(x: jax.Array, groups: int) -> jax.Array:
   """`[B, T, K·G, H]` -> `[B, K, G·T, H]`: each KV head's query rows (its G
   query heads' T positions) contiguous, the layout of a batched matmul."""
   b, t, n, h = x.shape
-  return x.reshape(b, t, n // groups, groups, h).transpose(0, 2, 3, 1, 4
-                                                          ).reshape(
-                                                              b, n // groups,
-                                                              groups * t, h)
+  x = x.reshape(b, t, n // groups, groups, h).transpose(0, 2, 3, 1, 4)
+  return x.reshape(b, n // groups, groups * t, h)
 
 
 def _heads_last(x: jax.Array, groups: int) -> jax.Array:
@@ -232,36 +203,46 @@ def _heads_last(x: jax.Array, groups: int) -> jax.Array:
       b, t, kv * groups, h)
 
 
-def _softmax_attention_fwd(q, k, v, mask, scale):
-  """The forward pass in heads-first layout: queries `[B, K, G·T, H]`, keys
-  and values `[B, K, S, H]`, so both products are 4-d batched matmuls. With
-  the grouped `[B, T, K, G, H]` operands as 5-d einsums the layer's attention
-  (forward and backward) took 63 ms at T 256, B 8, 6 heads of 64 against
-  44 ms this way (1.8 against 1.6 ms at T 64, B 12, 4 heads of 32)."""
-  b, t, n, h = q.shape
+def _heads_first_logits(q: jax.Array, k: jax.Array):
+  """`(queries [B, K, G·T, H], keys [B, K, S, H], float32 q·kᵀ
+  [B, K, G, T, S])` of queries `[B, T, N, H]` and keys `[B, S, K, H]`:
+  heads first, so the product is a 4-d batched matmul. With the grouped
+  `[B, T, K, G, H]` operands as a 5-d einsum, XLA:CPU took 63 ms for a
+  layer's attention (forward and backward) at T 256, B 8, 6 heads of 64,
+  against 44 ms this way (1.8 against 1.6 ms at T 64, B 12, 4 heads of 32)."""
+  b, t, n, _ = q.shape
   kv_heads, s = k.shape[2], k.shape[1]
   g = n // kv_heads
-  qh = _heads_first(q, g)                                      # [B, K, G·T, H]
-  kh = k.transpose(0, 2, 1, 3)                                 # [B, K, S, H]
-  vh = v.transpose(0, 2, 1, 3)                                 # [B, K, S, H]
+  qh = _heads_first(q, g)
+  kh = k.transpose(0, 2, 1, 3)
   logits = jnp.einsum("BKTH,BKSH->BKTS", qh, kh,
-                      preferred_element_type=jnp.float32) * scale
-  logits = logits.reshape(b, kv_heads, g, t, s)                # [B, K, G, T, S]
+                      preferred_element_type=jnp.float32)
+  return qh, kh, logits.reshape(b, kv_heads, g, t, s)
+
+
+def _probs_times_values(probs: jax.Array, vh: jax.Array) -> jax.Array:
+  """`probs [B, K, G, T, S]` times heads-first values `[B, K, S, H]`:
+  `[B, K, G·T, H]` in the values' dtype."""
+  b, kv_heads, g, t, s = probs.shape
+  return jnp.einsum("BKTS,BKSH->BKTH",
+                    probs.reshape(b, kv_heads, g * t, s).astype(vh.dtype), vh)
+
+
+def _softmax_attention_fwd(q, k, v, mask, scale):
+  """The forward pass in heads-first layout (`_heads_first_logits`)."""
+  qh, kh, logits = _heads_first_logits(q, k)
+  logits = logits * scale                                      # [B, K, G, T, S]
   live = None
   if mask is not None:
-    mask = jnp.asarray(mask, bool)
-    if mask.shape[1] == 1:
-      mask = mask[:, :, None]                                  # [B, 1, 1, T, S]
-    else:
-      mask = mask.reshape(mask.shape[0], kv_heads, g, *mask.shape[2:])
+    mask = _group_mask(mask, *logits.shape[1:3])
     logits = jnp.where(mask, logits, _large_negative(logits.dtype))
     # rows with a key to attend to; a fully masked row's uniform weights
     # have no logit gradient (elsewhere masked weights are exactly 0)
     live = jnp.any(mask, axis=-1, keepdims=True)
   probs = jax.nn.softmax(logits, axis=-1)                      # [B, K, G, T, S]
-  oh = jnp.einsum("BKTS,BKSH->BKTH",
-                  probs.reshape(b, kv_heads, g * t, s).astype(v.dtype), vh)
-  return _heads_last(oh, g), (qh, kh, vh, live, probs, oh)
+  vh = v.transpose(0, 2, 1, 3)                                 # [B, K, S, H]
+  oh = _probs_times_values(probs, vh)                          # [B, K, G·T, H]
+  return _heads_last(oh, probs.shape[2]), (qh, kh, vh, live, probs, oh)
 
 
 def _softmax_attention_bwd(scale, res, d_out):
@@ -314,7 +295,17 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   """Attention of new queries `[B, T, N, H]` over a KV cache of keys
   `[B, K, H, S]` and values `[B, K, S, H]`; `mask` `[B, 1, T, S]` covers
   causality and padding (forward only: decoding takes no gradient)."""
-  return _grouped_softmax(q, k, v, mask, scale, "BKSH", "BKHS")[1]
+  b, t, n, h = q.shape
+  kv_heads = k.shape[1]
+  qg = q.reshape(b, t, kv_heads, n // kv_heads, h)             # [B, T, K, G, H]
+  logits = jnp.einsum("BTKGH,BKHS->BKGTS", qg, k,
+                      preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    mask = _group_mask(mask, kv_heads, n // kv_heads)
+    logits = jnp.where(mask, logits, _large_negative(logits.dtype))
+  probs = jax.nn.softmax(logits, axis=-1)                      # [B, K, G, T, S]
+  out = jnp.einsum("BKGTS,BKSH->BTKGH", probs.astype(v.dtype), v)
+  return out.reshape(b, t, n, h)
 
 
 class MultiHeadAttention(nn.Module):
