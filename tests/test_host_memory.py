@@ -131,3 +131,15 @@ def test_restart_runs_the_same_command_again_with_huge_pages():
   else:                       # the same process, started again with the setting
     assert lines == [f"start {pid} ", f"start {pid} glibc.malloc.hugetlb=1",
                      f"running {pid} glibc.malloc.hugetlb=1"]
+
+
+def test_entry_points_restart_before_they_print_anything():
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  out = subprocess.run([sys.executable, "-m", "launch.predict", "--help"],
+                       env=env, cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr
+  # The usage is printed once: the restart comes before any output.
+  first = out.stdout.splitlines()[0]
+  assert first.startswith("Print")
+  assert out.stdout.splitlines().count(first) == 1
