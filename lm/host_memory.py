@@ -10,12 +10,17 @@ faults a step and a third of the step's wall time spent in the kernel.
 
 `keep_freed_memory()` raises `M_TOP_PAD` to 64 MiB, the most a per-thread
 arena grows, so arenas keep what they have held; the process keeps at most the
-memory it already used at its peak. It runs once when `lm` is imported. It is
-one `mallopt` call through ctypes, so no library is needed; it applies only
-where the C library is glibc, and it leaves the setting alone where the user
-set the pad through glibc's own environment (`MALLOC_TOP_PAD_`, or
-`GLIBC_TUNABLES=glibc.malloc.top_pad=...`; `glibc.malloc.top_pad=131072`
-restores glibc's default).
+memory it already used at its peak. Setting the pad also fixes glibc's
+threshold for serving a block from `mmap` instead of an arena, which otherwise
+rises with the blocks a process frees; left at its 128 KiB start, every block
+above it would fault in afresh (PyTorch's step in the same process went from
+117 to 178 ms a step), so `M_MMAP_THRESHOLD` is set to 32 MiB, the most that
+threshold ever rises to. It runs once when `lm` is imported. It is two
+`mallopt` calls through ctypes, so no library is needed; they apply only where
+the C library is glibc, and neither is made where the user set either setting
+through glibc's own environment (`MALLOC_TOP_PAD_`, `MALLOC_MMAP_THRESHOLD_`,
+or `GLIBC_TUNABLES=glibc.malloc.top_pad=...:glibc.malloc.mmap_threshold=...`).
+`LM_KEEP_FREED_MEMORY=0` in the environment keeps glibc's defaults.
 
 Buffers larger than 32 MiB (a large step's activations, stored for the
 backward pass) always come from `mmap`, so they fault in again every step:
@@ -37,7 +42,11 @@ import os
 import sys
 
 TOP_PAD_BYTES = 64 << 20
-_M_TOP_PAD = -2        # mallopt's parameter number for the top pad (malloc.h)
+MMAP_THRESHOLD_BYTES = 32 << 20
+_M_TOP_PAD = -2        # mallopt's parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_USER_SETTINGS = (("MALLOC_TOP_PAD_", "glibc.malloc.top_pad"),
+                  ("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"))
 _applied = None
 
 
@@ -55,23 +64,29 @@ def _glibc():
 
 
 def user_set_pad(environ=None) -> bool:
-  """Whether the environment sets glibc's top pad itself."""
+  """Whether the environment sets glibc's top pad or mmap threshold itself,
+  or asks for glibc's defaults (`LM_KEEP_FREED_MEMORY=0`)."""
   environ = os.environ if environ is None else environ
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  return ("MALLOC_TOP_PAD_" in environ
-          or any(t.split("=")[0].strip() == "glibc.malloc.top_pad"
-                 for t in tunables.split(":")))
+  if environ.get("LM_KEEP_FREED_MEMORY", "").strip() == "0":
+    return True
+  tunables = {t.split("=")[0].strip()
+              for t in environ.get("GLIBC_TUNABLES", "").split(":")}
+  return any(variable in environ or tunable in tunables
+             for variable, tunable in _USER_SETTINGS)
 
 
-def keep_freed_memory(pad_bytes: int = TOP_PAD_BYTES) -> bool:
-  """Sets glibc's `M_TOP_PAD` to `pad_bytes` once per process; True when the
-  setting is in force (set here), False where the C library is not glibc or
-  the environment sets the pad."""
+def keep_freed_memory(pad_bytes: int = TOP_PAD_BYTES,
+                      mmap_threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+  """Sets glibc's `M_TOP_PAD` and `M_MMAP_THRESHOLD` once per process; True
+  when the settings are in force (set here), False where the C library is
+  not glibc or the environment sets either."""
   global _applied
   if _applied is None:
     libc = _glibc()
-    _applied = bool(libc is not None and not user_set_pad()
-                    and libc.mallopt(_M_TOP_PAD, int(pad_bytes)) == 1)
+    _applied = bool(
+        libc is not None and not user_set_pad()
+        and libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+        and libc.mallopt(_M_TOP_PAD, int(pad_bytes)) == 1)
   return _applied
 
 

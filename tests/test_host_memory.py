@@ -50,7 +50,7 @@ _PAGES_PER_ROUND = (8 << 20) // os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysco
 
 def _churn(extra_env):
   env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", "MALLOC_TOP_PAD_")}
+         if k not in ("GLIBC_TUNABLES", "MALLOC_TOP_PAD_", "LM_KEEP_FREED_MEMORY")}
   env.update(extra_env)
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   out = subprocess.run([sys.executable, "-c", _CHURN], env=env, check=True,
@@ -69,11 +69,13 @@ def test_import_keeps_freed_memory_mapped_and_the_users_pad_wins():
   assert applied
   # Thirty rounds reuse the same pages: (almost) no faults.
   assert faults < _PAGES_PER_ROUND // 4, faults
-  # glibc's default pad, set by the user: lm leaves it, and every round
-  # gives the 8 MiB back and faults it in again.
+  # The pad set by the user: lm leaves it, and at glibc's default pad every
+  # round gives the 8 MiB back and faults it in again.
   applied, faults = _churn({"GLIBC_TUNABLES": "glibc.malloc.top_pad=131072"})
   assert not applied
   assert faults > 20 * _PAGES_PER_ROUND, faults
+  applied, _ = _churn({"LM_KEEP_FREED_MEMORY": "0"})
+  assert not applied
 
 
 def test_user_set_pad_reads_glibcs_two_settings():
@@ -83,6 +85,11 @@ def test_user_set_pad_reads_glibcs_two_settings():
   assert host_memory.user_set_pad(
       {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.top_pad=0"})
   assert host_memory.user_set_pad({"MALLOC_TOP_PAD_": "131072"})
+  assert host_memory.user_set_pad({"LM_KEEP_FREED_MEMORY": "0"})
+  assert not host_memory.user_set_pad({"LM_KEEP_FREED_MEMORY": "1"})
+  assert host_memory.user_set_pad({"MALLOC_MMAP_THRESHOLD_": "131072"})
+  assert host_memory.user_set_pad(
+      {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"})
 
 
 _glibc_2_35 = (host_memory._glibc() is not None  # pylint: disable=protected-access
