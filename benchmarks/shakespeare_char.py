@@ -35,9 +35,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if __name__ == "__main__":   # large buffers on huge pages: lm.host_memory
-  from lm import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
-  host_memory.restart_with_huge_pages()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -30,9 +30,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-if __name__ == "__main__":   # large buffers on huge pages: lm.host_memory
-  from lm import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
-  host_memory.restart_with_huge_pages()
 
 _PARTS = (("attention_norm", "norms"), ("mlp_norm", "norms"),
           ("final_norm", "norms"), ("attention", "attention"),

@@ -27,9 +27,6 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if __name__ == "__main__":   # large buffers on huge pages: lm.host_memory
-  from lm import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
-  host_memory.restart_with_huge_pages()
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402

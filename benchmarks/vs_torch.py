@@ -35,9 +35,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-if __name__ == "__main__":   # large buffers on huge pages: lm.host_memory
-  from lm import host_memory  # noqa: E402  pylint: disable=g-import-not-at-top
-  host_memory.restart_with_huge_pages()
 
 import numpy as np  # noqa: E402
 

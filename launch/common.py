@@ -199,11 +199,7 @@ def run(main) -> None:
   """Parses flags and calls `main(argv)`; flag errors become one sentence.
 
   `--help`/`-h` prints the entry point's docstring and flags and exits 0.
-  First, where it helps, the command starts again with glibc backing large
-  buffers with huge pages (`lm.host_memory.restart_with_huge_pages`).
   """
-  from lm import host_memory
-  host_memory.restart_with_huge_pages()
   from absl import flags
   _define_help_flags()
   try:

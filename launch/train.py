@@ -73,8 +73,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # before the SIGTERM handler: the restart (exec) would reset it
-  from lm import host_memory
-  host_memory.restart_with_huge_pages()
   _EARLY_STOP = _StartupSigterm()
   common.run(main)

@@ -23,16 +23,13 @@ or `GLIBC_TUNABLES=glibc.malloc.top_pad=...:glibc.malloc.mmap_threshold=...`).
 `LM_KEEP_FREED_MEMORY=0` in the environment keeps glibc's defaults.
 
 Buffers larger than 32 MiB (a large step's activations, stored for the
-backward pass) always come from `mmap`, so they fault in again every step:
-640 MB, 160,000 faults a step, at the `d384` benchmark shape. glibc backs them
-with transparent huge pages (2 MiB faults) under
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, but reads that setting only when the
-process starts. `restart_with_huge_pages()`, which the entry points call before
-they parse their flags, starts the same command again (`execve`, the same
-process id) with the setting added, where the kernel's huge pages are in
-`madvise` mode (its usual default; `always` needs no setting, `never` allows
-none), the C library is glibc 2.35 or later and the environment does not set
-`glibc.malloc.hugetlb` itself (`glibc.malloc.hugetlb=0` keeps it off).
+backward pass) still come from `mmap` and fault in again every step: 640 MB,
+160,000 faults a step, at the `d384` benchmark shape. glibc backs them with
+transparent huge pages (2 MiB faults) under `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`
+where the kernel's huge pages are in `madvise` mode, but reads that setting
+only when the process starts, so it is the user's to set for long CPU runs of
+large steps (`d384`: 2,310-2,370 -> 1,820-2,180 ms a step); lm does not set
+it, as short commands ran slower with it (the CLI tests: 56 -> 78 s).
 """
 
 from __future__ import annotations
@@ -89,55 +86,3 @@ def keep_freed_memory(pad_bytes: int = TOP_PAD_BYTES,
         and libc.mallopt(_M_TOP_PAD, int(pad_bytes)) == 1)
   return _applied
 
-
-_THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
-
-
-def _thp_mode(path: str = _THP_MODE_FILE) -> str | None:
-  """The kernel's transparent huge page mode ("always", "madvise", "never"),
-  or None where the kernel does not say."""
-  try:
-    with open(path) as f:
-      text = f.read()
-  except OSError:
-    return None
-  start, end = text.find("["), text.find("]")
-  return text[start + 1:end] if 0 <= start < end else None
-
-
-def _glibc_version(libc) -> tuple[int, ...]:
-  libc.gnu_get_libc_version.restype = ctypes.c_char_p
-  text = libc.gnu_get_libc_version().decode()
-  return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
-
-
-def huge_page_environment(environ=None, thp_mode=None) -> dict | None:
-  """The environment to start this process again with, so that glibc backs
-  its large blocks with transparent huge pages; None where the setting is in
-  force already, set by the user, or not available here."""
-  environ = dict(os.environ if environ is None else environ)
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  if any(t.split("=")[0].strip() == "glibc.malloc.hugetlb"
-         for t in tunables.split(":")):
-    return None
-  libc = _glibc()
-  if libc is None or _glibc_version(libc) < (2, 35):
-    return None
-  if (thp_mode or _thp_mode()) != "madvise":
-    return None
-  environ["GLIBC_TUNABLES"] = ":".join(
-      t for t in (tunables, "glibc.malloc.hugetlb=1") if t)
-  return environ
-
-
-def restart_with_huge_pages() -> None:
-  """Starts the running command again (same process id, same arguments)
-  with `glibc.malloc.hugetlb=1` where `huge_page_environment` gives one;
-  returns without doing anything elsewhere. Call it before anything the
-  restart would repeat: it runs the whole command again from the start."""
-  environ = huge_page_environment()
-  if environ is None or not getattr(sys, "orig_argv", None):
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)
