@@ -60,7 +60,7 @@ def _glibc():
   return libc
 
 
-def user_set_pad(environ=None) -> bool:
+def environment_decides(environ=None) -> bool:
   """Whether the environment sets glibc's top pad or mmap threshold itself,
   or asks for glibc's defaults (`LM_KEEP_FREED_MEMORY=0`)."""
   environ = os.environ if environ is None else environ
@@ -81,7 +81,7 @@ def keep_freed_memory(pad_bytes: int = TOP_PAD_BYTES,
   if _applied is None:
     libc = _glibc()
     _applied = bool(
-        libc is not None and not user_set_pad()
+        libc is not None and not environment_decides()
         and libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
         and libc.mallopt(_M_TOP_PAD, int(pad_bytes)) == 1)
   return _applied

@@ -50,7 +50,8 @@ _PAGES_PER_ROUND = (8 << 20) // os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysco
 
 def _churn(extra_env):
   env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", "MALLOC_TOP_PAD_", "LM_KEEP_FREED_MEMORY")}
+         if k not in ("GLIBC_TUNABLES", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_",
+                      "LM_KEEP_FREED_MEMORY")}
   env.update(extra_env)
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   out = subprocess.run([sys.executable, "-c", _CHURN], env=env, check=True,
@@ -78,16 +79,16 @@ def test_import_keeps_freed_memory_mapped_and_the_users_pad_wins():
   assert not applied
 
 
-def test_user_set_pad_reads_glibcs_two_settings():
-  assert not host_memory.user_set_pad({})
-  assert not host_memory.user_set_pad(
+def test_environment_decides_reads_glibcs_two_settings():
+  assert not host_memory.environment_decides({})
+  assert not host_memory.environment_decides(
       {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
-  assert host_memory.user_set_pad(
+  assert host_memory.environment_decides(
       {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.top_pad=0"})
-  assert host_memory.user_set_pad({"MALLOC_TOP_PAD_": "131072"})
-  assert host_memory.user_set_pad({"LM_KEEP_FREED_MEMORY": "0"})
-  assert not host_memory.user_set_pad({"LM_KEEP_FREED_MEMORY": "1"})
-  assert host_memory.user_set_pad({"MALLOC_MMAP_THRESHOLD_": "131072"})
-  assert host_memory.user_set_pad(
+  assert host_memory.environment_decides({"MALLOC_TOP_PAD_": "131072"})
+  assert host_memory.environment_decides({"LM_KEEP_FREED_MEMORY": "0"})
+  assert not host_memory.environment_decides({"LM_KEEP_FREED_MEMORY": "1"})
+  assert host_memory.environment_decides({"MALLOC_MMAP_THRESHOLD_": "131072"})
+  assert host_memory.environment_decides(
       {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"})
 
